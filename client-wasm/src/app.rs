@@ -1,0 +1,290 @@
+//! The page's event loop. Relay frames, button clicks and (later) WebRTC callbacks all
+//! become [`Input`]s on one channel, handled one at a time, so no state is shared between
+//! callbacks.
+
+use futures::channel::mpsc::{unbounded, UnboundedSender};
+use futures::StreamExt;
+use gloo_timers::future::TimeoutFuture;
+use signalroom_protocol::{Request, RoomName, Signal};
+
+use crate::codec;
+use crate::config::PageConfig;
+use crate::relay::RelayLink;
+use crate::room::{Action, Phase, Room};
+use crate::ui::{Badge, Ui};
+
+/// Reconnection delays grow from this...
+const BACKOFF_MIN_MS: u32 = 500;
+/// ...to this.
+const BACKOFF_MAX_MS: u32 = 10_000;
+
+/// Everything the event loop reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A text frame from relay connection `generation`.
+    Frame {
+        /// Which connection it came on.
+        generation: u32,
+        /// The frame.
+        text: String,
+    },
+    /// Relay connection `generation` closed or failed.
+    RelayClosed {
+        /// Which connection.
+        generation: u32,
+        /// Why, as far as the browser says.
+        reason: String,
+    },
+    /// Time to try the relay again.
+    Reconnect,
+    /// The user sent a chat line.
+    Chat(String),
+    /// The user hung up.
+    HangUp,
+    /// The user wants back into the room.
+    Rejoin,
+}
+
+struct App {
+    ui: Ui,
+    config: PageConfig,
+    room: Room,
+    inputs: UnboundedSender<Input>,
+    relay: Option<RelayLink>,
+    generation: u32,
+    backoff_ms: u32,
+    /// False after hang-up: the page stays out of the room until asked back in.
+    wants_room: bool,
+}
+
+/// Runs the page.
+pub async fn run() {
+    let Some(ui) = Ui::new() else { return };
+    // Only the signalroom page has a status badge; anywhere else (tests) stay idle.
+    if ui.element::<web_sys::HtmlElement>("status").is_none() {
+        return;
+    }
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let config = PageConfig::from_location(&window.location());
+    let Some(room) = ask_room(&window, config.room.as_deref(), &ui) else {
+        ui.status(Badge::Error, "no room");
+        ui.log("no room chosen; reload the page or open it with ?room=NAME");
+        return;
+    };
+    let link = share_link(&window, &room, &config);
+    if let Some(link) = &link {
+        // Reloading, or copying the address bar, keeps the room.
+        if let Ok(history) = window.history() {
+            let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(link));
+        }
+    }
+    ui.show_room(room.as_str(), link.as_deref().unwrap_or("#"));
+
+    let (inputs, mut queue) = unbounded();
+    {
+        let inputs = inputs.clone();
+        ui.on_chat(move |text| {
+            let _ = inputs.unbounded_send(Input::Chat(text));
+        });
+    }
+    for (id, input) in [
+        ("hangup", (|| Input::HangUp) as fn() -> Input),
+        ("rejoin", || Input::Rejoin),
+    ] {
+        let inputs = inputs.clone();
+        ui.on_click(id, move || {
+            let _ = inputs.unbounded_send(input());
+        });
+    }
+
+    let mut app = App {
+        ui,
+        config,
+        room: Room::new(room),
+        inputs,
+        relay: None,
+        generation: 0,
+        backoff_ms: BACKOFF_MIN_MS,
+        wants_room: true,
+    };
+    app.connect().await;
+    while let Some(input) = queue.next().await {
+        app.handle(input).await;
+    }
+}
+
+/// The room from `?room=`, or else from a prompt as in the seed tutorial, asked again until
+/// the name is valid or the user cancels.
+fn ask_room(window: &web_sys::Window, from_address: Option<&str>, ui: &Ui) -> Option<RoomName> {
+    if let Some(name) = from_address {
+        match RoomName::new(name) {
+            Ok(room) => return Some(room),
+            Err(error) => ui.log(&format!("?room= is not a usable name: {error}")),
+        }
+    }
+    let mut question = String::from("Enter room name:");
+    loop {
+        let answer = window.prompt_with_message(&question).ok()??;
+        match RoomName::new(answer.trim()) {
+            Ok(room) => return Some(room),
+            Err(error) => question = format!("{error}. Enter room name:"),
+        }
+    }
+}
+
+/// This page's address with `?room=` (and `?relay=` when one was given).
+fn share_link(window: &web_sys::Window, room: &RoomName, config: &PageConfig) -> Option<String> {
+    let href = window.location().href().ok()?;
+    let url = web_sys::Url::new(&href).ok()?;
+    let params = url.search_params();
+    params.set("room", room.as_str());
+    if params.get("relay").is_some() {
+        params.set("relay", &config.relay);
+    }
+    url.set_hash("");
+    Some(url.href())
+}
+
+impl App {
+    async fn connect(&mut self) {
+        self.generation += 1;
+        self.ui
+            .status(Badge::Connecting, "connecting to the relay…");
+        self.ui.log(&format!("connecting to {}", self.config.relay));
+        match RelayLink::open(&self.config.relay, self.generation, self.inputs.clone()) {
+            Ok(link) => {
+                self.relay = Some(link);
+                if self.wants_room {
+                    self.send(&Request::<Signal>::CreateOrJoin {
+                        room: self.room.name().clone(),
+                    })
+                    .await;
+                }
+            }
+            Err(error) => self.relay_lost(&error),
+        }
+    }
+
+    async fn send(&mut self, request: &Request<Signal>) {
+        let Some(relay) = &mut self.relay else {
+            self.ui.log("not connected to the relay; nothing sent");
+            return;
+        };
+        if let Err(error) = relay.send(request).await {
+            self.ui
+                .log(&format!("could not send to the relay: {error}"));
+        }
+    }
+
+    fn relay_lost(&mut self, reason: &str) {
+        self.relay = None;
+        self.room.disconnected();
+        self.ui.chat_enabled(false);
+        let delay = self.backoff_ms;
+        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        self.ui
+            .status(Badge::Connecting, "relay unreachable; retrying…");
+        self.ui.log(&format!(
+            "relay connection lost ({reason}); retrying in {delay} ms"
+        ));
+        let inputs = self.inputs.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            TimeoutFuture::new(delay).await;
+            let _ = inputs.unbounded_send(Input::Reconnect);
+        });
+    }
+
+    async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Frame { generation, text } if generation == self.generation => {
+                match codec::decode(&text) {
+                    Ok(incoming) => {
+                        self.backoff_ms = BACKOFF_MIN_MS;
+                        let actions = self.room.apply(incoming);
+                        for action in actions {
+                            self.act(action).await;
+                        }
+                        self.show_phase();
+                    }
+                    Err(error) => self
+                        .ui
+                        .log(&format!("unreadable frame from the relay: {error}")),
+                }
+            }
+            Input::RelayClosed { generation, reason } if generation == self.generation => {
+                self.relay_lost(&reason);
+            }
+            Input::Frame { .. } | Input::RelayClosed { .. } => {}
+            Input::Reconnect => self.connect().await,
+            Input::Chat(text) => {
+                if let Some(me) = self.room.me() {
+                    self.ui.chat(&format!("you ({me})"), &text, true);
+                }
+                self.send(&Request::Message {
+                    data: Signal::Text { text },
+                    to: None,
+                })
+                .await;
+            }
+            Input::HangUp => {
+                self.wants_room = false;
+                self.send(&Request::<Signal>::Leave).await;
+                for action in self.room.left() {
+                    self.act(action).await;
+                }
+                self.ui.log("you left the room");
+                self.show_phase();
+            }
+            Input::Rejoin => {
+                self.wants_room = true;
+                if self.relay.is_some() {
+                    self.send(&Request::<Signal>::CreateOrJoin {
+                        room: self.room.name().clone(),
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Log(line) => self.ui.log(&line),
+            Action::Chat { from, text } => self.ui.chat(&format!("peer {from}"), &text, false),
+            Action::Call { peer, polite } => self.ui.log(&format!(
+                "peer {peer} is here ({})",
+                if polite { "polite" } else { "impolite" }
+            )),
+            Action::HangUp(peer) => self.ui.log(&format!("call with peer {peer} ended")),
+            Action::Signal { from, signal } => {
+                self.ui.log(&format!("signal from peer {from}: {signal:?}"))
+            }
+            Action::IceServers(_) => {}
+        }
+    }
+
+    fn show_phase(&self) {
+        let ui = &self.ui;
+        let (badge, text) = match self.room.phase() {
+            Phase::Connecting => (Badge::Connecting, "connecting to the relay…".to_owned()),
+            Phase::Waiting => (Badge::Waiting, "waiting for someone to join".to_owned()),
+            Phase::Together(peers) => (
+                Badge::Connected,
+                format!("in the room with {}", names(peers)),
+            ),
+            Phase::Full => (Badge::Full, "room is full".to_owned()),
+            Phase::Out => (Badge::Left, "you left the room".to_owned()),
+        };
+        ui.status(badge, &text);
+        let inside = matches!(self.room.phase(), Phase::Waiting | Phase::Together(_));
+        ui.chat_enabled(inside);
+        ui.in_room(inside || matches!(self.room.phase(), Phase::Connecting));
+    }
+}
+
+fn names(peers: &[signalroom_protocol::PeerId]) -> String {
+    let names: Vec<String> = peers.iter().map(|p| format!("peer {p}")).collect();
+    names.join(", ")
+}

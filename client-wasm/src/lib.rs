@@ -1,0 +1,21 @@
+//! signalroom's browser client, compiled to WASM: asks for a room, talks to the relay, and
+//! shows what happens.
+//!
+//! Code map: [`config`] reads the page address; [`relay`] is the WebSocket transport;
+//! [`codec`] turns frames into text and back; [`room`] is the room logic; [`ui`] the page's
+//! elements; [`app`] the event loop that ties them together.
+
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod relay;
+pub mod room;
+pub mod ui;
+
+use wasm_bindgen::prelude::wasm_bindgen;
+
+/// Entry point: runs when the page loads the WASM.
+#[wasm_bindgen(start)]
+pub fn start() {
+    wasm_bindgen_futures::spawn_local(app::run());
+}

@@ -1,0 +1,122 @@
+//! The client's frame handling in a real browser, against the protocol crate's golden
+//! vectors: what the page sends is byte-for-byte the golden request, what it receives
+//! decodes to the same frame, and the room logic reacts to each as the protocol says.
+
+#![cfg(target_arch = "wasm32")]
+
+use signalroom_client::codec::{self, Incoming};
+use signalroom_client::room::{Action, Phase, Room};
+use signalroom_protocol::{golden, Event, PeerId, Request, RoomName, Signal};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn peer(id: u64) -> PeerId {
+    PeerId::new(id).expect("valid id")
+}
+
+fn event(incoming: Incoming) -> Event<Signal> {
+    match incoming {
+        Incoming::Event(event) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[wasm_bindgen_test]
+fn requests_encode_to_the_golden_bytes() {
+    for line in golden::REQUESTS.lines() {
+        let value = js_sys::JSON::parse(line).expect("golden lines are JSON");
+        let request: Request<Signal> =
+            serde_wasm_bindgen::from_value(value).expect("golden requests decode");
+        assert_eq!(codec::encode(&request), line);
+    }
+}
+
+#[wasm_bindgen_test]
+fn golden_events_decode_and_encode_back() {
+    for line in golden::EVENTS.lines() {
+        let decoded = event(codec::decode(line).expect(line));
+        assert_eq!(codec::encode(&decoded), line);
+    }
+}
+
+#[wasm_bindgen_test]
+fn foreign_data_and_garbage_are_reported_not_fatal() {
+    assert_eq!(
+        codec::decode(r#"{"type":"message","from":4,"data":[1,2,3]}"#),
+        Ok(Incoming::Foreign { from: peer(4) })
+    );
+    assert!(codec::decode("{oops").is_err());
+    assert!(codec::decode(r#"{"type":"teleport"}"#).is_err());
+}
+
+/// Decodes the golden event whose line contains all of `needles`.
+fn golden_event(needles: &[&str]) -> Incoming {
+    let line = golden::EVENTS
+        .lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .expect("a golden event matches");
+    codec::decode(line).expect("golden events decode")
+}
+
+#[wasm_bindgen_test]
+fn the_first_peer_waits_then_calls_the_newcomer() {
+    let mut room = Room::new(RoomName::new("foo").expect("valid"));
+    let actions = room.apply(golden_event(&[r#""type":"created""#, "ice_servers"]));
+    assert!(matches!(&actions[0], Action::IceServers(servers) if servers.len() == 2));
+    assert_eq!(room.me(), Some(peer(1)));
+    assert_eq!(room.phase(), &Phase::Waiting);
+
+    let actions = room.apply(golden_event(&[r#""type":"join""#]));
+    assert!(actions.contains(&Action::Call {
+        peer: peer(2),
+        polite: false
+    }));
+    assert_eq!(room.phase(), &Phase::Together(vec![peer(2)]));
+
+    let actions = room.apply(golden_event(&[
+        r#""type":"message""#,
+        r#""kind":"description""#,
+    ]));
+    assert!(matches!(
+        &actions[..],
+        [Action::Signal { from, signal: Signal::Description { .. } }] if *from == peer(2)
+    ));
+
+    let actions = room.apply(golden_event(&[r#""type":"left""#]));
+    assert!(actions.contains(&Action::HangUp(peer(2))));
+    assert_eq!(room.phase(), &Phase::Waiting);
+}
+
+#[wasm_bindgen_test]
+fn the_newcomer_is_polite_and_chat_is_shown() {
+    let mut room = Room::new(RoomName::new("foo").expect("valid"));
+    let actions = room.apply(golden_event(&[r#""type":"joined""#]));
+    assert!(actions.contains(&Action::Call {
+        peer: peer(1),
+        polite: true
+    }));
+    assert_eq!(room.phase(), &Phase::Together(vec![peer(1)]));
+
+    let actions = room.apply(golden_event(&[r#""kind":"text""#]));
+    assert_eq!(
+        actions,
+        vec![Action::Chat {
+            from: peer(1),
+            text: "hello".into()
+        }]
+    );
+
+    assert_eq!(room.left(), vec![Action::HangUp(peer(1))]);
+    assert_eq!(room.phase(), &Phase::Out);
+}
+
+#[wasm_bindgen_test]
+fn full_and_errors_leave_the_page_outside() {
+    let mut room = Room::new(RoomName::new("foo").expect("valid"));
+    room.apply(golden_event(&[r#""type":"full""#]));
+    assert_eq!(room.phase(), &Phase::Full);
+    let actions = room.apply(golden_event(&[r#""type":"error""#]));
+    assert!(matches!(&actions[..], [Action::Log(line)] if line.contains("not_in_room")));
+    assert_eq!(room.phase(), &Phase::Full);
+}

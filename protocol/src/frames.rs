@@ -1,0 +1,191 @@
+//! The frames: [`Request`]s go from a client to the relay, [`Event`]s come from the relay.
+//!
+//! Both are generic over `D`, the type of a message's `data`. The relay uses a borrowed raw
+//! JSON value so it never parses what it forwards; the reference page uses [`crate::Signal`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{IceServer, PeerId, RoomName};
+
+/// A frame a client sends to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(
+    try_from = "RequestRepr<D>",
+    bound(deserialize = "D: Deserialize<'de>")
+)]
+pub enum Request<D> {
+    /// Join `room`, creating it if nobody is in it (the seed's "create or join").
+    CreateOrJoin {
+        /// The room to enter.
+        room: RoomName,
+    },
+    /// Relay `data` to the other members of the sender's room, or only to `to`.
+    Message {
+        /// Anything JSON but `null`; the relay forwards it verbatim.
+        data: D,
+        /// The one member to deliver to; every other member when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<PeerId>,
+    },
+    /// Leave the current room.
+    Leave,
+}
+
+/// A frame the relay sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event<D> {
+    /// You created `room` and are its only member (the initiator).
+    Created {
+        /// The room you are in.
+        room: RoomName,
+        /// Your id.
+        peer: PeerId,
+        /// STUN/TURN servers the relay recommends; none means host candidates only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+    },
+    /// You joined `room`, where `peers` already were.
+    Joined {
+        /// The room you are in.
+        room: RoomName,
+        /// Your id.
+        peer: PeerId,
+        /// The members who were inside before you, oldest first.
+        peers: Vec<PeerId>,
+        /// STUN/TURN servers the relay recommends; none means host candidates only.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+    },
+    /// `peer` joined your room.
+    Join {
+        /// Your room.
+        room: RoomName,
+        /// The newcomer.
+        peer: PeerId,
+    },
+    /// `room` is at capacity; you are not in it.
+    Full {
+        /// The room you asked for.
+        room: RoomName,
+    },
+    /// A member of your room sent you `data`.
+    Message {
+        /// The sender, as the relay knows it (never taken from the sender's frame).
+        from: PeerId,
+        /// What the sender put in its `message` frame, verbatim.
+        data: D,
+    },
+    /// `peer` left your room, or its connection dropped.
+    Left {
+        /// Your room.
+        room: RoomName,
+        /// The member who is gone.
+        peer: PeerId,
+    },
+    /// Your last frame was refused; the connection stays usable.
+    Error {
+        /// What went wrong, stable for programs.
+        code: ErrorCode,
+        /// What went wrong, for humans; its wording may change.
+        message: String,
+    },
+}
+
+/// Why the relay refused a frame. Codes are stable; clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    MalformedJson,
+    /// The frame is JSON but its `type` is none the relay knows.
+    UnknownType,
+    /// A field is missing or has the wrong type.
+    InvalidFrame,
+    /// The room name is empty, too long, or has a control character.
+    InvalidRoom,
+    /// `message` or `leave` was sent outside a room.
+    NotInRoom,
+    /// `create_or_join` was sent while already in a room; send `leave` first.
+    AlreadyInRoom,
+    /// `to` names nobody else in your room.
+    UnknownPeer,
+    /// A binary frame was sent; the protocol is text only.
+    BinaryUnsupported,
+    /// A code this version of the crate does not know yet (sent by a newer relay).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it is on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidFrame => "invalid_frame",
+            Self::InvalidRoom => "invalid_room",
+            Self::NotInRoom => "not_in_room",
+            Self::AlreadyInRoom => "already_in_room",
+            Self::UnknownPeer => "unknown_peer",
+            Self::BinaryUnsupported => "binary_unsupported",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every request's fields side by side. Requests are decoded through this flat form rather
+/// than serde's internally tagged path, which buffers the frame and so cannot hand out a
+/// borrowed raw `data`.
+#[derive(Deserialize)]
+struct RequestRepr<D> {
+    #[serde(rename = "type")]
+    kind: RequestKind,
+    room: Option<RoomName>,
+    data: Option<D>,
+    to: Option<PeerId>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RequestKind {
+    CreateOrJoin,
+    Message,
+    Leave,
+}
+
+/// A request named its type but lacked a field that type needs.
+#[derive(Debug)]
+pub struct MissingField(&'static str);
+
+impl fmt::Display for MissingField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "missing field `{}`", self.0)
+    }
+}
+
+impl<D> TryFrom<RequestRepr<D>> for Request<D> {
+    type Error = MissingField;
+    fn try_from(repr: RequestRepr<D>) -> Result<Self, Self::Error> {
+        Ok(match repr.kind {
+            RequestKind::CreateOrJoin => Request::CreateOrJoin {
+                room: repr.room.ok_or(MissingField("room"))?,
+            },
+            RequestKind::Message => Request::Message {
+                data: repr.data.ok_or(MissingField("data"))?,
+                to: repr.to,
+            },
+            RequestKind::Leave => Request::Leave,
+        })
+    }
+}

@@ -1,0 +1,53 @@
+//! The signalroom wire protocol, version [`PROTOCOL_VERSION`].
+//!
+//! A client opens a WebSocket to the relay at `GET /ws` and exchanges one JSON object per
+//! text frame, tagged by `"type"` in snake_case. [`Request`]s go to the relay; [`Event`]s
+//! come from it. Receivers ignore fields they do not know. `PROTOCOL.md` at the repository
+//! root walks through every frame with examples; the examples are the golden vectors in
+//! `protocol/golden/`, which this crate's tests and the browser client's tests both check.
+//!
+//! Rooms: the first member of a room gets [`Event::Created`]; each later one gets
+//! [`Event::Joined`] while the members inside get [`Event::Join`]; past the relay's capacity
+//! (two by default) a client gets [`Event::Full`] and stays outside. A connection is in at
+//! most one room: `create_or_join` while inside one is refused with
+//! [`ErrorCode::AlreadyInRoom`]; send `leave` first. When a member leaves or drops, those
+//! remaining get [`Event::Left`]; an empty room ceases to exist.
+//!
+//! Messages: a `message` goes to the other members of the sender's room (or only to `to`),
+//! never back to the sender and never outside the room. The relay stamps it with `from`,
+//! the sender's relay-assigned [`PeerId`]. What `data` holds is up to the peers; the
+//! reference page sends a [`Signal`].
+//!
+//! Errors: a refused frame gets [`Event::Error`] with a stable [`ErrorCode`]; the connection
+//! stays usable.
+//!
+//! This crate depends on nothing but serde and builds for `wasm32-unknown-unknown`.
+
+mod frames;
+mod ids;
+mod signal;
+
+pub use frames::{ErrorCode, Event, MissingField, Request};
+pub use ids::{InvalidPeerId, InvalidRoomName, PeerId, RoomName};
+pub use signal::{IceServer, SdpType, Signal};
+
+/// The protocol's version.
+///
+/// Additive changes (a new optional field, a new error code, a new event a client may
+/// ignore) keep the version. A change that an existing peer would misread (a renamed or
+/// removed field, a changed meaning) bumps it, and the relay then serves the new version at
+/// its own path (`/ws/v2`) beside the old one for as long as old clients are around.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket path of this version.
+pub const WS_PATH: &str = "ws";
+
+/// Canonical examples of every frame, one JSON object per line, in the exact form a
+/// serializer of this crate writes them. `PROTOCOL.md` quotes them; tests on both sides of
+/// the wire check them.
+pub mod golden {
+    /// Every [`Request`](crate::Request), with [`Signal`](crate::Signal) data.
+    pub const REQUESTS: &str = include_str!("../golden/requests.jsonl");
+    /// Every [`Event`](crate::Event), with [`Signal`](crate::Signal) data.
+    pub const EVENTS: &str = include_str!("../golden/events.jsonl");
+}

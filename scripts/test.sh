@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: the protocol's and the relay's in Rust, the client's in headless
+# Chromium, and the end-to-end browser tests against the release build. Installs missing
+# tools (wasm target, trunk, wasm-bindgen-cli, wasm-opt, Chromium) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh --test
+
+say "protocol and relay tests"
+cargo test --workspace
+
+say "browser client tests (wasm-bindgen-test in headless Chromium)"
+(
+    cd client-wasm
+    CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --target wasm32-unknown-unknown
+)
+
+say "release build of the page and the relay"
+trunk build --release --config Trunkfile.toml
+cargo build --release -p signalroom-server
+scripts/size.sh
+
+say "end-to-end tests (two and more Chromium pages)"
+(cd tests/e2e && node --test)

@@ -1,0 +1,143 @@
+//! The relay's settings: command-line flags, each also settable by environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::builder::TypedValueParser as _;
+use clap::Parser;
+use signalroom_protocol::IceServer;
+
+/// The seed tutorial's port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:2013";
+/// Two peers make a call.
+pub const DEFAULT_ROOM_CAPACITY: usize = 2;
+/// Where `trunk build` writes the page.
+pub const DEFAULT_STATIC_DIR: &str = "dist";
+/// The largest frame a client may send, in bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Frames that may wait for a slow reader before the relay drops it.
+pub const DEFAULT_OUTBOX_FRAMES: usize = 256;
+
+/// signalroom: a WebRTC signaling relay.
+///
+/// Browsers connect to ws://ADDR/ws, enter rooms (two peers each by default) and exchange
+/// offers, answers and ICE candidates through the relay, which stamps every relayed frame
+/// with the sender's id. The built page is served at / from --static-dir.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "signalroom", version, about, long_about)]
+pub struct Config {
+    /// Address to listen on (host:port); use 0.0.0.0:2013 to accept other machines.
+    #[arg(long, env = "SIGNALROOM_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// Folder whose files are served at / (the page `trunk build` writes).
+    #[arg(long, env = "SIGNALROOM_STATIC_DIR", default_value = DEFAULT_STATIC_DIR)]
+    pub static_dir: PathBuf,
+
+    /// Members a room holds; the next one to ask gets `full`.
+    #[arg(
+        long,
+        env = "SIGNALROOM_ROOM_CAPACITY",
+        default_value_t = DEFAULT_ROOM_CAPACITY,
+        value_parser = clap::value_parser!(u16).range(1..).map(usize::from),
+    )]
+    pub room_capacity: usize,
+
+    /// Largest frame a client may send, in bytes; a larger one closes the connection (1009).
+    #[arg(long, env = "SIGNALROOM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Frames queued for a client that is not reading before the relay drops it.
+    #[arg(
+        long,
+        env = "SIGNALROOM_OUTBOX_FRAMES",
+        default_value_t = DEFAULT_OUTBOX_FRAMES,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize),
+    )]
+    pub outbox_frames: usize,
+
+    /// STUN/TURN server handed to clients, repeatable: URL[,URL...][ USERNAME CREDENTIAL],
+    /// e.g. "stun:stun.example.org:3478" or "turn:turn.example.org:3478 alice secret".
+    /// In the environment variable, separate servers with ';'.
+    #[arg(
+        long = "ice-server",
+        env = "SIGNALROOM_ICE_SERVERS",
+        value_delimiter = ';',
+        value_parser = parse_ice_server,
+    )]
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR.parse().expect("the default address parses"),
+            static_dir: DEFAULT_STATIC_DIR.into(),
+            room_capacity: DEFAULT_ROOM_CAPACITY,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbox_frames: DEFAULT_OUTBOX_FRAMES,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// Parses `URL[,URL...][ USERNAME CREDENTIAL]`.
+fn parse_ice_server(arg: &str) -> Result<IceServer, String> {
+    let mut parts = arg.split_whitespace();
+    let urls: Vec<String> = parts
+        .next()
+        .ok_or("an ICE server needs at least one URL")?
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = urls.iter().find(|u| {
+        !["stun:", "stuns:", "turn:", "turns:"]
+            .iter()
+            .any(|s| u.starts_with(s))
+    }) {
+        return Err(format!(
+            "{bad:?} is not a stun:, stuns:, turn: or turns: URL"
+        ));
+    }
+    let (username, credential) = match (parts.next(), parts.next(), parts.next()) {
+        (None, None, None) => (None, None),
+        (Some(u), Some(c), None) => (Some(u.to_owned()), Some(c.to_owned())),
+        _ => return Err("expected URL, or URL USERNAME CREDENTIAL".into()),
+    };
+    Ok(IceServer {
+        urls,
+        username,
+        credential,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let parsed = Config::try_parse_from(["signalroom"]).expect("no flags parse");
+        let default = Config::default();
+        assert_eq!(parsed.addr, default.addr);
+        assert_eq!(parsed.room_capacity, default.room_capacity);
+        assert_eq!(parsed.static_dir, default.static_dir);
+    }
+
+    #[test]
+    fn ice_servers_parse() {
+        let c = Config::try_parse_from([
+            "signalroom",
+            "--ice-server",
+            "stun:a.example:3478",
+            "--ice-server",
+            "turn:b.example:3478,turns:b.example:5349 alice secret",
+        ])
+        .expect("parses");
+        assert_eq!(c.ice_servers.len(), 2);
+        assert_eq!(c.ice_servers[1].urls.len(), 2);
+        assert_eq!(c.ice_servers[1].username.as_deref(), Some("alice"));
+        assert!(Config::try_parse_from(["signalroom", "--ice-server", "http://x"]).is_err());
+        assert!(Config::try_parse_from(["signalroom", "--room-capacity", "0"]).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! signalroom's relay: tracks rooms and forwards JSON signaling frames between their members
+//! over WebSocket, and serves the page.
+//!
+//! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
+//! interface and its in-process backend; [`connection`] the per-connection transport;
+//! [`codec`] frame decoding and refusals; [`routes`] the HTTP surface. [`run`] ties them up.
+
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod rooms;
+pub mod routes;
+
+use std::future::Future;
+
+pub use config::Config;
+pub use rooms::{LocalRooms, Rooms, Stats};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves the relay on `listener` with the in-process rooms until `shutdown` completes, then
+/// closes every WebSocket with 1001 (going away) and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let rooms = LocalRooms::new(config.room_capacity, config.ice_servers.clone());
+    run_with(listener, config, rooms, shutdown).await;
+}
+
+/// [`run`] with another rooms backend.
+pub async fn run_with<R: Rooms>(
+    listener: TcpListener,
+    config: Config,
+    rooms: R,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let route_config = routes::RouteConfig {
+        static_dir: config.static_dir.clone(),
+        max_frame_bytes: config.max_frame_bytes,
+        outbox_frames: config.outbox_frames,
+    };
+    let routes = routes::routes(rooms, route_config, stop_rx);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(signal)
+        .run()
+        .await;
+}

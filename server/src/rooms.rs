@@ -1,0 +1,355 @@
+//! Room membership and delivery, behind the [`Rooms`] interface.
+//!
+//! [`LocalRooms`] keeps everything in this process. A backend shared by several relays
+//! implements the same trait; the transport never sees the difference. Every frame a
+//! connection receives, including the answer to its own join, is delivered through its
+//! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
+use tokio::sync::{mpsc, Notify};
+use warp::ws::Message;
+
+/// Why the backend refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// `create_or_join` while in a room.
+    #[error("already in room {0:?}; send leave first")]
+    AlreadyInRoom(RoomName),
+    /// `message` or `leave` outside a room.
+    #[error("join a room before sending messages")]
+    NotInRoom,
+    /// `to` names nobody else in the sender's room.
+    #[error("peer {0} is not another member of your room")]
+    UnknownPeer(PeerId),
+}
+
+impl RoomError {
+    /// The wire code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::AlreadyInRoom(_) => ErrorCode::AlreadyInRoom,
+            Self::NotInRoom => ErrorCode::NotInRoom,
+            Self::UnknownPeer(_) => ErrorCode::UnknownPeer,
+        }
+    }
+}
+
+/// What became of a join, for the caller's logs (the peer has been told already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// First member.
+    Created,
+    /// Joined with this many members now inside.
+    Joined(usize),
+    /// Room at capacity.
+    Full,
+}
+
+/// Counts for the stats endpoint and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Open connections.
+    pub connections: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Connections inside a room.
+    pub members: usize,
+}
+
+/// Where frames for one connection go: a bounded queue drained by its writer task.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    frames: mpsc::Sender<Message>,
+    overflowed: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox holding up to `capacity` frames, the receiver its writer drains, and the
+    /// signal raised when the backend gave up on this connection because the queue was full.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Message>, Arc<Notify>) {
+        let (frames, rx) = mpsc::channel(capacity);
+        let overflowed = Arc::new(Notify::new());
+        (
+            Self {
+                frames,
+                overflowed: overflowed.clone(),
+            },
+            rx,
+            overflowed,
+        )
+    }
+
+    /// Queues `frame`; false if the queue is full and the connection must go.
+    fn push(&self, frame: Message) -> bool {
+        match self.frames.try_send(frame) {
+            Ok(()) => true,
+            // The connection is already ending; its disconnect cleans up.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.notify_one();
+                false
+            }
+        }
+    }
+
+    /// Queues a close frame: the writer sends it and stops.
+    pub fn push_close(&self, code: u16, reason: &'static str) -> bool {
+        self.push(Message::close_with(code, reason))
+    }
+
+    /// Queues `event`, serialized, for this connection only.
+    pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
+        self.push(encode(event))
+    }
+}
+
+/// Serializes an event into a text frame.
+pub fn encode<D: Serialize>(event: &Event<D>) -> Message {
+    // Our own types, with string keys only: serializing cannot fail.
+    Message::text(serde_json::to_string(event).expect("events always serialize"))
+}
+
+/// Room membership and delivery. One instance is shared by every connection.
+pub trait Rooms: Clone + Send + Sync + 'static {
+    /// Registers a new connection and assigns its id.
+    fn connect(&self, outbox: Outbox) -> impl Future<Output = PeerId> + Send;
+
+    /// Puts `peer` into `room` and tells it, and the members inside, what happened.
+    fn join(
+        &self,
+        peer: PeerId,
+        room: RoomName,
+    ) -> impl Future<Output = Result<JoinOutcome, RoomError>> + Send;
+
+    /// Takes `peer` out of its room; the members left get `left`.
+    fn leave(&self, peer: PeerId) -> impl Future<Output = Result<RoomName, RoomError>> + Send;
+
+    /// Delivers `data` from `from` to the other members of its room, or only to `to`.
+    fn relay(
+        &self,
+        from: PeerId,
+        to: Option<PeerId>,
+        data: &RawValue,
+    ) -> impl Future<Output = Result<(), RoomError>> + Send;
+
+    /// Forgets a closed connection, as `leave` would for its room.
+    fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
+
+    /// Current counts.
+    fn stats(&self) -> Stats;
+}
+
+/// The in-process backend: one map of peers and one of rooms behind a mutex.
+///
+/// The mutex is a std one, held only for map updates and non-blocking queue pushes and never
+/// across an `.await`, so it cannot stall the runtime; every check and update of a room
+/// happens under it, which is what keeps capacity exact under concurrent joins.
+#[derive(Clone)]
+pub struct LocalRooms {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    capacity: usize,
+    ice_servers: Vec<IceServer>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<PeerId, Member>,
+    rooms: HashMap<RoomName, Vec<PeerId>>,
+}
+
+struct Member {
+    outbox: Outbox,
+    room: Option<RoomName>,
+}
+
+impl LocalRooms {
+    /// Rooms of `capacity` members, handing `ice_servers` to everyone who enters one.
+    pub fn new(capacity: usize, ice_servers: Vec<IceServer>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                next_id: AtomicU64::new(1),
+                capacity,
+                ice_servers,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves maps that are still consistent at every
+        // step, so a poisoned lock is safe to keep using.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    /// Pushes `frame` to each of `peers`; returns those whose outbox overflowed.
+    fn deliver(&self, peers: impl Iterator<Item = PeerId>, frame: &Message) -> Vec<PeerId> {
+        peers
+            .filter(|p| {
+                self.peers
+                    .get(p)
+                    .is_some_and(|m| !m.outbox.push(frame.clone()))
+            })
+            .collect()
+    }
+
+    /// Removes `peer` from its room and tells the rest; returns the room it was in.
+    /// Members whose outbox overflows on the way are removed as well.
+    fn remove_from_room(&mut self, peer: PeerId) -> Option<RoomName> {
+        let mut pending = vec![peer];
+        let mut first_room = None;
+        while let Some(gone) = pending.pop() {
+            let Some(room) = self.peers.get_mut(&gone).and_then(|m| m.room.take()) else {
+                continue;
+            };
+            let members = self.rooms.get_mut(&room).map(|members| {
+                members.retain(|p| *p != gone);
+                members.clone()
+            });
+            match members {
+                Some(rest) if !rest.is_empty() => {
+                    let left = encode(&Event::<()>::Left {
+                        room: room.clone(),
+                        peer: gone,
+                    });
+                    pending.extend(self.deliver(rest.into_iter(), &left));
+                }
+                _ => {
+                    self.rooms.remove(&room);
+                }
+            }
+            if first_room.is_none() {
+                first_room = Some(room);
+            }
+        }
+        first_room
+    }
+
+    /// Drops members whose outbox overflowed from their rooms.
+    fn evict(&mut self, overflowed: Vec<PeerId>) {
+        for peer in overflowed {
+            tracing::warn!(%peer, "outbox full; dropping a client that does not read");
+            self.remove_from_room(peer);
+        }
+    }
+}
+
+impl Rooms for LocalRooms {
+    async fn connect(&self, outbox: Outbox) -> PeerId {
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = PeerId::new(n).expect("2^53 connections outlast any process");
+        self.state()
+            .peers
+            .insert(peer, Member { outbox, room: None });
+        peer
+    }
+
+    async fn join(&self, peer: PeerId, room: RoomName) -> Result<JoinOutcome, RoomError> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let Some(member) = state.peers.get_mut(&peer) else {
+            return Err(RoomError::NotInRoom);
+        };
+        if let Some(current) = &member.room {
+            return Err(RoomError::AlreadyInRoom(current.clone()));
+        }
+        let others = state.rooms.get(&room).map(Vec::as_slice).unwrap_or(&[]);
+        if others.len() >= self.shared.capacity {
+            member.outbox.send(&Event::<()>::Full { room });
+            return Ok(JoinOutcome::Full);
+        }
+        let ice_servers = self.shared.ice_servers.clone();
+        let (answer, outcome) = if others.is_empty() {
+            let answer = Event::<()>::Created {
+                room: room.clone(),
+                peer,
+                ice_servers,
+            };
+            (answer, JoinOutcome::Created)
+        } else {
+            let answer = Event::<()>::Joined {
+                room: room.clone(),
+                peer,
+                peers: others.to_vec(),
+                ice_servers,
+            };
+            (answer, JoinOutcome::Joined(others.len() + 1))
+        };
+        member.room = Some(room.clone());
+        let mut overflowed = Vec::new();
+        if !member.outbox.send(&answer) {
+            overflowed.push(peer);
+        }
+        let announce = encode(&Event::<()>::Join {
+            room: room.clone(),
+            peer,
+        });
+        overflowed.extend(state.deliver(others.iter().copied(), &announce));
+        state.rooms.entry(room).or_default().push(peer);
+        state.evict(overflowed);
+        Ok(outcome)
+    }
+
+    async fn leave(&self, peer: PeerId) -> Result<RoomName, RoomError> {
+        self.state()
+            .remove_from_room(peer)
+            .ok_or(RoomError::NotInRoom)
+    }
+
+    async fn relay(
+        &self,
+        from: PeerId,
+        to: Option<PeerId>,
+        data: &RawValue,
+    ) -> Result<(), RoomError> {
+        // Serialized once, outside the lock, whoever and however many the recipients are.
+        let frame = encode(&Event::Message { from, data });
+        let mut state = self.state();
+        let room = state
+            .peers
+            .get(&from)
+            .and_then(|m| m.room.as_ref())
+            .ok_or(RoomError::NotInRoom)?;
+        let members = state.rooms.get(room).map(Vec::as_slice).unwrap_or(&[]);
+        let overflowed = match to {
+            Some(to) if to != from && members.contains(&to) => {
+                state.deliver(std::iter::once(to), &frame)
+            }
+            Some(to) => return Err(RoomError::UnknownPeer(to)),
+            None => state.deliver(members.iter().copied().filter(|p| *p != from), &frame),
+        };
+        state.evict(overflowed);
+        Ok(())
+    }
+
+    async fn disconnect(&self, peer: PeerId) {
+        let mut state = self.state();
+        state.remove_from_room(peer);
+        state.peers.remove(&peer);
+    }
+
+    fn stats(&self) -> Stats {
+        let state = self.state();
+        Stats {
+            connections: state.peers.len(),
+            rooms: state.rooms.len(),
+            members: state.rooms.values().map(Vec::len).sum(),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+// Starts the relay binary on a free loopback port serving the built page, and launches
+// headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const root = new URL('../../', import.meta.url).pathname;
+export const artifacts = new URL('./artifacts/', import.meta.url).pathname;
+mkdirSync(artifacts, { recursive: true });
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts the relay; resolves once it accepts connections. */
+export async function startRelay() {
+  const port = await freePort();
+  const bin = process.env.SIGNALROOM_BIN ?? `${root}target/release/signalroom`;
+  const dist = process.env.SIGNALROOM_DIST ?? `${root}dist`;
+  const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--static-dir', dist], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const response = await fetch(`${url}/stats`);
+      if (response.ok) return { url, stop: () => child.kill('SIGTERM'), child };
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`relay did not start on ${url}`);
+}
+
+/** Headless Chromium with a fake camera and microphone that needs no permission prompt. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+    ],
+  });
+}
+
+/** Opens the page in a fresh browser context, answering the room prompt with `room`. */
+export async function openPage(browser, url, room) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  page.on('dialog', (dialog) => dialog.accept(room));
+  page.on('console', (message) => {
+    if (process.env.E2E_VERBOSE) console.log(`[${room}] ${message.text()}`);
+  });
+  await page.goto(url);
+  return page;
+}
+
+/** Waits until the status badge has `state`. */
+export function statusIs(page, state, timeout = 15000) {
+  return page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+}

@@ -1,0 +1,458 @@
+//! The relay in-process on an ephemeral port, driven by real WebSocket clients that speak
+//! the protocol crate's types.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
+use signalroom_server::{Config, Stats};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long to wait for a frame that must come.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// How long to listen for a frame that must not come.
+const QUIET: Duration = Duration::from_millis(150);
+
+struct Relay {
+    addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Relay {
+    async fn start(config: Config) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(signalroom_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, _stop: stop })
+    }
+
+    async fn default() -> Result<Self> {
+        Self::start(Config::default()).await
+    }
+
+    async fn client(&self) -> Result<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await?;
+        Ok(Client { ws })
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let body = http_get(self.addr, "/stats").await?;
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(Stats {
+            connections: v["connections"].as_u64().context("connections")? as usize,
+            rooms: v["rooms"].as_u64().context("rooms")? as usize,
+            members: v["members"].as_u64().context("members")? as usize,
+        })
+    }
+
+    /// Stats once the relay has caught up with closed connections.
+    async fn settled_stats(&self, want: Stats) -> Result<Stats> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = self.stats().await?;
+            if stats == want || tokio::time::Instant::now() > deadline {
+                return Ok(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A bare HTTP/1.0 GET; returns the body.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    async fn send(&mut self, request: &Request<Value>) -> Result<()> {
+        self.send_text(&serde_json::to_string(request)?).await
+    }
+
+    async fn send_text(&mut self, text: &str) -> Result<()> {
+        Ok(self.ws.send(Message::text(text)).await?)
+    }
+
+    async fn join(&mut self, room: &str) -> Result<Event<Value>> {
+        self.send(&Request::CreateOrJoin {
+            room: room_name(room),
+        })
+        .await?;
+        self.recv().await
+    }
+
+    async fn say(&mut self, data: Value, to: Option<PeerId>) -> Result<()> {
+        self.send(&Request::Message { data, to }).await
+    }
+
+    async fn recv(&mut self) -> Result<Event<Value>> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .context("no frame in time")?
+                .context("connection closed")??;
+            match frame {
+                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => bail!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, code: ErrorCode) -> Result<()> {
+        match self.recv().await? {
+            Event::Error { code: got, .. } if got == code => Ok(()),
+            other => bail!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Fails if a frame arrives within a short quiet period.
+    async fn expect_silence(&mut self) -> Result<()> {
+        match tokio::time::timeout(QUIET, self.ws.next()).await {
+            Err(_) => Ok(()),
+            Ok(frame) => bail!("expected silence, got {frame:?}"),
+        }
+    }
+}
+
+fn room_name(name: &str) -> RoomName {
+    RoomName::new(name).expect("test room names are valid")
+}
+
+fn created_peer(event: Event<Value>) -> Result<PeerId> {
+    match event {
+        Event::Created { peer, .. } => Ok(peer),
+        other => bail!("expected created, got {other:?}"),
+    }
+}
+
+async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> Result<PeerId> {
+    match client.join(room).await? {
+        Event::Joined { peer, peers, .. } if peers == inside => Ok(peer),
+        other => bail!("expected joined with {inside:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_seed_story_with_its_broadcast_bug_fixed() -> Result<()> {
+    let relay = Relay::default().await?;
+    let (mut a, mut b, mut c) = (
+        relay.client().await?,
+        relay.client().await?,
+        relay.client().await?,
+    );
+    let mut stranger = relay.client().await?;
+
+    let a_id = created_peer(a.join("foo").await?)?;
+    let b_id = joined_peer(&mut b, "foo", &[a_id]).await?;
+    assert_eq!(
+        a.recv().await?,
+        Event::Join {
+            room: room_name("foo"),
+            peer: b_id
+        }
+    );
+    assert_eq!(
+        c.join("foo").await?,
+        Event::Full {
+            room: room_name("foo")
+        }
+    );
+    created_peer(stranger.join("bar").await?)?;
+
+    a.say(json!({"kind": "text", "text": "hi B"}), None).await?;
+    assert_eq!(
+        b.recv().await?,
+        Event::Message {
+            from: a_id,
+            data: json!({"kind": "text", "text": "hi B"})
+        }
+    );
+    // Never back to the sender, never to the full-room reject, never to another room.
+    a.expect_silence().await?;
+    c.expect_silence().await?;
+    stranger.expect_silence().await?;
+
+    // A forged `from` is ignored: the relay stamps the real sender.
+    b.send_text(r#"{"type":"message","from":424242,"data":"it is me, A"}"#)
+        .await?;
+    assert_eq!(
+        a.recv().await?,
+        Event::Message {
+            from: b_id,
+            data: json!("it is me, A")
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn directed_messages_reach_only_their_addressee() -> Result<()> {
+    let relay = Relay::start(Config {
+        room_capacity: 3,
+        ..Config::default()
+    })
+    .await?;
+    let (mut a, mut b, mut c) = (
+        relay.client().await?,
+        relay.client().await?,
+        relay.client().await?,
+    );
+    let mut other_room = relay.client().await?;
+    let a_id = created_peer(a.join("trio").await?)?;
+    let b_id = joined_peer(&mut b, "trio", &[a_id]).await?;
+    a.recv().await?;
+    let c_id = joined_peer(&mut c, "trio", &[a_id, b_id]).await?;
+    a.recv().await?;
+    b.recv().await?;
+    let outsider = created_peer(other_room.join("elsewhere").await?)?;
+
+    a.say(json!(1), Some(c_id)).await?;
+    assert_eq!(
+        c.recv().await?,
+        Event::Message {
+            from: a_id,
+            data: json!(1)
+        }
+    );
+    b.expect_silence().await?;
+
+    // `to` never crosses rooms, and never points back at the sender.
+    a.say(json!(2), Some(outsider)).await?;
+    a.expect_error(ErrorCode::UnknownPeer).await?;
+    a.say(json!(3), Some(a_id)).await?;
+    a.expect_error(ErrorCode::UnknownPeer).await?;
+    other_room.expect_silence().await?;
+
+    // Undirected goes to both others.
+    c.say(json!("all"), None).await?;
+    assert_eq!(
+        a.recv().await?,
+        Event::Message {
+            from: c_id,
+            data: json!("all")
+        }
+    );
+    assert_eq!(
+        b.recv().await?,
+        Event::Message {
+            from: c_id,
+            data: json!("all")
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays_usable() -> Result<()> {
+    let relay = Relay::default().await?;
+    let mut client = relay.client().await?;
+
+    client.send_text("{not json").await?;
+    client.expect_error(ErrorCode::MalformedJson).await?;
+    client.send_text(&"[".repeat(60_000)).await?;
+    client.expect_error(ErrorCode::MalformedJson).await?;
+    client.send_text(r#"{"type":"dance"}"#).await?;
+    client.expect_error(ErrorCode::UnknownType).await?;
+    client
+        .send_text(r#"{"type":"create_or_join","room":17}"#)
+        .await?;
+    client.expect_error(ErrorCode::InvalidFrame).await?;
+    for room in [String::new(), "x".repeat(65), "line\nbreak".into()] {
+        client
+            .send_text(&json!({"type": "create_or_join", "room": room}).to_string())
+            .await?;
+        client.expect_error(ErrorCode::InvalidRoom).await?;
+    }
+    client.ws.send(Message::binary(vec![1, 2, 3])).await?;
+    client.expect_error(ErrorCode::BinaryUnsupported).await?;
+    client.say(json!("anyone?"), None).await?;
+    client.expect_error(ErrorCode::NotInRoom).await?;
+    client.send(&Request::Leave).await?;
+    client.expect_error(ErrorCode::NotInRoom).await?;
+
+    created_peer(client.join("after-all-that").await?)?;
+    // A second create_or_join is refused while inside a room, even for the same room.
+    client
+        .send(&Request::CreateOrJoin {
+            room: room_name("another"),
+        })
+        .await?;
+    client.expect_error(ErrorCode::AlreadyInRoom).await?;
+    client
+        .send(&Request::CreateOrJoin {
+            room: room_name("after-all-that"),
+        })
+        .await?;
+    client.expect_error(ErrorCode::AlreadyInRoom).await?;
+    assert_eq!(
+        relay.stats().await?,
+        Stats {
+            connections: 1,
+            rooms: 1,
+            members: 1
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn leaving_and_dropping_free_the_seat_and_empty_rooms_vanish() -> Result<()> {
+    let relay = Relay::default().await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let a_id = created_peer(a.join("seat").await?)?;
+    let b_id = joined_peer(&mut b, "seat", &[a_id]).await?;
+    a.recv().await?;
+
+    b.send(&Request::Leave).await?;
+    assert_eq!(
+        a.recv().await?,
+        Event::Left {
+            room: room_name("seat"),
+            peer: b_id
+        }
+    );
+    b.expect_silence().await?;
+
+    // The freed seat is taken by a newcomer, and the one who left may go elsewhere.
+    let mut c = relay.client().await?;
+    let c_id = joined_peer(&mut c, "seat", &[a_id]).await?;
+    assert_eq!(
+        a.recv().await?,
+        Event::Join {
+            room: room_name("seat"),
+            peer: c_id
+        }
+    );
+    created_peer(b.join("elsewhere").await?)?;
+
+    // A dropped connection is announced like a leave.
+    drop(c);
+    assert_eq!(
+        a.recv().await?,
+        Event::Left {
+            room: room_name("seat"),
+            peer: c_id
+        }
+    );
+
+    a.send(&Request::Leave).await?;
+    b.send(&Request::Leave).await?;
+    let want = Stats {
+        connections: 2,
+        rooms: 0,
+        members: 0,
+    };
+    assert_eq!(relay.settled_stats(want).await?, want);
+    drop((a, b));
+    let want = Stats::default();
+    assert_eq!(relay.settled_stats(want).await?, want);
+    Ok(())
+}
+
+#[tokio::test]
+async fn capacity_holds_under_a_hundred_concurrent_joins() -> Result<()> {
+    let relay = Relay::default().await?;
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(relay.client().await?);
+    }
+    let joins = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            let event = client.join("crowded").await?;
+            anyhow::Ok((event, client))
+        })
+    });
+    let mut inside = 0;
+    let mut full = 0;
+    let mut keep = Vec::new();
+    for join in joins {
+        let (event, client) = join.await??;
+        match event {
+            Event::Created { .. } | Event::Joined { .. } => inside += 1,
+            Event::Full { .. } => full += 1,
+            other => bail!("unexpected {other:?}"),
+        }
+        keep.push(client);
+    }
+    assert_eq!((inside, full), (2, 98));
+    assert_eq!(
+        relay.stats().await?,
+        Stats {
+            connections: 100,
+            rooms: 1,
+            members: 2
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_frames_close_the_connection_and_spare_the_others() -> Result<()> {
+    let relay = Relay::start(Config {
+        max_frame_bytes: 1024,
+        ..Config::default()
+    })
+    .await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let a_id = created_peer(a.join("big").await?)?;
+    joined_peer(&mut b, "big", &[a_id]).await?;
+    a.recv().await?;
+
+    b.say(json!("x".repeat(2048)), None).await?;
+    let closed = loop {
+        match tokio::time::timeout(PATIENCE, b.ws.next()).await? {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    if let Some(code) = closed {
+        assert_eq!(code, 1009, "message too big");
+    }
+    assert!(matches!(a.recv().await?, Event::Left { .. }));
+    a.say(json!("still here"), None).await?;
+    a.expect_silence().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_page_is_served_on_the_same_origin() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("signalroom-page-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("index.html"), "<title>signalroom</title>")?;
+    let relay = Relay::start(Config {
+        static_dir: dir.clone(),
+        ..Config::default()
+    })
+    .await?;
+    assert_eq!(
+        http_get(relay.addr, "/").await?,
+        "<title>signalroom</title>"
+    );
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
