@@ -456,3 +456,22 @@ async fn the_page_is_served_on_the_same_origin() -> Result<()> {
     std::fs::remove_dir_all(dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_says_going_away_without_announcing_departures() -> Result<()> {
+    let relay = Relay::default().await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let a_id = created_peer(a.join("bye").await?)?;
+    joined_peer(&mut b, "bye", &[a_id]).await?;
+    a.recv().await?;
+
+    drop(relay._stop);
+    for client in [&mut a, &mut b] {
+        let frame = tokio::time::timeout(PATIENCE, client.ws.next()).await?;
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => assert_eq!(u16::from(close.code), 1001),
+            other => bail!("expected close 1001, got {other:?}"),
+        }
+    }
+    Ok(())
+}

@@ -1,12 +1,14 @@
-//! The page's event loop. Relay frames, button clicks and (later) WebRTC callbacks all
+//! The page's event loop. Relay frames, button clicks and WebRTC callbacks all
 //! become [`Input`]s on one channel, handled one at a time, so no state is shared between
 //! callbacks.
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
-use signalroom_protocol::{Request, RoomName, Signal};
+use signalroom_protocol::{IceServer, PeerId, Request, RoomName, Signal};
+use web_sys::MediaStream;
 
+use crate::call::{Call, CallEvent};
 use crate::codec;
 use crate::config::PageConfig;
 use crate::relay::RelayLink;
@@ -43,6 +45,13 @@ pub enum Input {
     HangUp,
     /// The user wants back into the room.
     Rejoin,
+    /// The browser reported something about the call with `peer`.
+    Call {
+        /// The call's peer.
+        peer: PeerId,
+        /// What happened.
+        event: CallEvent,
+    },
 }
 
 struct App {
@@ -55,6 +64,10 @@ struct App {
     backoff_ms: u32,
     /// False after hang-up: the page stays out of the room until asked back in.
     wants_room: bool,
+    /// Camera and microphone, when the browser gave them.
+    local: Option<MediaStream>,
+    ice_servers: Vec<IceServer>,
+    call: Option<Call>,
 }
 
 /// Runs the page.
@@ -108,7 +121,11 @@ pub async fn run() {
         generation: 0,
         backoff_ms: BACKOFF_MIN_MS,
         wants_room: true,
+        local: None,
+        ice_servers: Vec::new(),
+        call: None,
     };
+    app.open_media().await;
     app.connect().await;
     while let Some(input) = queue.next().await {
         app.handle(input).await;
@@ -167,6 +184,123 @@ impl App {
         }
     }
 
+    /// Turns the camera on, or explains why there is none; the call then only receives.
+    async fn open_media(&mut self) {
+        self.ui
+            .status(Badge::Connecting, "asking for camera and microphone…");
+        match crate::media::local_stream().await {
+            Ok(stream) => {
+                self.ui.show_local(Some(&stream));
+                self.ui.media_note(None);
+                self.local = Some(stream);
+            }
+            Err(reason) => {
+                self.ui.log(&reason);
+                self.ui.media_note(Some(&format!(
+                    "{reason}. You can still see and chat with the other side."
+                )));
+            }
+        }
+    }
+
+    fn close_media(&mut self) {
+        if let Some(stream) = self.local.take() {
+            crate::media::stop(&stream);
+        }
+        self.ui.show_local(None);
+    }
+
+    async fn send_to(&mut self, peer: PeerId, signal: Signal) {
+        self.send(&Request::Message {
+            data: signal,
+            to: Some(peer),
+        })
+        .await;
+    }
+
+    /// The call with `peer`, if that is who the page is calling.
+    fn call_with(&mut self, peer: PeerId) -> Option<&mut Call> {
+        self.call.as_mut().filter(|call| call.peer() == peer)
+    }
+
+    fn end_call(&mut self, note: &str) {
+        if let Some(call) = self.call.take() {
+            self.ui
+                .log(&format!("call with peer {} ended", call.peer()));
+            call.close();
+        }
+        self.ui.show_remote(None);
+        self.ui.call_state("idle");
+        self.ui.remote_label(note);
+    }
+
+    async fn on_call_event(&mut self, peer: PeerId, event: CallEvent) {
+        let Some(call) = self.call_with(peer) else {
+            return;
+        };
+        match event {
+            CallEvent::NegotiationNeeded => match call.offer().await {
+                Ok(offer) => self.send_to(peer, offer).await,
+                Err(error) => self.ui.log(&format!("could not make an offer: {error:?}")),
+            },
+            CallEvent::Candidate(candidate) => self.send_to(peer, candidate).await,
+            CallEvent::State(state) => {
+                self.ui.log(&format!("call with peer {peer}: {state}"));
+                self.ui.call_state(&state);
+                let label = match state.as_str() {
+                    "connected" => format!("peer {peer}"),
+                    "failed" => format!("could not reach peer {peer}"),
+                    _ => format!("connecting to peer {peer}…"),
+                };
+                self.ui.remote_label(&label);
+                self.show_phase();
+            }
+            CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
+            CallEvent::ChannelMessage(text) => {
+                self.ui
+                    .chat(&format!("peer {peer}"), &text, false, "datachannel")
+            }
+        }
+    }
+
+    async fn on_signal(&mut self, from: PeerId, signal: Signal) {
+        let Some(call) = self.call_with(from) else {
+            self.ui.log(&format!(
+                "signal from peer {from}, who is not in the call; ignored"
+            ));
+            return;
+        };
+        let result = match signal {
+            Signal::Description { sdp_type, sdp } => {
+                match call.on_description(sdp_type, &sdp).await {
+                    Ok(Some(answer)) => {
+                        self.send_to(from, answer).await;
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            Signal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                call.on_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
+                    .await
+            }
+            Signal::Bye => {
+                self.end_call("the other side hung up");
+                Ok(())
+            }
+            Signal::Text { .. } => Ok(()),
+        };
+        if let Err(error) = result {
+            self.ui
+                .log(&format!("signal from peer {from} failed: {error:?}"));
+        }
+    }
+
     async fn send(&mut self, request: &Request<Signal>) {
         let Some(relay) = &mut self.relay else {
             self.ui.log("not connected to the relay; nothing sent");
@@ -179,6 +313,8 @@ impl App {
     }
 
     fn relay_lost(&mut self, reason: &str) {
+        // Whatever the dead connection still delivers is void.
+        self.generation += 1;
         self.relay = None;
         self.room.disconnected();
         self.ui.chat_enabled(false);
@@ -218,15 +354,24 @@ impl App {
             }
             Input::Frame { .. } | Input::RelayClosed { .. } => {}
             Input::Reconnect => self.connect().await,
+            Input::Call { peer, event } => self.on_call_event(peer, event).await,
             Input::Chat(text) => {
-                if let Some(me) = self.room.me() {
-                    self.ui.chat(&format!("you ({me})"), &text, true);
+                let me = self
+                    .room
+                    .me()
+                    .map(|me| format!("you ({me})"))
+                    .unwrap_or("you".into());
+                // Peer to peer when the call's channel is open; through the relay otherwise.
+                if self.call.as_ref().is_some_and(|call| call.send_chat(&text)) {
+                    self.ui.chat(&me, &text, true, "datachannel");
+                } else {
+                    self.ui.chat(&me, &text, true, "relay");
+                    self.send(&Request::Message {
+                        data: Signal::Text { text },
+                        to: None,
+                    })
+                    .await;
                 }
-                self.send(&Request::Message {
-                    data: Signal::Text { text },
-                    to: None,
-                })
-                .await;
             }
             Input::HangUp => {
                 self.wants_room = false;
@@ -234,11 +379,15 @@ impl App {
                 for action in self.room.left() {
                     self.act(action).await;
                 }
+                self.end_call("you hung up");
+                self.close_media();
                 self.ui.log("you left the room");
                 self.show_phase();
             }
             Input::Rejoin => {
                 self.wants_room = true;
+                self.ui.remote_label("waiting for someone to join");
+                self.open_media().await;
                 if self.relay.is_some() {
                     self.send(&Request::<Signal>::CreateOrJoin {
                         room: self.room.name().clone(),
@@ -252,16 +401,41 @@ impl App {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Log(line) => self.ui.log(&line),
-            Action::Chat { from, text } => self.ui.chat(&format!("peer {from}"), &text, false),
-            Action::Call { peer, polite } => self.ui.log(&format!(
-                "peer {peer} is here ({})",
-                if polite { "polite" } else { "impolite" }
-            )),
-            Action::HangUp(peer) => self.ui.log(&format!("call with peer {peer} ended")),
-            Action::Signal { from, signal } => {
-                self.ui.log(&format!("signal from peer {from}: {signal:?}"))
+            Action::Chat { from, text } => {
+                self.ui.chat(&format!("peer {from}"), &text, false, "relay")
             }
-            Action::IceServers(_) => {}
+            Action::Call { peer, polite } => {
+                // One call at a time: a newcomer replaces a peer that is gone for good
+                // (after a relay restart, both sides come back with new ids).
+                self.end_call("waiting for someone to join");
+                let started = Call::start(
+                    peer,
+                    polite,
+                    &self.ice_servers,
+                    self.local.as_ref(),
+                    &self.ui,
+                    &self.inputs,
+                );
+                match started {
+                    Ok(call) => {
+                        self.ui.log(&format!(
+                            "calling peer {peer} ({})",
+                            if polite { "polite" } else { "impolite" }
+                        ));
+                        self.ui.call_state("new");
+                        self.ui.remote_label(&format!("connecting to peer {peer}…"));
+                        self.call = Some(call);
+                    }
+                    Err(error) => self.ui.log(&format!("could not start a call: {error:?}")),
+                }
+            }
+            Action::HangUp(peer) => {
+                if self.call_with(peer).is_some() {
+                    self.end_call(&format!("peer {peer} left; waiting for someone to join"));
+                }
+            }
+            Action::Signal { from, signal } => self.on_signal(from, signal).await,
+            Action::IceServers(servers) => self.ice_servers = servers,
         }
     }
 
@@ -270,10 +444,14 @@ impl App {
         let (badge, text) = match self.room.phase() {
             Phase::Connecting => (Badge::Connecting, "connecting to the relay…".to_owned()),
             Phase::Waiting => (Badge::Waiting, "waiting for someone to join".to_owned()),
-            Phase::Together(peers) => (
-                Badge::Connected,
-                format!("in the room with {}", names(peers)),
-            ),
+            Phase::Together(peers) => match self.call.as_ref().map(Call::state).as_deref() {
+                Some("connected") => (Badge::Connected, format!("in a call with {}", names(peers))),
+                Some("failed") => (Badge::Error, format!("call with {} failed", names(peers))),
+                _ => (
+                    Badge::Connecting,
+                    format!("connecting to {}…", names(peers)),
+                ),
+            },
             Phase::Full => (Badge::Full, "room is full".to_owned()),
             Phase::Out => (Badge::Left, "you left the room".to_owned()),
         };
@@ -284,7 +462,7 @@ impl App {
     }
 }
 
-fn names(peers: &[signalroom_protocol::PeerId]) -> String {
+fn names(peers: &[PeerId]) -> String {
     let names: Vec<String> = peers.iter().map(|p| format!("peer {p}")).collect();
     names.join(", ")
 }

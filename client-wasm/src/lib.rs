@@ -1,13 +1,17 @@
 //! signalroom's browser client, compiled to WASM: asks for a room, talks to the relay, and
-//! shows what happens.
+//! makes a WebRTC call with whoever else is in the room.
 //!
 //! Code map: [`config`] reads the page address; [`relay`] is the WebSocket transport;
-//! [`codec`] turns frames into text and back; [`room`] is the room logic; [`ui`] the page's
-//! elements; [`app`] the event loop that ties them together.
+//! [`codec`] turns frames into text and back; [`room`] is the room logic; [`call`] the
+//! WebRTC session, with [`negotiation`] its perfect-negotiation decisions and [`media`] the
+//! camera; [`ui`] the page's elements; [`app`] the event loop that ties them together.
 
 pub mod app;
+pub mod call;
 pub mod codec;
 pub mod config;
+pub mod media;
+pub mod negotiation;
 pub mod relay;
 pub mod room;
 pub mod ui;

@@ -3,7 +3,8 @@
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
-use web_sys::{Document, HtmlElement, HtmlInputElement};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Document, HtmlElement, HtmlInputElement, HtmlVideoElement, MediaStream};
 
 /// What the status badge says, and its colour (`data-state` in the stylesheet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,19 +100,64 @@ impl Ui {
         self.append("log", None, line, false);
     }
 
-    /// Appends a chat line.
-    pub fn chat(&self, who: &str, text: &str, mine: bool) {
-        web_sys::console::log_1(&format!("chat {who}: {text}").into());
-        self.append("chat", Some(who), text, mine);
+    /// Shows the call's connection state on the remote tile (`data-call`).
+    pub fn call_state(&self, state: &str) {
+        if let Some(tile) = self.element::<HtmlElement>("remote-tile") {
+            let _ = tile.set_attribute("data-call", state);
+        }
     }
 
-    fn append(&self, list: &str, who: Option<&str>, text: &str, mine: bool) {
-        let (Some(list), Ok(item)) = (
-            self.element::<HtmlElement>(list),
-            self.document.create_element("li"),
-        ) else {
+    /// Shows the local camera, or nothing.
+    pub fn show_local(&self, stream: Option<&MediaStream>) {
+        if let Some(video) = self.element::<HtmlVideoElement>("local-video") {
+            video.set_src_object(stream);
+        }
+    }
+
+    /// Shows the peer's stream, or nothing. Browsers may refuse to autoplay sound before
+    /// the user has interacted with the page: then the video plays muted until clicked.
+    pub fn show_remote(&self, stream: Option<&MediaStream>) {
+        let Some(video) = self.element::<HtmlVideoElement>("remote-video") else {
             return;
         };
+        video.set_src_object(stream);
+        if stream.is_none() {
+            return;
+        }
+        let Ok(playing) = video.play() else { return };
+        let ui = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if JsFuture::from(playing).await.is_err() {
+                video.set_muted(true);
+                let _ = video.play();
+                ui.remote_label("muted by the browser: click the video to hear the peer");
+                let unmute = Closure::<dyn FnMut()>::new({
+                    let video = video.clone();
+                    move || video.set_muted(false)
+                });
+                video.set_onclick(Some(unmute.as_ref().unchecked_ref()));
+                unmute.forget();
+            }
+        });
+    }
+
+    /// Appends a chat line; `via` says how it travelled (`relay` or `datachannel`).
+    pub fn chat(&self, who: &str, text: &str, mine: bool, via: &str) {
+        web_sys::console::log_1(&format!("chat {who} via {via}: {text}").into());
+        if let Some(item) = self.append("chat", Some(who), text, mine) {
+            let _ = item.set_attribute("data-via", via);
+        }
+    }
+
+    fn append(
+        &self,
+        list: &str,
+        who: Option<&str>,
+        text: &str,
+        mine: bool,
+    ) -> Option<web_sys::Element> {
+        let list = self.element::<HtmlElement>(list)?;
+        let item = self.document.create_element("li").ok()?;
         if mine {
             item.set_class_name("mine");
         }
@@ -123,6 +169,7 @@ impl Ui {
         let _ = item.append_child(&self.document.create_text_node(text));
         let _ = list.append_child(&item);
         list.set_scroll_top(list.scroll_height());
+        Some(item)
     }
 
     /// Enables or disables the chat box.

@@ -120,3 +120,61 @@ fn full_and_errors_leave_the_page_outside() {
     assert!(matches!(&actions[..], [Action::Log(line)] if line.contains("not_in_room")));
     assert_eq!(room.phase(), &Phase::Full);
 }
+
+mod negotiation {
+    use signalroom_client::negotiation::{Negotiation, Step};
+    use signalroom_protocol::SdpType;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn an_offer_in_a_stable_state_is_answered_by_either_side() {
+        for polite in [true, false] {
+            let mut n = Negotiation::new(polite);
+            assert_eq!(
+                n.on_description(SdpType::Offer, true),
+                Step::Apply {
+                    rollback: false,
+                    answer: true
+                }
+            );
+            assert!(n.candidate_error_matters());
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn on_glare_the_impolite_side_ignores_and_the_polite_side_yields() {
+        let mut impolite = Negotiation::new(false);
+        impolite.offering();
+        assert_eq!(impolite.on_description(SdpType::Offer, true), Step::Ignore);
+        // The ignored offer's candidates are expected to fail.
+        assert!(!impolite.candidate_error_matters());
+
+        let mut polite = Negotiation::new(true);
+        polite.offering();
+        polite.offered();
+        // Its offer is out (signaling state not stable) when the other offer lands.
+        assert_eq!(
+            polite.on_description(SdpType::Offer, false),
+            Step::Apply {
+                rollback: true,
+                answer: true
+            }
+        );
+    }
+
+    #[wasm_bindgen_test]
+    fn answers_are_applied_and_clear_an_earlier_ignore() {
+        let mut impolite = Negotiation::new(false);
+        impolite.offering();
+        assert_eq!(impolite.on_description(SdpType::Offer, false), Step::Ignore);
+        impolite.offered();
+        assert_eq!(
+            impolite.on_description(SdpType::Answer, false),
+            Step::Apply {
+                rollback: false,
+                answer: false
+            }
+        );
+        assert!(impolite.candidate_error_matters());
+    }
+}

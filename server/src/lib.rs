@@ -42,14 +42,26 @@ pub async fn run_with<R: Rooms>(
         max_frame_bytes: config.max_frame_bytes,
         outbox_frames: config.outbox_frames,
     };
-    let routes = routes::routes(rooms, route_config, stop_rx);
+    let routes = routes::routes(rooms.clone(), route_config, stop_rx);
+    let stop = stop_tx.clone();
     let signal = async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        rooms.shutdown();
+        let _ = stop.send(true);
     };
     warp::serve(routes)
         .incoming(listener)
         .graceful(signal)
         .run()
         .await;
+    // Every connection holds a receiver: wait, boundedly, for them to send 1001 and go.
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    }
 }
+
+/// How long connections get to close when the relay stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -142,6 +142,10 @@ pub trait Rooms: Clone + Send + Sync + 'static {
     /// Forgets a closed connection, as `leave` would for its room.
     fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
 
+    /// The relay is stopping and every connection is about to close with 1001: departures
+    /// from now on are not announced, so peers in a call keep it while they reconnect.
+    fn shutdown(&self);
+
     /// Current counts.
     fn stats(&self) -> Stats;
 }
@@ -158,6 +162,7 @@ pub struct LocalRooms {
 
 struct Shared {
     state: Mutex<State>,
+    stopping: AtomicBool,
     next_id: AtomicU64,
     capacity: usize,
     ice_servers: Vec<IceServer>,
@@ -180,6 +185,7 @@ impl LocalRooms {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
+                stopping: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 capacity,
                 ice_servers,
@@ -340,8 +346,14 @@ impl Rooms for LocalRooms {
 
     async fn disconnect(&self, peer: PeerId) {
         let mut state = self.state();
-        state.remove_from_room(peer);
+        if !self.shared.stopping.load(Ordering::Relaxed) {
+            state.remove_from_room(peer);
+        }
         state.peers.remove(&peer);
+    }
+
+    fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
     }
 
     fn stats(&self) -> Stats {

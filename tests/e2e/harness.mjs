@@ -20,9 +20,9 @@ function freePort() {
   });
 }
 
-/** Starts the relay; resolves once it accepts connections. */
-export async function startRelay() {
-  const port = await freePort();
+/** Starts the relay (on `port`, or a free one); resolves once it accepts connections. */
+export async function startRelay(port) {
+  port ??= await freePort();
   const bin = process.env.SIGNALROOM_BIN ?? `${root}target/release/signalroom`;
   const dist = process.env.SIGNALROOM_DIST ?? `${root}dist`;
   const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--static-dir', dist], {
@@ -33,7 +33,7 @@ export async function startRelay() {
   for (let i = 0; i < 100; i++) {
     try {
       const response = await fetch(`${url}/stats`);
-      if (response.ok) return { url, stop: () => child.kill('SIGTERM'), child };
+      if (response.ok) return { url, port, stop: () => child.kill('SIGTERM'), child };
     } catch {
       // Not listening yet.
     }

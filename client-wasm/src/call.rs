@@ -1,0 +1,276 @@
+//! The WebRTC session with one other peer: an `RTCPeerConnection` carrying camera,
+//! microphone and a chat data channel, negotiated through the relay with perfect
+//! negotiation. Browser callbacks post [`CallEvent`]s to the page's event loop; the loop
+//! calls back into [`Call`] one event at a time.
+
+use futures::channel::mpsc::UnboundedSender;
+use signalroom_protocol::{IceServer, PeerId, SdpType, Signal};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
+    RtcDataChannelInit, RtcDataChannelState, RtcIceCandidateInit, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
+    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+};
+
+use crate::app::Input;
+use crate::negotiation::{Negotiation, Step};
+use crate::ui::Ui;
+
+/// What the browser reported about a call.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// The connection needs (re)negotiating: make an offer.
+    NegotiationNeeded,
+    /// A local ICE candidate to send to the peer.
+    Candidate(Signal),
+    /// The connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
+    State(String),
+    /// The chat data channel opened.
+    ChannelOpen,
+    /// A chat line arrived over the data channel.
+    ChannelMessage(String),
+}
+
+/// A call with one peer.
+pub struct Call {
+    peer: PeerId,
+    pc: RtcPeerConnection,
+    channel: RtcDataChannel,
+    negotiation: Negotiation,
+    // Kept alive as long as the connection may call them.
+    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl Call {
+    /// Sets up a connection to `peer`, sending `local`'s tracks (or receiving only).
+    pub fn start(
+        peer: PeerId,
+        polite: bool,
+        ice_servers: &[IceServer],
+        local: Option<&MediaStream>,
+        ui: &Ui,
+        inputs: &UnboundedSender<Input>,
+    ) -> Result<Self, JsValue> {
+        let config = RtcConfiguration::new();
+        let servers = serde_wasm_bindgen::to_value(ice_servers)?;
+        config.set_ice_servers(&servers);
+        let pc = RtcPeerConnection::new_with_configuration(&config)?;
+
+        let post = {
+            let inputs = inputs.clone();
+            move |event: CallEvent| {
+                let _ = inputs.unbounded_send(Input::Call { peer, event });
+            }
+        };
+        let mut callbacks = Vec::new();
+        let mut on = |post_event: Box<dyn Fn(JsValue) -> Option<CallEvent>>| {
+            let post = post.clone();
+            let callback = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                if let Some(event) = post_event(event) {
+                    post(event);
+                }
+            });
+            let function = callback
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone();
+            callbacks.push(callback);
+            function
+        };
+
+        pc.set_onnegotiationneeded(Some(&on(Box::new(|_| Some(CallEvent::NegotiationNeeded)))));
+        pc.set_onicecandidate(Some(&on(Box::new(|event| {
+            let candidate = event
+                .dyn_into::<RtcPeerConnectionIceEvent>()
+                .ok()?
+                .candidate()?;
+            Some(CallEvent::Candidate(Signal::Candidate {
+                candidate: candidate.candidate(),
+                sdp_mid: candidate.sdp_mid(),
+                sdp_m_line_index: candidate.sdp_m_line_index(),
+            }))
+        }))));
+        {
+            let pc2 = pc.clone();
+            pc.set_onconnectionstatechange(Some(&on(Box::new(move |_| {
+                let state = js_sys::Reflect::get(&pc2, &"connectionState".into()).ok()?;
+                Some(CallEvent::State(state.as_string()?))
+            }))));
+        }
+        {
+            let ui = ui.clone();
+            pc.set_ontrack(Some(&on(Box::new(move |event| {
+                let event = event.dyn_into::<RtcTrackEvent>().ok()?;
+                let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
+                    Ok(stream) => stream,
+                    Err(_) => {
+                        let stream = MediaStream::new().ok()?;
+                        stream.add_track(&event.track());
+                        stream
+                    }
+                };
+                ui.show_remote(Some(&stream));
+                None
+            }))));
+        }
+
+        match local {
+            Some(stream) => {
+                for track in stream.get_tracks().iter() {
+                    if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
+                        pc.add_track_0(&track, stream);
+                    }
+                }
+            }
+            None => {
+                let receive_only = RtcRtpTransceiverInit::new();
+                receive_only.set_direction(RtcRtpTransceiverDirection::Recvonly);
+                for kind in ["audio", "video"] {
+                    pc.add_transceiver_with_str_and_init(kind, &receive_only);
+                }
+            }
+        }
+
+        // Both sides create the same pre-negotiated channel, so neither waits for the other's.
+        let init = RtcDataChannelInit::new();
+        init.set_negotiated(true);
+        init.set_id(0);
+        let channel = pc.create_data_channel_with_data_channel_dict("chat", &init);
+        channel.set_onopen(Some(&on(Box::new(|_| Some(CallEvent::ChannelOpen)))));
+        channel.set_onmessage(Some(&on(Box::new(|event| {
+            let text = event.dyn_into::<MessageEvent>().ok()?.data().as_string()?;
+            Some(CallEvent::ChannelMessage(text))
+        }))));
+
+        Ok(Self {
+            peer,
+            pc,
+            channel,
+            negotiation: Negotiation::new(polite),
+            _callbacks: callbacks,
+        })
+    }
+
+    /// The other peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The connection's state, as `RTCPeerConnectionState` spells it.
+    pub fn state(&self) -> String {
+        js_sys::Reflect::get(&self.pc, &"connectionState".into())
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default()
+    }
+
+    /// Makes an offer; returns it for the relay.
+    pub async fn offer(&mut self) -> Result<Signal, JsValue> {
+        self.negotiation.offering();
+        let result = self.make_offer().await;
+        self.negotiation.offered();
+        result
+    }
+
+    async fn make_offer(&self) -> Result<Signal, JsValue> {
+        let offer = JsFuture::from(self.pc.create_offer()).await?;
+        let offer: RtcSessionDescriptionInit = offer.unchecked_into();
+        JsFuture::from(self.pc.set_local_description(&offer)).await?;
+        self.local_description()
+    }
+
+    fn local_description(&self) -> Result<Signal, JsValue> {
+        let description = self
+            .pc
+            .local_description()
+            .ok_or_else(|| JsValue::from_str("no local description"))?;
+        let sdp_type = match description.type_() {
+            RtcSdpType::Offer => SdpType::Offer,
+            RtcSdpType::Answer => SdpType::Answer,
+            RtcSdpType::Pranswer => SdpType::Pranswer,
+            _ => SdpType::Rollback,
+        };
+        Ok(Signal::Description {
+            sdp_type,
+            sdp: description.sdp(),
+        })
+    }
+
+    /// Applies the peer's description; returns our answer if it was an offer.
+    pub async fn on_description(
+        &mut self,
+        sdp_type: SdpType,
+        sdp: &str,
+    ) -> Result<Option<Signal>, JsValue> {
+        let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
+        let (rollback, answer) = match self.negotiation.on_description(sdp_type, stable) {
+            Step::Ignore => return Ok(None),
+            Step::Apply { rollback, answer } => (rollback, answer),
+        };
+        if rollback {
+            let init = RtcSessionDescriptionInit::new(RtcSdpType::Rollback);
+            JsFuture::from(self.pc.set_local_description(&init)).await?;
+        }
+        let init = RtcSessionDescriptionInit::new(rtc_sdp_type(sdp_type));
+        init.set_sdp(sdp);
+        JsFuture::from(self.pc.set_remote_description(&init)).await?;
+        if !answer {
+            return Ok(None);
+        }
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        let answer: RtcSessionDescriptionInit = answer.unchecked_into();
+        JsFuture::from(self.pc.set_local_description(&answer)).await?;
+        self.local_description().map(Some)
+    }
+
+    /// Adds the peer's ICE candidate.
+    pub async fn on_candidate(
+        &mut self,
+        candidate: &str,
+        sdp_mid: Option<&str>,
+        sdp_m_line_index: Option<u16>,
+    ) -> Result<(), JsValue> {
+        let init = RtcIceCandidateInit::new(candidate);
+        init.set_sdp_mid(sdp_mid);
+        init.set_sdp_m_line_index(sdp_m_line_index);
+        let added = JsFuture::from(
+            self.pc
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
+        )
+        .await;
+        match added {
+            Err(error) if self.negotiation.candidate_error_matters() => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a chat line over the data channel; false if it is not open.
+    pub fn send_chat(&self, text: &str) -> bool {
+        self.channel.ready_state() == RtcDataChannelState::Open
+            && self.channel.send_with_str(text).is_ok()
+    }
+
+    /// Ends the call: stops delivery to the page and closes the connection.
+    pub fn close(self) {
+        self.pc.set_onnegotiationneeded(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.set_ontrack(None);
+        self.channel.set_onopen(None);
+        self.channel.set_onmessage(None);
+        self.channel.close();
+        self.pc.close();
+    }
+}
+
+fn rtc_sdp_type(sdp_type: SdpType) -> RtcSdpType {
+    match sdp_type {
+        SdpType::Offer => RtcSdpType::Offer,
+        SdpType::Pranswer => RtcSdpType::Pranswer,
+        SdpType::Answer => RtcSdpType::Answer,
+        SdpType::Rollback => RtcSdpType::Rollback,
+    }
+}

@@ -1,0 +1,78 @@
+//! Perfect negotiation's decisions, apart from the browser so they can be tested alone.
+//!
+//! Both peers may offer at once. The polite one (the later arrival: its relay id is the
+//! larger) yields: it rolls its own offer back and answers. The impolite one ignores the
+//! colliding offer and waits for the answer to its own. See
+//! <https://w3c.github.io/webrtc-pc/#perfect-negotiation-example>.
+
+use signalroom_protocol::SdpType;
+
+/// Where this side's own offer stands, as far as negotiation cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiation {
+    polite: bool,
+    making_offer: bool,
+    ignore_offer: bool,
+}
+
+/// What to do with a description from the other peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Drop it: it collides with our offer and we are impolite.
+    Ignore,
+    /// Apply it; first roll back our own pending offer if `rollback`; then, if it was an
+    /// offer, answer it.
+    Apply {
+        /// Roll back our own offer before applying.
+        rollback: bool,
+        /// Create and send an answer after applying.
+        answer: bool,
+    },
+}
+
+impl Negotiation {
+    /// Negotiation for the polite or the impolite side.
+    pub fn new(polite: bool) -> Self {
+        Self {
+            polite,
+            making_offer: false,
+            ignore_offer: false,
+        }
+    }
+
+    /// Whether this side yields on collisions.
+    pub fn polite(&self) -> bool {
+        self.polite
+    }
+
+    /// We start creating an offer.
+    pub fn offering(&mut self) {
+        self.making_offer = true;
+    }
+
+    /// Our offer is set locally (or failed).
+    pub fn offered(&mut self) {
+        self.making_offer = false;
+    }
+
+    /// Decides about a remote description; `stable` is whether the connection's signaling
+    /// state is `stable`.
+    pub fn on_description(&mut self, sdp_type: SdpType, stable: bool) -> Step {
+        let offer = sdp_type == SdpType::Offer;
+        let collision = offer && (self.making_offer || !stable);
+        self.ignore_offer = !self.polite && collision;
+        if self.ignore_offer {
+            return Step::Ignore;
+        }
+        Step::Apply {
+            rollback: collision,
+            answer: offer,
+        }
+    }
+
+    /// Whether a failure to add a remote candidate matters: candidates of an offer we
+    /// ignored are expected to fail.
+    pub fn candidate_error_matters(&self) -> bool {
+        !self.ignore_offer
+    }
+}

@@ -1,0 +1,93 @@
+// The real call: two headless Chromium pages with fake cameras meet in a room, connect peer
+// to peer, see each other's video and chat over the data channel; a third page is turned
+// away; hang-up returns the other side to waiting, and a newcomer connects again.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRelay, launchBrowser, openPage, statusIs, artifacts } from './harness.mjs';
+
+let relay;
+let browser;
+before(async () => {
+  relay = await startRelay();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  relay?.stop();
+});
+
+const callConnected = (page) =>
+  page.waitForSelector('#remote-tile[data-call="connected"]', { timeout: 20000 });
+const remoteVideoPlays = (page) =>
+  page.waitForFunction(() => document.querySelector('#remote-video').videoWidth > 0, null, {
+    timeout: 20000,
+  });
+
+test('two pages call each other; hang-up and a newcomer work without reloading', async () => {
+  const room = `${relay.url}/?room=call`;
+  const a = await openPage(browser, room, 'unused');
+  await statusIs(a, 'waiting');
+  const b = await openPage(browser, room, 'unused');
+
+  await Promise.all([callConnected(a), callConnected(b)]);
+  await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
+  await Promise.all([remoteVideoPlays(a), remoteVideoPlays(b)]);
+
+  // Chat goes peer to peer once the data channel is open.
+  await a.waitForFunction(() => document.querySelector('#log').textContent.includes('chat channel'));
+  await a.fill('#chat-input', 'over the data channel');
+  await a.click('#chat-send');
+  const line = await b.waitForSelector('#chat li[data-via="datachannel"]', { timeout: 10000 });
+  assert.match(await line.textContent(), /over the data channel/);
+
+  await a.screenshot({ path: `${artifacts}connected-call.png` });
+
+  // A third page is turned away and makes no call.
+  const c = await openPage(browser, room, 'unused');
+  await statusIs(c, 'full');
+  assert.equal(await c.getAttribute('#remote-tile', 'data-call'), 'idle');
+
+  // A hangs up: B is back to waiting, A back in the lobby with its camera off.
+  await a.click('#hangup');
+  await statusIs(a, 'left');
+  await statusIs(b, 'waiting');
+  assert.equal(await b.getAttribute('#remote-tile', 'data-call'), 'idle');
+  assert.equal(await a.isVisible('#rejoin'), true);
+  assert.equal(
+    await a.evaluate(() => document.querySelector('#local-video').srcObject),
+    null,
+    'hang-up turns the camera off',
+  );
+
+  // A fresh page takes the free seat and connects with B, which never reloaded.
+  const d = await openPage(browser, room, 'unused');
+  await Promise.all([callConnected(b), callConnected(d)]);
+  await remoteVideoPlays(d);
+});
+
+test('a call keeps running while the relay restarts, and both pages rejoin', async () => {
+  const own = await startRelay();
+  const room = `${own.url}/?room=restart`;
+  const a = await openPage(browser, room, 'unused');
+  const b = await openPage(browser, room, 'unused');
+  await Promise.all([callConnected(a), callConnected(b)]);
+
+  own.stop();
+  await new Promise((resolve) => own.child.once('exit', resolve));
+  await a.waitForFunction(() => document.querySelector('#log').textContent.includes('retrying'));
+  assert.equal(await a.getAttribute('#remote-tile', 'data-call'), 'connected');
+  assert.equal(await b.getAttribute('#remote-tile', 'data-call'), 'connected');
+
+  const again = await startRelay(own.port);
+  try {
+    // Both come back with new ids, rejoin the room and call again.
+    await Promise.all([
+      a.waitForFunction(() => /created|joined room restart/.test(document.querySelector('#log').textContent.split('retrying').pop()), null, { timeout: 20000 }),
+      b.waitForFunction(() => /created|joined room restart/.test(document.querySelector('#log').textContent.split('retrying').pop()), null, { timeout: 20000 }),
+    ]);
+    await Promise.all([callConnected(a), callConnected(b)]);
+    await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
+  } finally {
+    again.stop();
+  }
+});
