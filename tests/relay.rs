@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
@@ -436,6 +437,33 @@ async fn oversized_frames_close_the_connection_and_spare_the_others() -> Result<
     assert!(matches!(a.recv().await?, Event::Left { .. }));
     a.say(json!("still here"), None).await?;
     a.expect_silence().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn configured_ice_servers_reach_everyone_who_enters() -> Result<()> {
+    let config = Config::try_parse_from([
+        "signalroom",
+        "--ice-server",
+        "stun:stun.example.org:3478",
+        "--ice-server",
+        "turn:turn.example.org:3478 alice secret",
+    ])?;
+    let relay = Relay::start(config).await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let Event::Created { ice_servers, .. } = a.join("ice").await? else {
+        bail!("expected created");
+    };
+    assert_eq!(ice_servers.len(), 2);
+    assert_eq!(ice_servers[1].username.as_deref(), Some("alice"));
+    let Event::Joined {
+        ice_servers: seen_by_b,
+        ..
+    } = b.join("ice").await?
+    else {
+        bail!("expected joined");
+    };
+    assert_eq!(seen_by_b, ice_servers);
     Ok(())
 }
 

@@ -190,11 +190,13 @@ impl App {
             .status(Badge::Connecting, "asking for camera and microphone…");
         match crate::media::local_stream().await {
             Ok(stream) => {
+                self.ui.local_label("you");
                 self.ui.show_local(Some(&stream));
                 self.ui.media_note(None);
                 self.local = Some(stream);
             }
             Err(reason) => {
+                self.ui.local_label("you (no camera)");
                 self.ui.log(&reason);
                 self.ui.media_note(Some(&format!(
                     "{reason}. You can still see and chat with the other side."

@@ -190,6 +190,11 @@ impl Ui {
         self.set_hidden("media-note", note.is_none());
     }
 
+    /// Sets the caption under the local video.
+    pub fn local_label(&self, text: &str) {
+        self.set_text("local-label", text);
+    }
+
     /// Sets the caption under the remote video.
     pub fn remote_label(&self, text: &str) {
         self.set_text("remote-label", text);

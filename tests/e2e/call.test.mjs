@@ -91,3 +91,25 @@ test('a call keeps running while the relay restarts, and both pages rejoin', asy
     again.stop();
   }
 });
+
+test('a page without a camera says so, and still sees the other side and chats', async () => {
+  const bare = await launchBrowser({ camera: false });
+  try {
+    const room = `${relay.url}/?room=camera-less`;
+    const phone = { width: 390, height: 844 };
+    const withCamera = await openPage(browser, room, 'unused', phone);
+    const without = await openPage(bare, room, 'unused', phone);
+    await without.waitForSelector('#media-note:not([hidden])');
+    assert.match(await without.textContent('#media-note'), /still see and chat/);
+
+    await Promise.all([callConnected(withCamera), callConnected(without)]);
+    await remoteVideoPlays(without);
+    await without.waitForFunction(() => document.querySelector('#log').textContent.includes('chat channel'));
+    await without.fill('#chat-input', 'no camera here');
+    await without.click('#chat-send');
+    await withCamera.waitForSelector('#chat li[data-via="datachannel"]', { timeout: 10000 });
+    await without.screenshot({ path: `${artifacts}phone-without-camera.png` });
+  } finally {
+    await bare.close();
+  }
+});

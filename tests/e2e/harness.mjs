@@ -43,8 +43,11 @@ export async function startRelay(port) {
   throw new Error(`relay did not start on ${url}`);
 }
 
-/** Headless Chromium with a fake camera and microphone that needs no permission prompt. */
-export function launchBrowser() {
+/**
+ * Headless Chromium that grants media without a prompt, with a fake camera and microphone
+ * unless `camera` is false (then the machine has none).
+ */
+export function launchBrowser({ camera = true } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -57,14 +60,14 @@ export function launchBrowser() {
       '--disable-sync',
       '--no-first-run',
       '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
+      ...(camera ? ['--use-fake-device-for-media-stream'] : []),
     ],
   });
 }
 
 /** Opens the page in a fresh browser context, answering the room prompt with `room`. */
-export async function openPage(browser, url, room) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+export async function openPage(browser, url, room, viewport = { width: 1100, height: 720 }) {
+  const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on('dialog', (dialog) => dialog.accept(room));
   page.on('console', (message) => {
