@@ -1,161 +1,15 @@
-//! The relay in-process on an ephemeral port, driven by real WebSocket clients that speak
-//! the protocol crate's types.
+//! The relay's behaviour as the protocol describes it, driven by real WebSocket clients.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
+use serde_json::json;
+use signalroom_protocol::{ErrorCode, Event, Request};
 use signalroom_server::{Config, Stats};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// How long to wait for a frame that must come.
-const PATIENCE: Duration = Duration::from_secs(5);
-/// How long to listen for a frame that must not come.
-const QUIET: Duration = Duration::from_millis(150);
-
-struct Relay {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Relay {
-    async fn start(config: Config) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(signalroom_server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Ok(Self { addr, _stop: stop })
-    }
-
-    async fn default() -> Result<Self> {
-        Self::start(Config::default()).await
-    }
-
-    async fn client(&self) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await?;
-        Ok(Client { ws })
-    }
-
-    async fn stats(&self) -> Result<Stats> {
-        let body = http_get(self.addr, "/stats").await?;
-        let v: Value = serde_json::from_str(&body)?;
-        Ok(Stats {
-            connections: v["connections"].as_u64().context("connections")? as usize,
-            rooms: v["rooms"].as_u64().context("rooms")? as usize,
-            members: v["members"].as_u64().context("members")? as usize,
-        })
-    }
-
-    /// Stats once the relay has caught up with closed connections.
-    async fn settled_stats(&self, want: Stats) -> Result<Stats> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let stats = self.stats().await?;
-            if stats == want || tokio::time::Instant::now() > deadline {
-                return Ok(stats);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A bare HTTP/1.0 GET; returns the body.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_owned())
-}
-
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Client {
-    async fn send(&mut self, request: &Request<Value>) -> Result<()> {
-        self.send_text(&serde_json::to_string(request)?).await
-    }
-
-    async fn send_text(&mut self, text: &str) -> Result<()> {
-        Ok(self.ws.send(Message::text(text)).await?)
-    }
-
-    async fn join(&mut self, room: &str) -> Result<Event<Value>> {
-        self.send(&Request::CreateOrJoin {
-            room: room_name(room),
-        })
-        .await?;
-        self.recv().await
-    }
-
-    async fn say(&mut self, data: Value, to: Option<PeerId>) -> Result<()> {
-        self.send(&Request::Message { data, to }).await
-    }
-
-    async fn recv(&mut self) -> Result<Event<Value>> {
-        loop {
-            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .context("no frame in time")?
-                .context("connection closed")??;
-            match frame {
-                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => bail!("unexpected frame {other:?}"),
-            }
-        }
-    }
-
-    async fn expect_error(&mut self, code: ErrorCode) -> Result<()> {
-        match self.recv().await? {
-            Event::Error { code: got, .. } if got == code => Ok(()),
-            other => bail!("expected error {code}, got {other:?}"),
-        }
-    }
-
-    /// Fails if a frame arrives within a short quiet period.
-    async fn expect_silence(&mut self) -> Result<()> {
-        match tokio::time::timeout(QUIET, self.ws.next()).await {
-            Err(_) => Ok(()),
-            Ok(frame) => bail!("expected silence, got {frame:?}"),
-        }
-    }
-}
-
-fn room_name(name: &str) -> RoomName {
-    RoomName::new(name).expect("test room names are valid")
-}
-
-fn created_peer(event: Event<Value>) -> Result<PeerId> {
-    match event {
-        Event::Created { peer, .. } => Ok(peer),
-        other => bail!("expected created, got {other:?}"),
-    }
-}
-
-async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> Result<PeerId> {
-    match client.join(room).await? {
-        Event::Joined { peer, peers, .. } if peers == inside => Ok(peer),
-        other => bail!("expected joined with {inside:?}, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn the_seed_story_with_its_broadcast_bug_fixed() -> Result<()> {
@@ -424,16 +278,7 @@ async fn oversized_frames_close_the_connection_and_spare_the_others() -> Result<
     a.recv().await?;
 
     b.say(json!("x".repeat(2048)), None).await?;
-    let closed = loop {
-        match tokio::time::timeout(PATIENCE, b.ws.next()).await? {
-            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => break None,
-        }
-    };
-    if let Some(code) = closed {
-        assert_eq!(code, 1009, "message too big");
-    }
+    assert_eq!(b.expect_close().await?, Some(1009), "message too big");
     assert!(matches!(a.recv().await?, Event::Left { .. }));
     a.say(json!("still here"), None).await?;
     a.expect_silence().await?;
@@ -493,7 +338,7 @@ async fn shutdown_says_going_away_without_announcing_departures() -> Result<()> 
     joined_peer(&mut b, "bye", &[a_id]).await?;
     a.recv().await?;
 
-    drop(relay._stop);
+    drop(relay.stop);
     for client in [&mut a, &mut b] {
         let frame = tokio::time::timeout(PATIENCE, client.ws.next()).await?;
         match frame {

@@ -320,6 +320,12 @@ impl App {
         self.relay = None;
         self.room.disconnected();
         self.ui.chat_enabled(false);
+        if !self.wants_room {
+            // Out of the room by choice: the relay closes idle lobby connections, and the
+            // page reconnects only when asked back in.
+            self.ui.log(&format!("relay connection closed ({reason})"));
+            return;
+        }
         let delay = self.backoff_ms;
         self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
         self.ui
@@ -395,6 +401,8 @@ impl App {
                         room: self.room.name().clone(),
                     })
                     .await;
+                } else {
+                    self.connect().await;
                 }
             }
         }

@@ -116,6 +116,10 @@ pub enum ErrorCode {
     UnknownPeer,
     /// A binary frame was sent; the protocol is text only.
     BinaryUnsupported,
+    /// Frames came faster than the relay's rate limit; this one was dropped.
+    RateLimited,
+    /// The relay holds as many rooms as it may; only existing rooms can be joined.
+    TooManyRooms,
     /// A code this version of the crate does not know yet (sent by a newer relay).
     #[serde(other)]
     Unknown,
@@ -133,6 +137,8 @@ impl ErrorCode {
             Self::AlreadyInRoom => "already_in_room",
             Self::UnknownPeer => "unknown_peer",
             Self::BinaryUnsupported => "binary_unsupported",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyRooms => "too_many_rooms",
             Self::Unknown => "unknown",
         }
     }

@@ -17,6 +17,20 @@ pub const DEFAULT_STATIC_DIR: &str = "dist";
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Frames that may wait for a slow reader before the relay drops it.
 pub const DEFAULT_OUTBOX_FRAMES: usize = 256;
+/// Bytes that may wait for a slow reader before the relay drops it.
+pub const DEFAULT_OUTBOX_BYTES: usize = 1024 * 1024;
+/// Open WebSockets the relay accepts; more get HTTP 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 18_000;
+/// Rooms the relay holds at once.
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// Frames per second a connection may send, sustained.
+pub const DEFAULT_RATE_PER_SEC: u32 = 50;
+/// Frames a connection may send at once after being quiet.
+pub const DEFAULT_RATE_BURST: u32 = 200;
+/// Seconds a connection may stay silent (no frame, no pong) before it is dropped.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 30.0;
+/// Seconds a connection may stay outside a room before it is closed.
+pub const DEFAULT_JOIN_TIMEOUT_SECS: f64 = 30.0;
 
 /// signalroom: a WebRTC signaling relay.
 ///
@@ -56,6 +70,67 @@ pub struct Config {
     )]
     pub outbox_frames: usize,
 
+    /// Bytes queued for a client that is not reading before the relay drops it.
+    #[arg(long, env = "SIGNALROOM_OUTBOX_BYTES", default_value_t = DEFAULT_OUTBOX_BYTES)]
+    pub outbox_bytes: usize,
+
+    /// Open WebSocket connections at most; more are refused with HTTP 503.
+    #[arg(long, env = "SIGNALROOM_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Rooms at most; creating one more is refused with error `too_many_rooms`.
+    #[arg(long, env = "SIGNALROOM_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
+    pub max_rooms: usize,
+
+    /// Frames per second a connection may send, sustained; more get error `rate_limited`.
+    #[arg(
+        long,
+        env = "SIGNALROOM_RATE_PER_SEC",
+        default_value_t = DEFAULT_RATE_PER_SEC,
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub rate_per_sec: u32,
+
+    /// Frames a connection may send in one burst. A connection that keeps sending this many
+    /// more while limited is closed with 1008.
+    #[arg(
+        long,
+        env = "SIGNALROOM_RATE_BURST",
+        default_value_t = DEFAULT_RATE_BURST,
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub rate_burst: u32,
+
+    /// Seconds of silence (no frame, no answer to the relay's pings) before a connection is
+    /// dropped and its room told `left`. The relay pings every third of this.
+    #[arg(
+        long,
+        env = "SIGNALROOM_IDLE_TIMEOUT",
+        default_value_t = DEFAULT_IDLE_TIMEOUT_SECS,
+        value_parser = parse_secs,
+    )]
+    pub idle_timeout: f64,
+
+    /// Seconds a connection may spend outside any room before it is closed with 1008.
+    #[arg(
+        long,
+        env = "SIGNALROOM_JOIN_TIMEOUT",
+        default_value_t = DEFAULT_JOIN_TIMEOUT_SECS,
+        value_parser = parse_secs,
+    )]
+    pub join_timeout: f64,
+
+    /// Origin allowed to open WebSockets, repeatable (e.g. https://cdn.example.org), or `*`
+    /// for any. The page's own origin and localhost pages are always allowed, and so are
+    /// clients that send no Origin (programs rather than browsers). In the environment
+    /// variable, separate origins with ','.
+    #[arg(
+        long = "allowed-origin",
+        env = "SIGNALROOM_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// STUN/TURN server handed to clients, repeatable: URL[,URL...][ USERNAME CREDENTIAL],
     /// e.g. "stun:stun.example.org:3478" or "turn:turn.example.org:3478 alice secret".
     /// In the environment variable, separate servers with ';'.
@@ -76,8 +151,24 @@ impl Default for Config {
             room_capacity: DEFAULT_ROOM_CAPACITY,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbox_frames: DEFAULT_OUTBOX_FRAMES,
+            outbox_bytes: DEFAULT_OUTBOX_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst: DEFAULT_RATE_BURST,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT_SECS,
+            join_timeout: DEFAULT_JOIN_TIMEOUT_SECS,
+            allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
         }
+    }
+}
+
+/// Parses a positive number of seconds, fractions allowed.
+fn parse_secs(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
+        _ => Err(format!("{arg:?} is not a positive number of seconds")),
     }
 }
 
@@ -122,6 +213,15 @@ mod tests {
         assert_eq!(parsed.addr, default.addr);
         assert_eq!(parsed.room_capacity, default.room_capacity);
         assert_eq!(parsed.static_dir, default.static_dir);
+        assert_eq!(parsed.max_frame_bytes, default.max_frame_bytes);
+        assert_eq!(parsed.outbox_frames, default.outbox_frames);
+        assert_eq!(parsed.outbox_bytes, default.outbox_bytes);
+        assert_eq!(parsed.max_connections, default.max_connections);
+        assert_eq!(parsed.max_rooms, default.max_rooms);
+        assert_eq!(parsed.rate_per_sec, default.rate_per_sec);
+        assert_eq!(parsed.rate_burst, default.rate_burst);
+        assert_eq!(parsed.idle_timeout, default.idle_timeout);
+        assert_eq!(parsed.join_timeout, default.join_timeout);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod rooms;
 pub mod routes;
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use config::Config;
 pub use rooms::{LocalRooms, Rooms, Stats};
@@ -25,7 +26,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let rooms = LocalRooms::new(config.room_capacity, config.ice_servers.clone());
+    let rooms = LocalRooms::new(
+        config.room_capacity,
+        config.max_rooms,
+        config.ice_servers.clone(),
+    );
     run_with(listener, config, rooms, shutdown).await;
 }
 
@@ -40,7 +45,16 @@ pub async fn run_with<R: Rooms>(
     let route_config = routes::RouteConfig {
         static_dir: config.static_dir.clone(),
         max_frame_bytes: config.max_frame_bytes,
-        outbox_frames: config.outbox_frames,
+        max_connections: config.max_connections,
+        allowed_origins: config.allowed_origins.clone(),
+        limits: connection::Limits {
+            outbox_frames: config.outbox_frames,
+            outbox_bytes: config.outbox_bytes,
+            rate_per_sec: config.rate_per_sec,
+            rate_burst: config.rate_burst,
+            idle_timeout: Duration::from_secs_f64(config.idle_timeout),
+            join_timeout: Duration::from_secs_f64(config.join_timeout),
+        },
     };
     let routes = routes::routes(rooms.clone(), route_config, stop_rx);
     let stop = stop_tx.clone();
@@ -64,4 +78,4 @@ pub async fn run_with<R: Rooms>(
 }
 
 /// How long connections get to close when the relay stops.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -28,6 +28,9 @@ pub enum RoomError {
     /// `to` names nobody else in the sender's room.
     #[error("peer {0} is not another member of your room")]
     UnknownPeer(PeerId),
+    /// Creating a room would exceed the relay's room limit.
+    #[error("the relay holds as many rooms as it may ({0}); try again later")]
+    TooManyRooms(usize),
 }
 
 impl RoomError {
@@ -37,6 +40,7 @@ impl RoomError {
             Self::AlreadyInRoom(_) => ErrorCode::AlreadyInRoom,
             Self::NotInRoom => ErrorCode::NotInRoom,
             Self::UnknownPeer(_) => ErrorCode::UnknownPeer,
+            Self::TooManyRooms(_) => ErrorCode::TooManyRooms,
         }
     }
 }
@@ -63,40 +67,62 @@ pub struct Stats {
     pub members: usize,
 }
 
-/// Where frames for one connection go: a bounded queue drained by its writer task.
+/// Where frames for one connection go: a queue bounded in frames and in bytes, drained by
+/// the connection's writer task.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     frames: mpsc::Sender<Message>,
-    overflowed: Arc<Notify>,
+    budget: Arc<Budget>,
+}
+
+/// The receiving end of an [`Outbox`], held by the connection's writer.
+#[derive(Debug)]
+pub struct OutboxQueue {
+    frames: mpsc::Receiver<Message>,
+    budget: Arc<Budget>,
+}
+
+#[derive(Debug)]
+struct Budget {
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    overflowed: Notify,
 }
 
 impl Outbox {
-    /// An outbox holding up to `capacity` frames, the receiver its writer drains, and the
-    /// signal raised when the backend gave up on this connection because the queue was full.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Message>, Arc<Notify>) {
-        let (frames, rx) = mpsc::channel(capacity);
-        let overflowed = Arc::new(Notify::new());
+    /// An outbox holding up to `max_frames` frames and `max_bytes` bytes, and its queue.
+    pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxQueue) {
+        let (frames, rx) = mpsc::channel(max_frames);
+        let budget = Arc::new(Budget {
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            overflowed: Notify::new(),
+        });
         (
             Self {
                 frames,
-                overflowed: overflowed.clone(),
+                budget: budget.clone(),
             },
-            rx,
-            overflowed,
+            OutboxQueue { frames: rx, budget },
         )
     }
 
     /// Queues `frame`; false if the queue is full and the connection must go.
     fn push(&self, frame: Message) -> bool {
-        match self.frames.try_send(frame) {
-            Ok(()) => true,
-            // The connection is already ending; its disconnect cleans up.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflowed.notify_one();
-                false
-            }
+        let len = frame.as_bytes().len();
+        let queued = self.budget.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        let accepted = queued <= self.budget.max_bytes
+            && match self.frames.try_send(frame) {
+                // A closed queue means the connection is already ending; its disconnect
+                // cleans up.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => false,
+            };
+        if !accepted {
+            self.budget.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.budget.overflowed.notify_one();
         }
+        accepted
     }
 
     /// Queues a close frame: the writer sends it and stops.
@@ -104,9 +130,41 @@ impl Outbox {
         self.push(Message::close_with(code, reason))
     }
 
+    /// Queues a ping.
+    pub fn push_ping(&self) -> bool {
+        self.push(Message::ping(Vec::new()))
+    }
+
     /// Queues `event`, serialized, for this connection only.
     pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
         self.push(encode(event))
+    }
+
+    /// Completes once a push was refused because the queue was full.
+    pub async fn overflowed(&self) {
+        self.budget.overflowed.notified().await;
+    }
+}
+
+impl OutboxQueue {
+    /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let frame = self.frames.recv().await?;
+        self.took(&frame);
+        Some(frame)
+    }
+
+    /// The next frame if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let frame = self.frames.try_recv().ok()?;
+        self.took(&frame);
+        Some(frame)
+    }
+
+    fn took(&self, frame: &Message) {
+        self.budget
+            .queued_bytes
+            .fetch_sub(frame.as_bytes().len(), Ordering::Relaxed);
     }
 }
 
@@ -165,6 +223,7 @@ struct Shared {
     stopping: AtomicBool,
     next_id: AtomicU64,
     capacity: usize,
+    max_rooms: usize,
     ice_servers: Vec<IceServer>,
 }
 
@@ -180,14 +239,16 @@ struct Member {
 }
 
 impl LocalRooms {
-    /// Rooms of `capacity` members, handing `ice_servers` to everyone who enters one.
-    pub fn new(capacity: usize, ice_servers: Vec<IceServer>) -> Self {
+    /// At most `max_rooms` rooms of `capacity` members, handing `ice_servers` to everyone
+    /// who enters one.
+    pub fn new(capacity: usize, max_rooms: usize, ice_servers: Vec<IceServer>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 stopping: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 capacity,
+                max_rooms,
                 ice_servers,
             }),
         }
@@ -276,6 +337,9 @@ impl Rooms for LocalRooms {
             return Err(RoomError::AlreadyInRoom(current.clone()));
         }
         let others = state.rooms.get(&room).map(Vec::as_slice).unwrap_or(&[]);
+        if others.is_empty() && state.rooms.len() >= self.shared.max_rooms {
+            return Err(RoomError::TooManyRooms(self.shared.max_rooms));
+        }
         if others.len() >= self.shared.capacity {
             member.outbox.send(&Event::<()>::Full { room });
             return Ok(JoinOutcome::Full);

@@ -1,11 +1,14 @@
 //! The HTTP surface: the WebSocket at `/ws`, counts at `/stats`, the page at `/`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::watch;
+use warp::http::StatusCode;
 use warp::Filter;
 
-use crate::connection;
+use crate::connection::{self, Limits};
 use crate::rooms::Rooms;
 
 /// What the routes need besides the rooms.
@@ -15,8 +18,12 @@ pub struct RouteConfig {
     pub static_dir: PathBuf,
     /// Largest frame a client may send, in bytes.
     pub max_frame_bytes: usize,
-    /// Outbox length per connection, in frames.
-    pub outbox_frames: usize,
+    /// Open WebSockets at most.
+    pub max_connections: usize,
+    /// Origins allowed besides the page's own and localhost; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Per-connection limits.
+    pub limits: Limits,
 }
 
 /// Every route of the relay.
@@ -29,18 +36,44 @@ pub fn routes<R: Rooms>(
         let rooms = rooms.clone();
         warp::any().map(move || rooms.clone())
     };
-    let max_frame = config.max_frame_bytes;
-    let outbox_frames = config.outbox_frames;
+    let slots = Arc::new(Slots {
+        open: AtomicUsize::new(0),
+        max: config.max_connections,
+    });
+    let allowed = Arc::new(config.allowed_origins);
+    let (max_frame, limits) = (config.max_frame_bytes, config.limits);
     let ws = warp::path(signalroom_protocol::WS_PATH)
         .and(warp::path::end())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
         .and(warp::ws())
         .and(with_rooms.clone())
-        .map(move |ws: warp::ws::Ws, rooms: R| {
-            let shutdown = shutdown.clone();
-            ws.max_message_size(max_frame)
-                .max_frame_size(max_frame)
-                .on_upgrade(move |socket| connection::serve(socket, rooms, outbox_frames, shutdown))
-        });
+        .map(
+            move |origin: Option<String>, host: Option<String>, ws: warp::ws::Ws, rooms: R| {
+                use warp::Reply;
+                if !origin_allowed(origin.as_deref(), host.as_deref(), &allowed) {
+                    tracing::info!(?origin, "refused a WebSocket from a foreign origin");
+                    return warp::reply::with_status("origin not allowed", StatusCode::FORBIDDEN)
+                        .into_response();
+                }
+                let Some(slot) = Slot::take(&slots) else {
+                    tracing::warn!(max = slots.max, "connection limit reached; refusing");
+                    return warp::reply::with_status(
+                        "too many connections",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                    .into_response();
+                };
+                let shutdown = shutdown.clone();
+                ws.max_message_size(max_frame)
+                    .max_frame_size(max_frame)
+                    .on_upgrade(move |socket| async move {
+                        connection::serve(socket, rooms, limits, shutdown).await;
+                        drop(slot);
+                    })
+                    .into_response()
+            },
+        );
     let stats = warp::path("stats")
         .and(warp::path::end())
         .and(warp::get())
@@ -48,4 +81,89 @@ pub fn routes<R: Rooms>(
         .map(|rooms: R| warp::reply::json(&rooms.stats()));
     let page = warp::get().and(warp::fs::dir(config.static_dir));
     ws.or(stats).or(page).with(warp::trace::request())
+}
+
+/// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.
+///
+/// Allowed: no Origin (not a browser), the relay's own origin, pages on localhost, and the
+/// configured origins (`*` for all).
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/') == origin)
+    {
+        return true;
+    }
+    let Some((_scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if host.is_some_and(|host| host.eq_ignore_ascii_case(authority)) {
+        return true;
+    }
+    let hostname = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(hostname, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Counts open WebSockets against the limit.
+struct Slots {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One open WebSocket's place; frees it when dropped.
+struct Slot(Arc<Slots>);
+
+impl Slot {
+    fn take(slots: &Arc<Slots>) -> Option<Self> {
+        let before = slots.open.fetch_add(1, Ordering::AcqRel);
+        if before >= slots.max {
+            slots.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(slots.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let cdn = vec!["https://cdn.example.org".to_owned()];
+        let host = Some("relay.example.org");
+        assert!(origin_allowed(None, host, &[]));
+        assert!(origin_allowed(Some("https://relay.example.org"), host, &[]));
+        assert!(origin_allowed(Some("http://localhost:8080"), host, &[]));
+        assert!(origin_allowed(Some("http://127.0.0.1:2013"), host, &[]));
+        assert!(origin_allowed(Some("http://[::1]:8080"), host, &[]));
+        assert!(!origin_allowed(Some("https://evil.example"), host, &[]));
+        assert!(!origin_allowed(
+            Some("https://localhost.evil.example"),
+            host,
+            &[]
+        ));
+        assert!(!origin_allowed(Some("null"), host, &[]));
+        assert!(origin_allowed(Some("https://cdn.example.org"), host, &cdn));
+        assert!(!origin_allowed(
+            Some("https://cdn.example.org.evil"),
+            host,
+            &cdn
+        ));
+        assert!(origin_allowed(
+            Some("https://anything"),
+            host,
+            &["*".to_owned()]
+        ));
+    }
 }

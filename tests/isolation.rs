@@ -1,0 +1,256 @@
+//! Random sequences of joins, leaves, messages (to the room and directed) and dropped
+//! connections across several rooms, checked frame by frame against a model: nothing
+//! reaches the sender or anyone outside its room, `to` never crosses rooms, every remaining
+//! member hears `left` exactly once, and no room exceeds its capacity.
+
+mod support;
+
+use std::collections::HashMap;
+
+use anyhow::{bail, ensure, Result};
+use proptest::prelude::*;
+use serde_json::json;
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
+use signalroom_server::{Config, Stats};
+use support::*;
+
+const SLOTS: usize = 6;
+const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
+const CAPACITY: usize = 2;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(usize, usize),
+    Leave(usize),
+    Say(usize, Option<usize>),
+    Drop(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..SLOTS, 0..ROOMS.len()).prop_map(|(s, r)| Op::Join(s, r)),
+        1 => (0..SLOTS).prop_map(Op::Leave),
+        4 => (0..SLOTS, proptest::option::of(0..SLOTS)).prop_map(|(s, t)| Op::Say(s, t)),
+        1 => (0..SLOTS).prop_map(Op::Drop),
+    ]
+}
+
+/// What the model knows of one client slot.
+#[derive(Default, Clone)]
+struct Slot {
+    id: Option<PeerId>,
+    room: Option<usize>,
+}
+
+struct World {
+    relay: Relay,
+    clients: Vec<Client>,
+    slots: Vec<Slot>,
+    members: HashMap<usize, Vec<usize>>,
+    counter: u64,
+}
+
+impl World {
+    async fn new() -> Result<Self> {
+        let relay = Relay::start(Config {
+            room_capacity: CAPACITY,
+            ..Config::default()
+        })
+        .await?;
+        let mut clients = Vec::new();
+        for _ in 0..SLOTS {
+            clients.push(relay.client().await?);
+        }
+        Ok(Self {
+            relay,
+            clients,
+            slots: vec![Slot::default(); SLOTS],
+            members: HashMap::new(),
+            counter: 0,
+        })
+    }
+
+    fn id(&self, slot: usize) -> Result<PeerId> {
+        match self.slots[slot].id {
+            Some(id) => Ok(id),
+            None => bail!("slot {slot} has no id yet"),
+        }
+    }
+
+    async fn expect(&mut self, slot: usize, want: Event<serde_json::Value>) -> Result<()> {
+        let got = self.clients[slot].recv().await?;
+        ensure!(got == want, "slot {slot}: expected {want:?}, got {got:?}");
+        Ok(())
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<()> {
+        match *op {
+            Op::Join(s, r) => {
+                self.clients[s]
+                    .send_text(&json!({"type": "create_or_join", "room": ROOMS[r]}).to_string())
+                    .await?;
+                if self.slots[s].room.is_some() {
+                    return self.clients[s].expect_error(ErrorCode::AlreadyInRoom).await;
+                }
+                let inside = self.members.get(&r).cloned().unwrap_or_default();
+                let got = self.clients[s].recv().await?;
+                if inside.len() >= CAPACITY {
+                    ensure!(
+                        got == Event::Full {
+                            room: room_name(ROOMS[r])
+                        },
+                        "expected full, got {got:?}"
+                    );
+                    return Ok(());
+                }
+                let id = match got {
+                    Event::Created { room, peer, .. }
+                        if inside.is_empty() && room.as_str() == ROOMS[r] =>
+                    {
+                        peer
+                    }
+                    Event::Joined {
+                        room, peer, peers, ..
+                    } if room.as_str() == ROOMS[r] => {
+                        let want: Vec<PeerId> =
+                            inside.iter().map(|&m| self.id(m)).collect::<Result<_>>()?;
+                        ensure!(peers == want, "joined lists {peers:?}, model has {want:?}");
+                        peer
+                    }
+                    other => bail!("slot {s} joining {}: unexpected {other:?}", ROOMS[r]),
+                };
+                self.slots[s] = Slot {
+                    id: Some(id),
+                    room: Some(r),
+                };
+                for &m in &inside {
+                    self.expect(
+                        m,
+                        Event::Join {
+                            room: room_name(ROOMS[r]),
+                            peer: id,
+                        },
+                    )
+                    .await?;
+                }
+                self.members.entry(r).or_default().push(s);
+            }
+            Op::Leave(s) => {
+                self.clients[s].send(&Request::Leave).await?;
+                if self.slots[s].room.is_none() {
+                    return self.clients[s].expect_error(ErrorCode::NotInRoom).await;
+                }
+                self.depart(s).await?;
+            }
+            Op::Say(s, to) => {
+                self.counter += 1;
+                let data = json!(self.counter);
+                let target = match to {
+                    // A slot that never joined has no id: address someone who does not exist.
+                    Some(t) => Some(self.slots[t].id.unwrap_or(PeerId::new(PeerId::MAX)?)),
+                    None => None,
+                };
+                self.clients[s].say(data.clone(), target).await?;
+                let Some(r) = self.slots[s].room else {
+                    return self.clients[s].expect_error(ErrorCode::NotInRoom).await;
+                };
+                let from = self.id(s)?;
+                let others: Vec<usize> = self.members[&r]
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != s)
+                    .collect();
+                let recipients = match to {
+                    Some(t) if others.contains(&t) => vec![t],
+                    Some(_) => return self.clients[s].expect_error(ErrorCode::UnknownPeer).await,
+                    None => others,
+                };
+                for m in recipients {
+                    self.expect(
+                        m,
+                        Event::Message {
+                            from,
+                            data: data.clone(),
+                        },
+                    )
+                    .await?;
+                }
+            }
+            Op::Drop(s) => {
+                let fresh = self.relay.client().await?;
+                drop(std::mem::replace(&mut self.clients[s], fresh));
+                if self.slots[s].room.is_some() {
+                    self.depart(s).await?;
+                }
+                self.slots[s] = Slot::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// `s` leaves its room: every other member hears `left` once.
+    async fn depart(&mut self, s: usize) -> Result<()> {
+        let Some(r) = self.slots[s].room.take() else {
+            return Ok(());
+        };
+        let id = self.id(s)?;
+        let members = self.members.entry(r).or_default();
+        members.retain(|&m| m != s);
+        for m in members.clone() {
+            self.expect(
+                m,
+                Event::Left {
+                    room: room_name(ROOMS[r]),
+                    peer: id,
+                },
+            )
+            .await?;
+        }
+        if self.members[&r].is_empty() {
+            self.members.remove(&r);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        futures_util::future::try_join_all(self.clients.iter_mut().map(Client::expect_silence))
+            .await?;
+        self.check_stats().await
+    }
+
+    /// The relay's counts settle to the model's.
+    async fn check_stats(&self) -> Result<()> {
+        ensure!(self.members.values().all(|m| m.len() <= CAPACITY));
+        let members = self.members.values().map(Vec::len).sum();
+        let want = Stats {
+            connections: SLOTS,
+            rooms: self.members.len(),
+            members,
+        };
+        let got = self.relay.settled_stats(want).await?;
+        ensure!(got == want, "relay holds {got:?}, model {want:?}");
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn frames_never_leave_their_room(ops in proptest::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let outcome: Result<()> = runtime.block_on(async {
+            let mut world = World::new().await?;
+            for (i, op) in ops.iter().enumerate() {
+                world.apply(op).await.map_err(|e| e.context(format!("op {i}: {op:?}")))?;
+                // Requests on different connections race inside the relay (a leave and a
+                // join, or a drop nobody is told of): let each op settle before the next.
+                world.check_stats().await.map_err(|e| e.context(format!("after op {i}")))?;
+            }
+            world.finish().await
+        });
+        if let Err(error) = outcome {
+            return Err(TestCaseError::fail(format!("{error:#}")));
+        }
+    }
+}

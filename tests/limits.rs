@@ -1,0 +1,214 @@
+//! Every limit of the relay, hit on purpose: what the offender sees, and that nobody else
+//! notices.
+
+mod support;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use signalroom_protocol::{ErrorCode, Event};
+use signalroom_server::Config;
+use support::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+fn config(flags: &[&str]) -> Result<Config> {
+    Ok(Config::try_parse_from(
+        std::iter::once("signalroom").chain(flags.iter().copied()),
+    )?)
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() -> Result<()> {
+    let relay = Relay::default().await?;
+    let mut client = relay.client().await?;
+    let frame = Frame::message(vec![b'"', 0xff, 0xfe, b'"'], OpCode::Data(Data::Text), true);
+    client.ws.send(Message::Frame(frame)).await?;
+    assert_eq!(client.expect_close().await?, Some(1007));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_then_disconnected() -> Result<()> {
+    let relay = Relay::start(config(&["--rate-per-sec", "5", "--rate-burst", "10"])?).await?;
+    let mut flooder = relay.client().await?;
+    let mut bystander = relay.client().await?;
+    created_peer(bystander.join("calm").await?)?;
+
+    // Ten frames pass (each refused on its merits: not in a room), the next is limited.
+    for _ in 0..11 {
+        flooder.say(json!("spam"), None).await?;
+    }
+    for _ in 0..10 {
+        flooder.expect_error(ErrorCode::NotInRoom).await?;
+    }
+    flooder.expect_error(ErrorCode::RateLimited).await?;
+
+    // Keeping it up runs out the relay's patience.
+    for _ in 0..20 {
+        if flooder.say(json!("spam"), None).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(flooder.expect_close().await?, Some(1008));
+
+    // The bystander never noticed: it still leaves and re-creates its room.
+    bystander.send(&signalroom_protocol::Request::Leave).await?;
+    created_peer(bystander.join("calm").await?)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> {
+    let flags = [
+        "--outbox-bytes",
+        "65536",
+        "--rate-per-sec",
+        "10000",
+        "--rate-burst",
+        "10000",
+    ];
+    let relay = Relay::start(config(&flags)?).await?;
+    let (mut sender, mut sleeper) = (relay.client().await?, relay.client().await?);
+    let sender_id = created_peer(sender.join("flood").await?)?;
+    let sleeper_id = joined_peer(&mut sleeper, "flood", &[sender_id]).await?;
+    sender.recv().await?;
+    let (mut c, mut d) = (relay.client().await?, relay.client().await?);
+    let c_id = created_peer(c.join("elsewhere").await?)?;
+    joined_peer(&mut d, "elsewhere", &[c_id]).await?;
+    c.recv().await?;
+
+    // The sleeper never reads again. Its socket buffers fill, then its bounded outbox.
+    let blob = json!("x".repeat(32 * 1024));
+    let mut dropped = false;
+    for _ in 0..2000 {
+        sender.say(blob.clone(), None).await?;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(std::time::Duration::from_millis(1), sender.ws.next()).await
+        {
+            let event: Event<serde_json::Value> = serde_json::from_str(&text)?;
+            assert_eq!(
+                event,
+                Event::Left {
+                    room: room_name("flood"),
+                    peer: sleeper_id
+                }
+            );
+            dropped = true;
+            break;
+        }
+    }
+    if !dropped {
+        match sender.recv().await? {
+            Event::Left { peer, .. } if peer == sleeper_id => {}
+            other => bail!("expected the sleeper to be dropped, got {other:?}"),
+        }
+    }
+    // Another room never noticed.
+    c.say(json!("still fine?"), None).await?;
+    assert_eq!(
+        d.recv().await?,
+        Event::Message {
+            from: c_id,
+            data: json!("still fine?")
+        }
+    );
+    drop(sleeper);
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_peers_and_loiterers_are_dropped() -> Result<()> {
+    let relay = Relay::start(config(&["--idle-timeout", "0.3", "--join-timeout", "0.5"])?).await?;
+
+    // A connection that never joins a room is closed.
+    let mut loiterer = relay.client().await?;
+    assert_eq!(loiterer.expect_close().await?, Some(1008));
+
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let a_id = created_peer(a.join("heartbeat").await?)?;
+    let b_id = joined_peer(&mut b, "heartbeat", &[a_id]).await?;
+    a.recv().await?;
+
+    // B stops answering pings (it is never read again); A answers them while it waits.
+    let event = a.recv().await?;
+    assert_eq!(
+        event,
+        Event::Left {
+            room: room_name("heartbeat"),
+            peer: b_id
+        }
+    );
+    drop(b);
+
+    // A, answering pings and in a room, stays.
+    a.expect_silence().await?;
+    a.expect_silence().await?;
+    a.expect_silence().await?;
+    a.say(json!("still here"), None).await?;
+    a.expect_silence().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_and_configured_ones_allowed() -> Result<()> {
+    let relay = Relay::start(config(&["--allowed-origin", "https://cdn.example.org"])?).await?;
+    let connect = |origin: &'static str| {
+        let url = format!("ws://{}/ws", relay.addr);
+        async move {
+            let mut request = url.into_client_request()?;
+            request.headers_mut().insert("origin", origin.parse()?);
+            anyhow::Ok(tokio_tungstenite::connect_async(request).await)
+        }
+    };
+    match connect("https://evil.example").await? {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => bail!("expected 403, got {other:?}"),
+    }
+    assert!(connect("https://cdn.example.org").await?.is_ok());
+    assert!(connect("http://localhost:8080").await?.is_ok());
+    let own = format!("http://{}", relay.addr);
+    assert!(connect(Box::leak(own.into_boxed_str())).await?.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn global_caps_on_connections_and_rooms() -> Result<()> {
+    let relay = Relay::start(config(&["--max-connections", "3", "--max-rooms", "1"])?).await?;
+    let (mut a, mut b, mut c) = (
+        relay.client().await?,
+        relay.client().await?,
+        relay.client().await?,
+    );
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws", relay.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => bail!("expected 503, got {other:?}"),
+    }
+    let a_id = created_peer(a.join("only").await?)?;
+    b.send_text(r#"{"type":"create_or_join","room":"second"}"#)
+        .await?;
+    b.expect_error(ErrorCode::TooManyRooms).await?;
+    joined_peer(&mut c, "only", &[a_id]).await?;
+
+    // A freed connection slot can be taken again.
+    drop(b);
+    let mut retries = 0;
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://{}/ws", relay.addr)).await {
+            Ok(_) => break,
+            Err(_) if retries < 50 => {
+                retries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => bail!("slot never freed: {error}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Shared by the integration tests: the relay in-process on an ephemeral port, and a
+//! WebSocket client that speaks the protocol crate's types.
+
+#![allow(dead_code)] // Each test file uses its own part.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
+use signalroom_server::{Config, Stats};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long to wait for a frame that must come.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How long to listen for a frame that must not come.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub stop: oneshot::Sender<()>,
+}
+
+impl Relay {
+    pub async fn start(config: Config) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(signalroom_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop })
+    }
+
+    pub async fn default() -> Result<Self> {
+        Self::start(Config::default()).await
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await?;
+        Ok(Client { ws })
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        let body = http_get(self.addr, "/stats").await?;
+        let v: Value = serde_json::from_str(&body)?;
+        Ok(Stats {
+            connections: v["connections"].as_u64().context("connections")? as usize,
+            rooms: v["rooms"].as_u64().context("rooms")? as usize,
+            members: v["members"].as_u64().context("members")? as usize,
+        })
+    }
+
+    /// Stats once the relay has caught up with closed connections.
+    pub async fn settled_stats(&self, want: Stats) -> Result<Stats> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = self.stats().await?;
+            if stats == want || tokio::time::Instant::now() > deadline {
+                return Ok(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A bare HTTP/1.0 GET; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl From<WebSocketStream<MaybeTlsStream<TcpStream>>> for Client {
+    fn from(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { ws }
+    }
+}
+
+impl Client {
+    pub async fn send(&mut self, request: &Request<Value>) -> Result<()> {
+        self.send_text(&serde_json::to_string(request)?).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        Ok(self.ws.send(Message::text(text)).await?)
+    }
+
+    pub async fn join(&mut self, room: &str) -> Result<Event<Value>> {
+        self.send(&Request::CreateOrJoin {
+            room: room_name(room),
+        })
+        .await?;
+        self.recv().await
+    }
+
+    pub async fn say(&mut self, data: Value, to: Option<PeerId>) -> Result<()> {
+        self.send(&Request::Message { data, to }).await
+    }
+
+    pub async fn recv(&mut self) -> Result<Event<Value>> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .context("no frame in time")?
+                .context("connection closed")??;
+            match frame {
+                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => bail!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    pub async fn expect_error(&mut self, code: ErrorCode) -> Result<()> {
+        match self.recv().await? {
+            Event::Error { code: got, .. } if got == code => Ok(()),
+            other => bail!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Reads until the relay closes the connection; returns the close code, if it sent one.
+    pub async fn expect_close(&mut self) -> Result<Option<u16>> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await? {
+                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok(None),
+            }
+        }
+    }
+
+    /// Fails if a frame other than a heartbeat arrives within a short quiet period.
+    pub async fn expect_silence(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(()),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(frame) => bail!("expected silence, got {frame:?}"),
+            }
+        }
+    }
+}
+
+pub fn room_name(name: &str) -> RoomName {
+    RoomName::new(name).expect("test room names are valid")
+}
+
+pub fn created_peer(event: Event<Value>) -> Result<PeerId> {
+    match event {
+        Event::Created { peer, .. } => Ok(peer),
+        other => bail!("expected created, got {other:?}"),
+    }
+}
+
+pub async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> Result<PeerId> {
+    match client.join(room).await? {
+        Event::Joined { peer, peers, .. } if peers == inside => Ok(peer),
+        other => bail!("expected joined with {inside:?}, got {other:?}"),
+    }
+}
