@@ -212,3 +212,21 @@ async fn global_caps_on_connections_and_rooms() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_dropped() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(config(&["--handshake-timeout", "0.3"])?).await?;
+    let mut silent = tokio::net::TcpStream::connect(relay.addr).await?;
+    let mut partial = tokio::net::TcpStream::connect(relay.addr).await?;
+    partial
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    for stream in [&mut silent, &mut partial] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut buf)).await?;
+        // Closed: end of stream (or a reset), perhaps after a 408.
+        assert!(read.is_err() || buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"));
+    }
+    Ok(())
+}

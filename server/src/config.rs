@@ -31,6 +31,8 @@ pub const DEFAULT_RATE_BURST: u32 = 200;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 30.0;
 /// Seconds a connection may stay outside a room before it is closed.
 pub const DEFAULT_JOIN_TIMEOUT_SECS: f64 = 30.0;
+/// Seconds a client has to send its HTTP request head (and so its upgrade).
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 
 /// signalroom: a WebRTC signaling relay.
 ///
@@ -120,6 +122,16 @@ pub struct Config {
     )]
     pub join_timeout: f64,
 
+    /// Seconds a client has to send a complete HTTP request head, the WebSocket upgrade
+    /// included; slower connections are dropped.
+    #[arg(
+        long,
+        env = "SIGNALROOM_HANDSHAKE_TIMEOUT",
+        default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+        value_parser = parse_secs,
+    )]
+    pub handshake_timeout: f64,
+
     /// Origin allowed to open WebSockets, repeatable (e.g. https://cdn.example.org), or `*`
     /// for any. The page's own origin and localhost pages are always allowed, and so are
     /// clients that send no Origin (programs rather than browsers). In the environment
@@ -158,6 +170,7 @@ impl Default for Config {
             rate_burst: DEFAULT_RATE_BURST,
             idle_timeout: DEFAULT_IDLE_TIMEOUT_SECS,
             join_timeout: DEFAULT_JOIN_TIMEOUT_SECS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
         }
@@ -222,6 +235,7 @@ mod tests {
         assert_eq!(parsed.rate_burst, default.rate_burst);
         assert_eq!(parsed.idle_timeout, default.idle_timeout);
         assert_eq!(parsed.join_timeout, default.join_timeout);
+        assert_eq!(parsed.handshake_timeout, default.handshake_timeout);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod rooms;
 pub mod routes;
 
@@ -56,19 +57,22 @@ pub async fn run_with<R: Rooms>(
             join_timeout: Duration::from_secs_f64(config.join_timeout),
         },
     };
-    let routes = routes::routes(rooms.clone(), route_config, stop_rx);
-    let stop = stop_tx.clone();
-    let signal = async move {
+    let routes = routes::routes(rooms.clone(), route_config, stop_rx.clone());
+    let relay_stop = async move {
         shutdown.await;
+        // Departures are not announced from here on, then every connection is told to go.
         rooms.shutdown();
-        let _ = stop.send(true);
+        let _ = stop_tx.send(true);
+        stop_tx
     };
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(signal)
-        .run()
-        .await;
-    // Every connection holds a receiver: wait, boundedly, for them to send 1001 and go.
+    let http = http::serve(
+        listener,
+        routes,
+        Duration::from_secs_f64(config.handshake_timeout),
+        stop_rx,
+    );
+    let (_, stop_tx) = tokio::join!(http, relay_stop);
+    // Every connection holds a receiver: wait, boundedly, for them to finish and go.
     if tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed())
         .await
         .is_err()

@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
             "no index.html to serve at /; build the page with `trunk build --release --config Trunkfile.toml` or set --static-dir"
         );
     }
+    raise_descriptor_limit(config.max_connections);
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -34,6 +35,27 @@ async fn main() -> anyhow::Result<()> {
     signalroom_server::run(listener, config, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: each connection is a descriptor.
+fn raise_descriptor_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // Keep some for the listener, logs and the page's files.
+            let connections = limit.saturating_sub(64);
+            tracing::info!(
+                descriptors = limit,
+                "room for about {connections} connections"
+            );
+            if (connections as usize) < max_connections {
+                tracing::warn!(
+                    max_connections,
+                    "--max-connections exceeds what the descriptor limit allows; accepts will pause when it runs out"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not raise the descriptor limit"),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
