@@ -188,6 +188,14 @@ impl World {
         Ok(())
     }
 
+    /// Waits until the relay has handled the op's frame: frames on one connection are
+    /// handled in order, so the answer to a frame sent after it proves it was.
+    async fn sync(&mut self, op: &Op) -> Result<()> {
+        let (Op::Join(s, _) | Op::Leave(s) | Op::Say(s, _) | Op::Drop(s)) = *op;
+        self.clients[s].send_text(r#"{"type":"sync"}"#).await?;
+        self.clients[s].expect_error(ErrorCode::UnknownType).await
+    }
+
     /// `s` leaves its room: every other member hears `left` once.
     async fn depart(&mut self, s: usize) -> Result<()> {
         let Some(r) = self.slots[s].room.take() else {
@@ -243,8 +251,10 @@ proptest! {
             let mut world = World::new().await?;
             for (i, op) in ops.iter().enumerate() {
                 world.apply(op).await.map_err(|e| e.context(format!("op {i}: {op:?}")))?;
+                world.sync(op).await?;
                 // Requests on different connections race inside the relay (a leave and a
-                // join, or a drop nobody is told of): let each op settle before the next.
+                // join, a message and a join, a drop nobody is told of): let each op
+                // settle before the next.
                 world.check_stats().await.map_err(|e| e.context(format!("after op {i}")))?;
             }
             world.finish().await

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = handle(&rooms, peers[sender].0, chars.as_str()).await;
             for (me, queue) in &mut peers {
                 while let Some(frame) = queue.try_recv() {
-                    let Ok(text) = frame.to_str() else { continue };
+                    let Ok(text) = frame.to_text() else { continue };
                     let event: Event<Value> = serde_json::from_str(text).expect("relay frames parse");
                     if let Event::Message { from, .. } = event {
                         assert_ne!(from, *me, "a message came back to its sender");

@@ -1,18 +1,19 @@
-//! One WebSocket connection: a reader loop that decodes frames, enforces the per-connection
-//! limits and hands requests to the rooms, and a writer task that drains the connection's
-//! outbox onto the socket.
+//! One WebSocket connection, served by one task: it reads frames, enforces the
+//! per-connection limits, hands requests to the rooms, and writes what the rooms queued in
+//! its outbox.
 
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::codec::{self, Refusal};
 use crate::rooms::{JoinOutcome, Outbox, OutboxQueue, RoomError, Rooms};
+use crate::upgrade::Socket;
 
 /// The limits one connection lives under.
 #[derive(Debug, Clone, Copy)]
@@ -42,40 +43,45 @@ mod close {
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
 /// down.
 pub async fn serve<R: Rooms>(
-    socket: WebSocket,
+    mut socket: Socket,
     rooms: R,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (sink, mut stream) = socket.split();
-    let (outbox, queue) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
+    let (outbox, mut queue) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
     let peer = rooms.connect(outbox.clone()).await;
     tracing::debug!(%peer, "connected");
-    let writer = tokio::spawn(write(sink, queue));
 
     let mut rate = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
     let mut last_heard = Instant::now();
-    let mut outside_since = Some(Instant::now());
+    let mut outside_since = Some(last_heard);
     let mut heartbeat = tokio::time::interval(limits.idle_timeout / 3);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.reset();
 
     let reason = loop {
         tokio::select! {
-            frame = stream.next() => {
+            // Frames for the client first: they free queue space other connections need.
+            biased;
+            Some(frame) = queue.recv() => {
+                if let Err(reason) = write(&mut socket, &mut queue, frame).await {
+                    break reason;
+                }
+            }
+            frame = socket.next() => {
                 last_heard = Instant::now();
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
                     Some(Err(error)) => break transport_error(&outbox, &error),
                     None => break "closed by the client",
                 };
-                if frame.is_close() {
-                    break "closed by the client";
-                }
-                if !frame.is_text() && !frame.is_binary() {
+                let text = match &frame {
+                    Message::Text(text) => text.as_str(),
+                    Message::Binary(_) => "",
+                    Message::Close(_) => break "closed by the client",
                     // Pings are answered by the transport; pongs only prove liveness.
-                    continue;
-                }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                };
                 match rate.admit(last_heard) {
                     Admit::Yes => {}
                     Admit::NoAndSay => {
@@ -91,10 +97,10 @@ pub async fn serve<R: Rooms>(
                         break "rate limit exceeded persistently";
                     }
                 }
-                let Ok(text) = frame.to_str() else {
+                if frame.is_binary() {
                     refuse(&outbox, Refusal::new(ErrorCode::BinaryUnsupported, "send JSON in text frames"));
                     continue;
-                };
+                }
                 match handle(&rooms, peer, text).await {
                     Ok(Some(true)) => outside_since = None,
                     Ok(Some(false)) => outside_since = outside_since.or(Some(last_heard)),
@@ -127,47 +133,53 @@ pub async fn serve<R: Rooms>(
     };
 
     rooms.disconnect(peer).await;
-    // The writer ends once the rooms and this task have dropped their outboxes.
     drop(outbox);
-    let _ = writer.await;
+    // Deliver what is still queued (a close frame, a last error), boundedly.
+    let _ = tokio::time::timeout(limits.idle_timeout, async {
+        while let Some(frame) = queue.try_recv() {
+            if write(&mut socket, &mut queue, frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = socket.close(None).await;
+    })
+    .await;
     tracing::info!(%peer, reason, "disconnected");
 }
 
+/// Writes `frame` and whatever else is queued, then flushes once.
+async fn write(
+    socket: &mut Socket,
+    queue: &mut OutboxQueue,
+    frame: Message,
+) -> Result<(), &'static str> {
+    let mut closing = frame.is_close();
+    let mut result = socket.feed(frame).await;
+    while result.is_ok() && !closing {
+        let Some(more) = queue.try_recv() else { break };
+        closing = more.is_close();
+        result = socket.feed(more).await;
+    }
+    match result.and(socket.flush().await) {
+        Err(_) => Err("write failed"),
+        Ok(()) if closing => Err("closed by the relay"),
+        Ok(()) => Ok(()),
+    }
+}
+
 /// Tells the client why the transport gave up on it, when it is a protocol violation.
-fn transport_error(outbox: &Outbox, error: &warp::Error) -> &'static str {
-    use tungstenite::error::{CapacityError, Error};
-    let source = std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>());
-    match source {
-        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+fn transport_error(outbox: &Outbox, error: &WsError) -> &'static str {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             outbox.push_close(close::TOO_BIG, "frame too large");
             "frame too large"
         }
-        Some(Error::Utf8(_)) => {
+        WsError::Utf8(_) => {
             outbox.push_close(close::INVALID_PAYLOAD, "text frame is not UTF-8");
             "invalid UTF-8"
         }
         _ => "transport error",
     }
-}
-
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: OutboxQueue) {
-    while let Some(frame) = queue.recv().await {
-        let closing = frame.is_close();
-        // Queue what else is waiting and flush once.
-        let mut result = sink.feed(frame).await;
-        while result.is_ok() && !closing {
-            let Some(more) = queue.try_recv() else { break };
-            let last = more.is_close();
-            result = sink.feed(more).await;
-            if last {
-                break;
-            }
-        }
-        if result.is_err() || sink.flush().await.is_err() || closing {
-            break;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 /// Carries out one request; `Some(inside)` when it moved the peer into or out of a room.

@@ -2,8 +2,9 @@
 //! over WebSocket, and serves the page.
 //!
 //! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
-//! interface and its in-process backend; [`connection`] the per-connection transport;
-//! [`codec`] frame decoding and refusals; [`routes`] the HTTP surface. [`run`] ties them up.
+//! interface and its in-process backend; [`connection`] the per-connection transport and
+//! its limits; [`codec`] frame decoding and refusals; [`routes`] the HTTP surface, with
+//! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
 
 pub mod codec;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod http;
 pub mod rooms;
 pub mod routes;
+pub mod upgrade;
 
 use std::future::Future;
 use std::time::Duration;

@@ -14,7 +14,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
 use tokio::sync::{mpsc, Notify};
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Why the backend refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,7 +111,7 @@ impl Outbox {
 
     /// Queues `frame`; false if the queue is full and the connection must go.
     fn push(&self, frame: Message) -> bool {
-        let len = frame.as_bytes().len();
+        let len = frame.len();
         let queued = self.budget.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
         let accepted = queued <= self.budget.max_bytes
             && match self.frames.try_send(frame) {
@@ -127,12 +129,15 @@ impl Outbox {
 
     /// Queues a close frame: the writer sends it and stops.
     pub fn push_close(&self, code: u16, reason: &'static str) -> bool {
-        self.push(Message::close_with(code, reason))
+        self.push(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })))
     }
 
     /// Queues a ping.
     pub fn push_ping(&self) -> bool {
-        self.push(Message::ping(Vec::new()))
+        self.push(Message::Ping(Default::default()))
     }
 
     /// Queues `event`, serialized, for this connection only.
@@ -164,7 +169,7 @@ impl OutboxQueue {
     fn took(&self, frame: &Message) {
         self.budget
             .queued_bytes
-            .fetch_sub(frame.as_bytes().len(), Ordering::Relaxed);
+            .fetch_sub(frame.len(), Ordering::Relaxed);
     }
 }
 

@@ -5,11 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::http::StatusCode;
 use warp::Filter;
 
 use crate::connection::{self, Limits};
 use crate::rooms::Rooms;
+use crate::upgrade::{self, Upgrade};
 
 /// What the routes need besides the rooms.
 #[derive(Debug, Clone)]
@@ -46,10 +48,10 @@ pub fn routes<R: Rooms>(
         .and(warp::path::end())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
-        .and(warp::ws())
+        .and(upgrade::websocket())
         .and(with_rooms.clone())
         .map(
-            move |origin: Option<String>, host: Option<String>, ws: warp::ws::Ws, rooms: R| {
+            move |origin: Option<String>, host: Option<String>, ws: Upgrade, rooms: R| {
                 use warp::Reply;
                 if !origin_allowed(origin.as_deref(), host.as_deref(), &allowed) {
                     tracing::info!(?origin, "refused a WebSocket from a foreign origin");
@@ -65,13 +67,11 @@ pub fn routes<R: Rooms>(
                     .into_response();
                 };
                 let shutdown = shutdown.clone();
-                ws.max_message_size(max_frame)
-                    .max_frame_size(max_frame)
-                    .on_upgrade(move |socket| async move {
-                        connection::serve(socket, rooms, limits, shutdown).await;
-                        drop(slot);
-                    })
-                    .into_response()
+                ws.accept(socket_config(max_frame), move |socket| async move {
+                    connection::serve(socket, rooms, limits, shutdown).await;
+                    drop(slot);
+                })
+                .into_response()
             },
         );
     let stats = warp::path("stats")
@@ -82,6 +82,19 @@ pub fn routes<R: Rooms>(
     let page = warp::get().and(warp::fs::dir(config.static_dir));
     ws.or(stats).or(page).with(warp::trace::request())
 }
+
+/// WebSocket buffers sized for signaling: frames are small and most connections idle, so a
+/// small read buffer (it grows for a large frame) and a write buffer that batches a burst.
+fn socket_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+}
+
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.
 ///

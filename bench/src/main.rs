@@ -1,0 +1,319 @@
+//! `signalroom-bench`: measures the relay against a floor on the same machine and reports
+//! throughput, latency, CPU per relayed message and memory per connection.
+//!
+//! The relay (release build) and the floor run as processes of their own, so the CPU and
+//! memory read from `/proc` are theirs alone. See the README's performance section.
+
+mod floor;
+mod load;
+mod proc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use load::{Kind, Tally};
+
+#[derive(Parser)]
+#[command(
+    name = "signalroom-bench",
+    about = "Benchmarks the signalroom relay against a bare WebSocket forwarder"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Rooms of two with messages in flight: throughput, round trips, joins, CPU, memory.
+    Load {
+        /// Room counts to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rooms: Vec<usize>,
+        /// Messages each pair keeps in flight.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 200)]
+        payload: usize,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Connections joined in rooms of two and held: the relay's memory per connection.
+    Idle {
+        /// Connections to hold.
+        #[arg(long, default_value_t = 18_000)]
+        connections: usize,
+    },
+    /// A short run of both, so the benchmark never rots (part of the test command).
+    Smoke,
+    /// Runs the floor forwarder (used by `load`).
+    #[command(hide = true)]
+    Floor {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+fn main() -> Result<()> {
+    // Each connection is a descriptor; take all the process may have.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds) };
+                println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured");
+                for rooms in rooms {
+                    compare(rooms, &work).await?;
+                }
+                Ok(())
+            }
+            Cmd::Idle { connections } => idle(connections).await,
+            Cmd::Smoke => {
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1) };
+                compare(20, &work).await?;
+                idle(200).await
+            }
+        }
+    })
+}
+
+/// What each pair does under load.
+struct Work {
+    in_flight: usize,
+    payload: usize,
+    warmup: Duration,
+    window: Duration,
+}
+
+/// A server process under test; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name(name))
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+async fn start(kind: Kind, max_connections: usize) -> Result<Server> {
+    let addr = free_addr()?;
+    let mut command = match kind {
+        Kind::Relay => {
+            let mut c = Command::new(sibling("signalroom").context("relay binary")?);
+            let max = max_connections.to_string();
+            c.args([
+                "--addr",
+                &addr.to_string(),
+                "--max-connections",
+                &max,
+                "--max-rooms",
+                &max,
+            ]);
+            // The benchmark measures forwarding, not the abuse limits.
+            c.args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"]);
+            c.args(["--idle-timeout", "3600", "--join-timeout", "3600"]);
+            c.env("RUST_LOG", "warn");
+            c
+        }
+        Kind::Floor => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["floor", "--addr", &addr.to_string()]);
+            c
+        }
+    };
+    let child = command
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the server")?;
+    let server = Server { child, addr };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("{kind:?} did not start on {addr}")
+}
+
+/// Figures of one run.
+struct Figures {
+    messages_per_sec: f64,
+    rtt: Percentiles,
+    join: Option<Percentiles>,
+    cpu_us_per_message: f64,
+    rss_kib: u64,
+}
+
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<Duration>) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Some(Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
+    let server = start(kind, 2 * rooms + 100).await?;
+    let pid = server.child.id();
+    let pairs: Vec<_> = match kind {
+        // The floor pairs connections by arrival: connect strictly one pair at a time.
+        Kind::Floor => {
+            stream::iter(0..rooms)
+                .then(|n| load::pair(server.addr, kind, n))
+                .try_collect()
+                .await?
+        }
+        Kind::Relay => {
+            stream::iter(0..rooms)
+                .map(|n| load::pair(server.addr, kind, n))
+                .buffer_unordered(64)
+                .try_collect()
+                .await?
+        }
+    };
+    let mut joins = Vec::new();
+    let tally = Arc::new(Tally::default());
+    let mut drivers = Vec::new();
+    for (a, b, join) in pairs {
+        joins.extend(join);
+        drivers.push(tokio::spawn(load::drive(
+            a,
+            b,
+            work.in_flight,
+            work.payload,
+            tally.clone(),
+        )));
+    }
+    tokio::time::sleep(work.warmup).await;
+    let cpu_before = proc::cpu_seconds(pid)?;
+    let started = Instant::now();
+    tally.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(work.window).await;
+    tally.measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = proc::cpu_seconds(pid)? - cpu_before;
+    let rss_kib = proc::rss_kib(pid)?;
+    tally.stop.store(true, Ordering::Relaxed);
+    let mut rtts = Vec::new();
+    for driver in drivers {
+        rtts.extend(driver.await??);
+    }
+    // Each round trip is two relayed messages: A to B and back.
+    let messages = 2.0 * tally.round_trips.load(Ordering::Relaxed) as f64;
+    Ok(Figures {
+        messages_per_sec: messages / elapsed,
+        rtt: Percentiles::of(rtts).context("no round trip completed")?,
+        join: Percentiles::of(joins),
+        cpu_us_per_message: cpu * 1e6 / messages.max(1.0),
+        rss_kib,
+    })
+}
+
+async fn compare(rooms: usize, work: &Work) -> Result<()> {
+    let relay = run(Kind::Relay, rooms, work).await?;
+    let floor = run(Kind::Floor, rooms, work).await?;
+    println!();
+    println!("{rooms} rooms ({} connections)", 2 * rooms);
+    println!("| | relay | floor | relay / floor |");
+    println!("|---|---|---|---|");
+    println!(
+        "| relayed messages/s | {:.0} | {:.0} | {:.2} |",
+        relay.messages_per_sec,
+        floor.messages_per_sec,
+        relay.messages_per_sec / floor.messages_per_sec
+    );
+    println!(
+        "| CPU per message | {:.2} µs | {:.2} µs | {:.2} |",
+        relay.cpu_us_per_message,
+        floor.cpu_us_per_message,
+        relay.cpu_us_per_message / floor.cpu_us_per_message
+    );
+    for (name, r, f) in [
+        ("round trip p50", relay.rtt.p50, floor.rtt.p50),
+        ("round trip p99", relay.rtt.p99, floor.rtt.p99),
+        ("round trip max", relay.rtt.max, floor.rtt.max),
+    ] {
+        println!("| {name} | {} | {} | |", ms(r), ms(f));
+    }
+    if let Some(join) = &relay.join {
+        println!(
+            "| join p50 / p99 | {} / {} | | |",
+            ms(join.p50),
+            ms(join.p99)
+        );
+    }
+    println!(
+        "| resident memory | {} KiB | {} KiB | |",
+        relay.rss_kib, floor.rss_kib
+    );
+    Ok(())
+}
+
+async fn idle(connections: usize) -> Result<()> {
+    let rooms = connections / 2;
+    let server = start(Kind::Relay, connections + 100).await?;
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = proc::rss_kib(pid)?;
+    let pairs: Vec<_> = stream::iter(0..rooms)
+        .map(|n| load::pair(server.addr, Kind::Relay, n))
+        .buffer_unordered(64)
+        .try_collect()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = proc::rss_kib(pid)?;
+    let held = 2 * pairs.len();
+    println!();
+    println!("idle: {held} connections joined in rooms of two");
+    println!(
+        "relay resident memory {before} KiB before, {after} KiB after: {:.2} KiB per connection",
+        (after.saturating_sub(before)) as f64 / held as f64
+    );
+    drop(pairs);
+    Ok(())
+}
