@@ -63,7 +63,7 @@ pub async fn serve<R: Rooms>(
         tokio::select! {
             // Frames for the client first: they free queue space other connections need.
             biased;
-            Some(frame) = queue.recv() => {
+            frame = queue.recv() => {
                 if let Err(reason) = write(&mut socket, &mut queue, frame).await {
                     break reason;
                 }

@@ -5,15 +5,15 @@
 //! connection receives, including the answer to its own join, is delivered through its
 //! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -70,64 +70,78 @@ pub struct Stats {
 }
 
 /// Where frames for one connection go: a queue bounded in frames and in bytes, drained by
-/// the connection's writer task.
+/// the connection's task. A plain deque behind a mutex: it holds only what is waiting, so an
+/// idle connection's queue costs a few bytes.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    frames: mpsc::Sender<Message>,
-    budget: Arc<Budget>,
+    shared: Arc<OutboxShared>,
 }
 
-/// The receiving end of an [`Outbox`], held by the connection's writer.
+/// The receiving end of an [`Outbox`], held by the connection's task.
 #[derive(Debug)]
 pub struct OutboxQueue {
-    frames: mpsc::Receiver<Message>,
-    budget: Arc<Budget>,
+    shared: Arc<OutboxShared>,
 }
 
 #[derive(Debug)]
-struct Budget {
-    queued_bytes: AtomicUsize,
+struct OutboxShared {
+    queue: Mutex<Queued>,
+    max_frames: usize,
     max_bytes: usize,
+    ready: Notify,
     overflowed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    frames: VecDeque<Message>,
+    bytes: usize,
+    /// The connection is gone: pushes are dropped.
+    closed: bool,
 }
 
 impl Outbox {
     /// An outbox holding up to `max_frames` frames and `max_bytes` bytes, and its queue.
     pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxQueue) {
-        let (frames, rx) = mpsc::channel(max_frames);
-        let budget = Arc::new(Budget {
-            queued_bytes: AtomicUsize::new(0),
+        let shared = Arc::new(OutboxShared {
+            queue: Mutex::new(Queued::default()),
+            max_frames,
             max_bytes,
+            ready: Notify::new(),
             overflowed: Notify::new(),
         });
         (
             Self {
-                frames,
-                budget: budget.clone(),
+                shared: shared.clone(),
             },
-            OutboxQueue { frames: rx, budget },
+            OutboxQueue { shared },
         )
     }
 
     /// Queues `frame`; false if the queue is full and the connection must go.
     fn push(&self, frame: Message) -> bool {
         let len = frame.len();
-        let queued = self.budget.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        let accepted = queued <= self.budget.max_bytes
-            && match self.frames.try_send(frame) {
-                // A closed queue means the connection is already ending; its disconnect
-                // cleans up.
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => false,
-            };
-        if !accepted {
-            self.budget.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.budget.overflowed.notify_one();
+        {
+            let mut queued = lock(&self.shared.queue);
+            if queued.closed {
+                // The connection is already ending; its disconnect cleans up.
+                return true;
+            }
+            if queued.frames.len() >= self.shared.max_frames
+                || queued.bytes + len > self.shared.max_bytes
+            {
+                drop(queued);
+                self.shared.overflowed.notify_one();
+                return false;
+            }
+            queued.bytes += len;
+            queued.frames.push_back(frame);
         }
-        accepted
+        self.shared.ready.notify_one();
+        true
     }
 
-    /// Queues a close frame: the writer sends it and stops.
+    /// Queues a close frame: the connection sends it and stops.
     pub fn push_close(&self, code: u16, reason: &'static str) -> bool {
         self.push(Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
@@ -147,30 +161,48 @@ impl Outbox {
 
     /// Completes once a push was refused because the queue was full.
     pub async fn overflowed(&self) {
-        self.budget.overflowed.notified().await;
+        self.shared.overflowed.notified().await;
     }
 }
 
 impl OutboxQueue {
-    /// The next frame, waiting for one; `None` once every [`Outbox`] is gone.
-    pub async fn recv(&mut self) -> Option<Message> {
-        let frame = self.frames.recv().await?;
-        self.took(&frame);
-        Some(frame)
+    /// The next frame, waiting for one.
+    pub async fn recv(&self) -> Message {
+        loop {
+            let ready = self.shared.ready.notified();
+            let mut ready = std::pin::pin!(ready);
+            // Registered before looking, so a push in between still wakes us.
+            ready.as_mut().enable();
+            if let Some(frame) = self.try_recv() {
+                return frame;
+            }
+            ready.await;
+        }
     }
 
     /// The next frame if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Message> {
-        let frame = self.frames.try_recv().ok()?;
-        self.took(&frame);
+    pub fn try_recv(&self) -> Option<Message> {
+        let mut queued = lock(&self.shared.queue);
+        let frame = queued.frames.pop_front()?;
+        queued.bytes -= frame.len();
         Some(frame)
     }
+}
 
-    fn took(&self, frame: &Message) {
-        self.budget
-            .queued_bytes
-            .fetch_sub(frame.len(), Ordering::Relaxed);
+impl Drop for OutboxQueue {
+    fn drop(&mut self) {
+        let mut queued = lock(&self.shared.queue);
+        queued.closed = true;
+        queued.frames = VecDeque::new();
     }
+}
+
+/// Locks `mutex`. The data behind the relay's mutexes is consistent at every step, so a
+/// lock poisoned by a panic elsewhere is safe to keep using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Serializes an event into a text frame.
@@ -260,12 +292,7 @@ impl LocalRooms {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves maps that are still consistent at every
-        // step, so a poisoned lock is safe to keep using.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.state)
     }
 }
 

@@ -93,7 +93,7 @@ fn socket_config(max_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame))
 }
 
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.
