@@ -22,5 +22,9 @@ trunk build --release --config Trunkfile.toml
 cargo build --release -p signalroom-server
 scripts/size.sh
 
+say "benchmark smoke run (a few seconds; no figure is asserted)"
+cargo build --release -p signalroom-bench
+target/release/signalroom-bench smoke
+
 say "end-to-end tests (two and more Chromium pages)"
 (cd tests/e2e && node --test)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -32,10 +32,10 @@ pub async fn connect(target: SocketAddr, n: usize) -> Result<Ws> {
 }
 
 /// Reads the next text frame.
-pub async fn next_text(ws: &mut Ws) -> Result<String> {
+pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes> {
     loop {
         match ws.next().await.context("connection closed")?? {
-            Message::Text(text) => return Ok(text.as_str().to_owned()),
+            Message::Text(text) => return Ok(text),
             Message::Close(frame) => bail!("closed: {frame:?}"),
             _ => continue,
         }
@@ -49,30 +49,33 @@ pub enum Kind {
     Floor,
 }
 
-/// Joins room `n` with a fresh pair of connections; returns them and the join latencies.
-pub async fn pair(target: SocketAddr, kind: Kind, n: usize) -> Result<(Ws, Ws, Vec<Duration>)> {
-    let mut a = connect(target, 2 * n).await?;
-    let mut b = connect(target, 2 * n + 1).await?;
-    if kind == Kind::Floor {
-        return Ok((a, b, Vec::new()));
-    }
-    let join = format!(r#"{{"type":"create_or_join","room":"bench-{n}"}}"#);
+/// Opens the two connections of pair `n`.
+pub async fn connect_pair(target: SocketAddr, n: usize) -> Result<(Ws, Ws)> {
+    Ok((
+        connect(target, 2 * n).await?,
+        connect(target, 2 * n + 1).await?,
+    ))
+}
+
+/// Puts pair `n` into room `n`; returns the two join latencies (A creates, B joins).
+pub async fn join_pair(a: &mut Ws, b: &mut Ws, n: usize) -> Result<[Duration; 2]> {
+    let join = Message::text(format!(r#"{{"type":"create_or_join","room":"bench-{n}"}}"#));
     let start = Instant::now();
-    a.send(Message::text(join.clone())).await?;
-    let created = next_text(&mut a).await?;
+    a.send(join.clone()).await?;
+    let created = next_text(a).await?;
     let a_took = start.elapsed();
     let start = Instant::now();
-    b.send(Message::text(join)).await?;
-    let joined = next_text(&mut b).await?;
+    b.send(join).await?;
+    let joined = next_text(b).await?;
     let b_took = start.elapsed();
-    let announced = next_text(&mut a).await?;
+    let announced = next_text(a).await?;
     if !created.contains(r#""created""#)
         || !joined.contains(r#""joined""#)
         || !announced.contains(r#""join""#)
     {
         bail!("room {n}: unexpected {created} / {joined} / {announced}");
     }
-    Ok((a, b, vec![a_took, b_took]))
+    Ok([a_took, b_took])
 }
 
 /// Counters shared by every pair.
@@ -87,6 +90,7 @@ pub struct Tally {
 }
 
 /// Drives one pair until told to stop; returns the round-trip times seen in the window.
+/// A sends, B answers every message with the same data, A times each round trip.
 pub async fn drive(
     mut a: Ws,
     mut b: Ws,
@@ -94,26 +98,25 @@ pub async fn drive(
     payload: usize,
     tally: Arc<Tally>,
 ) -> Result<Vec<Duration>> {
-    // B echoes the data of every message back: the data is the last field of both the
-    // relay's event and the floor's verbatim request, so no parsing is needed.
+    // Every message carries the same data, so B's echo of it is one prebuilt frame: the
+    // generator spends its CPU on the sockets, not on formatting.
+    let frame = Message::text(format!(
+        r#"{{"type":"message","data":"{}"}}"#,
+        "x".repeat(payload)
+    ));
+    let echo_frame = frame.clone();
     let echo = tokio::spawn(async move {
-        while let Some(Ok(frame)) = b.next().await {
-            let Message::Text(text) = frame else { continue };
-            let Some(at) = text.find(r#""data":"#) else {
-                continue;
-            };
-            let reply = format!(r#"{{"type":"message",{}"#, &text[at..]);
-            if b.send(Message::text(reply)).await.is_err() {
+        while let Some(Ok(received)) = b.next().await {
+            if received.is_text() && b.send(echo_frame.clone()).await.is_err() {
                 break;
             }
         }
     });
-    let frame = format!(r#"{{"type":"message","data":"{}"}}"#, "x".repeat(payload));
     let mut sent_at = std::collections::VecDeque::with_capacity(in_flight);
     let mut rtts = Vec::new();
     for _ in 0..in_flight {
         sent_at.push_back(Instant::now());
-        a.feed(Message::text(frame.clone())).await?;
+        a.feed(frame.clone()).await?;
     }
     a.flush().await?;
     while !tally.stop.load(Ordering::Relaxed) {
@@ -124,7 +127,7 @@ pub async fn drive(
             tally.round_trips.fetch_add(1, Ordering::Relaxed);
         }
         sent_at.push_back(Instant::now());
-        a.send(Message::text(frame.clone())).await?;
+        a.send(frame.clone()).await?;
     }
     echo.abort();
     Ok(rtts)

@@ -200,35 +200,25 @@ fn ms(d: Duration) -> String {
 async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     let server = start(kind, 2 * rooms + 100).await?;
     let pid = server.child.id();
-    let pairs: Vec<_> = match kind {
-        // The floor pairs connections by arrival: connect strictly one pair at a time.
-        Kind::Floor => {
-            stream::iter(0..rooms)
-                .then(|n| load::pair(server.addr, kind, n))
-                .try_collect()
-                .await?
-        }
-        Kind::Relay => {
-            stream::iter(0..rooms)
-                .map(|n| load::pair(server.addr, kind, n))
-                .buffer_unordered(64)
-                .try_collect()
-                .await?
-        }
+    let mut pairs = connect_all(server.addr, kind, rooms).await?;
+    let joins = match kind {
+        Kind::Relay => join_all(&mut pairs).await?,
+        // The floor has no rooms: its pairs are made by arrival.
+        Kind::Floor => Vec::new(),
     };
-    let mut joins = Vec::new();
     let tally = Arc::new(Tally::default());
-    let mut drivers = Vec::new();
-    for (a, b, join) in pairs {
-        joins.extend(join);
-        drivers.push(tokio::spawn(load::drive(
-            a,
-            b,
-            work.in_flight,
-            work.payload,
-            tally.clone(),
-        )));
-    }
+    let drivers: Vec<_> = pairs
+        .into_iter()
+        .map(|(a, b)| {
+            tokio::spawn(load::drive(
+                a,
+                b,
+                work.in_flight,
+                work.payload,
+                tally.clone(),
+            ))
+        })
+        .collect();
     tokio::time::sleep(work.warmup).await;
     let cpu_before = proc::cpu_seconds(pid)?;
     let started = Instant::now();
@@ -253,6 +243,35 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         rss_kib,
     })
 }
+
+/// Opens `rooms` pairs of connections. The floor pairs by arrival, so for it they connect
+/// strictly one pair at a time.
+async fn connect_all(
+    addr: SocketAddr,
+    kind: Kind,
+    rooms: usize,
+) -> Result<Vec<(load::Ws, load::Ws)>> {
+    let at_once = if kind == Kind::Floor { 1 } else { 64 };
+    stream::iter(0..rooms)
+        .map(|n| load::connect_pair(addr, n))
+        .buffered(at_once)
+        .try_collect()
+        .await
+}
+
+/// Joins every pair into its room, a few rooms at a time (as users arrive, not as a storm);
+/// returns the join latencies.
+async fn join_all(pairs: &mut [(load::Ws, load::Ws)]) -> Result<Vec<Duration>> {
+    let latencies: Vec<[Duration; 2]> = stream::iter(pairs.iter_mut().enumerate())
+        .map(|(n, (a, b))| load::join_pair(a, b, n))
+        .buffer_unordered(JOINS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(latencies.into_iter().flatten().collect())
+}
+
+/// Rooms joining at the same moment while join latency is measured.
+const JOINS_AT_ONCE: usize = 8;
 
 async fn compare(rooms: usize, work: &Work) -> Result<()> {
     let relay = run(Kind::Relay, rooms, work).await?;
@@ -300,11 +319,8 @@ async fn idle(connections: usize) -> Result<()> {
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = proc::rss_kib(pid)?;
-    let pairs: Vec<_> = stream::iter(0..rooms)
-        .map(|n| load::pair(server.addr, Kind::Relay, n))
-        .buffer_unordered(64)
-        .try_collect()
-        .await?;
+    let mut pairs = connect_all(server.addr, Kind::Relay, rooms).await?;
+    join_all(&mut pairs).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = proc::rss_kib(pid)?;
     let held = 2 * pairs.len();
