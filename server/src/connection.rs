@@ -48,7 +48,7 @@ pub async fn serve<R: Rooms>(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (outbox, mut queue) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
+    let (outbox, queue) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
     let peer = rooms.connect(outbox.clone()).await;
     tracing::debug!(%peer, "connected");
 
@@ -64,7 +64,7 @@ pub async fn serve<R: Rooms>(
             // Frames for the client first: they free queue space other connections need.
             biased;
             frame = queue.recv() => {
-                if let Err(reason) = write(&mut socket, &mut queue, frame).await {
+                if let Err(reason) = write(&mut socket, &queue, frame).await {
                     break reason;
                 }
             }
@@ -123,7 +123,7 @@ pub async fn serve<R: Rooms>(
                 }
                 outbox.push_ping();
             }
-            () = outbox.overflowed() => break "outbox overflow: the client does not read",
+            () = outbox.overflowed() => break OVERFLOW,
             _ = shutdown.changed() => {
                 // Clients reconnect on 1001.
                 outbox.push_close(close::GOING_AWAY, "relay shutting down");
@@ -134,23 +134,32 @@ pub async fn serve<R: Rooms>(
 
     rooms.disconnect(peer).await;
     drop(outbox);
-    // Deliver what is still queued (a close frame, a last error), boundedly.
-    let _ = tokio::time::timeout(limits.idle_timeout, async {
-        while let Some(frame) = queue.try_recv() {
-            if write(&mut socket, &mut queue, frame).await.is_err() {
-                break;
+    // Deliver what is still queued (a close frame, a last error), briefly; a client that
+    // stopped reading gets nothing more.
+    if reason != OVERFLOW {
+        let _ = tokio::time::timeout(LAST_WORDS, async {
+            while let Some(frame) = queue.try_recv() {
+                if write(&mut socket, &queue, frame).await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = socket.close(None).await;
-    })
-    .await;
+            let _ = socket.close(None).await;
+        })
+        .await;
+    }
     tracing::info!(%peer, reason, "disconnected");
 }
+
+/// Why a connection whose client stopped reading was dropped.
+const OVERFLOW: &str = "outbox overflow: the client does not read";
+
+/// How long a closing connection may take to deliver its last frames.
+const LAST_WORDS: Duration = Duration::from_secs(2);
 
 /// Writes `frame` and whatever else is queued, then flushes once.
 async fn write(
     socket: &mut Socket,
-    queue: &mut OutboxQueue,
+    queue: &OutboxQueue,
     frame: Message,
 ) -> Result<(), &'static str> {
     let mut closing = frame.is_close();
