@@ -242,11 +242,15 @@ impl App {
         };
         match event {
             CallEvent::NegotiationNeeded => match call.offer().await {
-                Ok(offer) => self.send_to(peer, offer).await,
+                Ok(Some(offer)) => self.send_to(peer, offer).await,
+                Ok(None) => {}
                 Err(error) => self.ui.log(&format!("could not make an offer: {error:?}")),
             },
             CallEvent::Candidate(candidate) => self.send_to(peer, candidate).await,
             CallEvent::State(state) => {
+                if state == "failed" {
+                    call.restart_ice();
+                }
                 self.ui.log(&format!("call with peer {peer}: {state}"));
                 self.ui.call_state(&state);
                 let label = match state.as_str() {

@@ -167,12 +167,16 @@ impl Call {
             .unwrap_or_default()
     }
 
-    /// Makes an offer; returns it for the relay.
-    pub async fn offer(&mut self) -> Result<Signal, JsValue> {
+    /// Makes an offer and returns it for the relay, unless one may not be made now.
+    pub async fn offer(&mut self) -> Result<Option<Signal>, JsValue> {
+        let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
+        if !self.negotiation.may_offer(stable) {
+            return Ok(None);
+        }
         self.negotiation.offering();
         let result = self.make_offer().await;
         self.negotiation.offered();
-        result
+        result.map(Some)
     }
 
     async fn make_offer(&self) -> Result<Signal, JsValue> {
@@ -244,6 +248,17 @@ impl Call {
         match added {
             Err(error) if self.negotiation.candidate_error_matters() => Err(error),
             _ => Ok(()),
+        }
+    }
+
+    /// Gathers fresh ICE candidates and renegotiates, the remedy for a `failed` connection
+    /// (a network change, a candidate pair gone). web-sys has no binding for it yet.
+    pub fn restart_ice(&self) {
+        let restart = js_sys::Reflect::get(&self.pc, &"restartIce".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        if let Some(restart) = restart {
+            let _ = restart.call0(&self.pc);
         }
     }
 

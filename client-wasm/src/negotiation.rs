@@ -18,7 +18,7 @@ pub struct Negotiation {
 /// What to do with a description from the other peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Drop it: it collides with our offer and we are impolite.
+    /// Drop it: an offer colliding with ours while we are impolite, or a stale answer.
     Ignore,
     /// Apply it; first roll back our own pending offer if `rollback`; then, if it was an
     /// offer, answer it.
@@ -45,6 +45,15 @@ impl Negotiation {
         self.polite
     }
 
+    /// Whether to act on the browser's `negotiationneeded` now. The page handles it after
+    /// whatever was queued before it, so the connection may have left `stable` meanwhile (an
+    /// offer of ours is out, or one of the peer's is being answered): two offers in a row
+    /// would draw two answers, the second landing in `stable`. The browser fires the event
+    /// again once back in `stable` if negotiation is still needed.
+    pub fn may_offer(&self, stable: bool) -> bool {
+        stable && !self.making_offer
+    }
+
     /// We start creating an offer.
     pub fn offering(&mut self) {
         self.making_offer = true;
@@ -59,6 +68,10 @@ impl Negotiation {
     /// state is `stable`.
     pub fn on_description(&mut self, sdp_type: SdpType, stable: bool) -> Step {
         let offer = sdp_type == SdpType::Offer;
+        if !offer && stable {
+            // An answer to no offer of ours (one we replaced or rolled back): stale.
+            return Step::Ignore;
+        }
         let collision = offer && (self.making_offer || !stable);
         self.ignore_offer = !self.polite && collision;
         if self.ignore_offer {

@@ -177,4 +177,18 @@ mod negotiation {
         );
         assert!(impolite.candidate_error_matters());
     }
+
+    #[wasm_bindgen_test]
+    fn one_offer_at_a_time_and_stale_answers_are_dropped() {
+        let mut n = Negotiation::new(true);
+        assert!(n.may_offer(true));
+        n.offering();
+        assert!(!n.may_offer(true), "an offer is being made");
+        n.offered();
+        // Our offer is out: a late negotiationneeded must not replace it.
+        assert!(!n.may_offer(false));
+        // An answer that finds the connection stable answers nothing still pending.
+        assert_eq!(n.on_description(SdpType::Answer, true), Step::Ignore);
+        assert!(n.may_offer(true));
+    }
 }

@@ -1,20 +1,11 @@
 // The real call: two headless Chromium pages with fake cameras meet in a room, connect peer
 // to peer, see each other's video and chat over the data channel; a third page is turned
 // away; hang-up returns the other side to waiting, and a newcomer connects again.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRelay, launchBrowser, openPage, statusIs, artifacts } from './harness.mjs';
+import { launchBrowser, openPage, relayAndBrowser, startRelay, statusIs, artifacts } from './harness.mjs';
 
-let relay;
-let browser;
-before(async () => {
-  relay = await startRelay();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  relay?.stop();
-});
+const shared = relayAndBrowser();
 
 const callConnected = (page) =>
   page.waitForSelector('#remote-tile[data-call="connected"]', { timeout: 20000 });
@@ -24,10 +15,10 @@ const remoteVideoPlays = (page) =>
   });
 
 test('two pages call each other; hang-up and a newcomer work without reloading', async () => {
-  const room = `${relay.url}/?room=call`;
-  const a = await openPage(browser, room, 'unused');
+  const room = `${shared.relay.url}/?room=call`;
+  const a = await openPage(shared.browser, room, 'unused');
   await statusIs(a, 'waiting');
-  const b = await openPage(browser, room, 'unused');
+  const b = await openPage(shared.browser, room, 'unused');
 
   await Promise.all([callConnected(a), callConnected(b)]);
   await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
@@ -43,7 +34,7 @@ test('two pages call each other; hang-up and a newcomer work without reloading',
   await a.screenshot({ path: `${artifacts}connected-call.png` });
 
   // A third page is turned away and makes no call.
-  const c = await openPage(browser, room, 'unused');
+  const c = await openPage(shared.browser, room, 'unused');
   await statusIs(c, 'full');
   assert.equal(await c.getAttribute('#remote-tile', 'data-call'), 'idle');
 
@@ -60,7 +51,7 @@ test('two pages call each other; hang-up and a newcomer work without reloading',
   );
 
   // A fresh page takes the free seat and connects with B, which never reloaded.
-  const d = await openPage(browser, room, 'unused');
+  const d = await openPage(shared.browser, room, 'unused');
   await Promise.all([callConnected(b), callConnected(d)]);
   await remoteVideoPlays(d);
 });
@@ -68,8 +59,8 @@ test('two pages call each other; hang-up and a newcomer work without reloading',
 test('a call keeps running while the relay restarts, and both pages rejoin', async () => {
   const own = await startRelay();
   const room = `${own.url}/?room=restart`;
-  const a = await openPage(browser, room, 'unused');
-  const b = await openPage(browser, room, 'unused');
+  const a = await openPage(shared.browser, room, 'unused');
+  const b = await openPage(shared.browser, room, 'unused');
   await Promise.all([callConnected(a), callConnected(b)]);
 
   own.stop();
@@ -95,9 +86,9 @@ test('a call keeps running while the relay restarts, and both pages rejoin', asy
 test('a page without a camera says so, and still sees the other side and chats', async () => {
   const bare = await launchBrowser({ camera: false });
   try {
-    const room = `${relay.url}/?room=camera-less`;
+    const room = `${shared.relay.url}/?room=camera-less`;
     const phone = { width: 390, height: 844 };
-    const withCamera = await openPage(browser, room, 'unused', phone);
+    const withCamera = await openPage(shared.browser, room, 'unused', phone);
     const without = await openPage(bare, room, 'unused', phone);
     await without.waitForSelector('#media-note:not([hidden])');
     assert.match(await without.textContent('#media-note'), /still see and chat/);

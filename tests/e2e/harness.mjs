@@ -2,8 +2,9 @@
 // headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { after, before } from 'node:test';
 
 const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = new URL('./artifacts/', import.meta.url).pathname;
@@ -65,12 +66,21 @@ export function launchBrowser({ camera = true } = {}) {
   });
 }
 
-/** Opens the page in a fresh browser context, answering the room prompt with `room`. */
+let pages = 0;
+
+/**
+ * Opens the page in a fresh browser context, answering the room prompt with `room`. The
+ * page's console goes to `artifacts/ROOM-N.log`, so a failed run can be read afterwards.
+ */
 export async function openPage(browser, url, room, viewport = { width: 1100, height: 720 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
+  const name = new URL(url).searchParams.get('room') ?? room;
+  const log = `${artifacts}${name}-${++pages}.log`;
+  writeFileSync(log, `${url}\n`);
   page.on('dialog', (dialog) => dialog.accept(room));
   page.on('console', (message) => {
+    appendFileSync(log, `${new Date().toISOString()} ${message.text()}\n`);
     if (process.env.E2E_VERBOSE) console.log(`[${room}] ${message.text()}`);
   });
   await page.goto(url);
@@ -80,4 +90,21 @@ export async function openPage(browser, url, room, viewport = { width: 1100, hei
 /** Waits until the status badge has `state`. */
 export function statusIs(page, state, timeout = 15000) {
   return page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+}
+
+/**
+ * Starts one relay and one browser for the test file that calls it, and stops them after
+ * its tests. The returned object's `relay` and `browser` are set once the tests start.
+ */
+export function relayAndBrowser() {
+  const shared = {};
+  before(async () => {
+    shared.relay = await startRelay();
+    shared.browser = await launchBrowser();
+  });
+  after(async () => {
+    await shared.browser?.close();
+    shared.relay?.stop();
+  });
+  return shared;
 }

@@ -1,35 +1,26 @@
 // The seed tutorial's story in real browsers: the prompt, created / joined / full, and a
 // message that reaches the room and nobody else.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRelay, launchBrowser, openPage, statusIs } from './harness.mjs';
+import { openPage, relayAndBrowser, statusIs } from './harness.mjs';
 
-let relay;
-let browser;
-before(async () => {
-  relay = await startRelay();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  relay?.stop();
-});
+const shared = relayAndBrowser();
 
 test('two tabs that type the same room name meet; a third is turned away', async () => {
-  const a = await openPage(browser, `${relay.url}/`, 'lobby');
+  const a = await openPage(shared.browser, `${shared.relay.url}/`, 'lobby');
   await statusIs(a, 'waiting');
   assert.match(await a.textContent('#room-name'), /lobby/);
   assert.match(a.url(), /\?room=lobby$/, 'the address keeps the room for sharing');
 
-  const b = await openPage(browser, `${relay.url}/`, 'lobby');
+  const b = await openPage(shared.browser, `${shared.relay.url}/`, 'lobby');
   await statusIs(b, 'connected');
   await a.waitForFunction(() => document.querySelector('#log').textContent.includes('joined room lobby'));
 
-  const c = await openPage(browser, `${relay.url}/?room=lobby`, 'unused');
+  const c = await openPage(shared.browser, `${shared.relay.url}/?room=lobby`, 'unused');
   await statusIs(c, 'full');
   assert.equal(await c.isDisabled('#chat-input'), true);
 
-  const elsewhere = await openPage(browser, `${relay.url}/?room=other`, 'unused');
+  const elsewhere = await openPage(shared.browser, `${shared.relay.url}/?room=other`, 'unused');
   await statusIs(elsewhere, 'waiting');
 
   await a.fill('#chat-input', 'hello from A');
