@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -90,7 +90,9 @@ pub struct Tally {
 }
 
 /// Drives one pair until told to stop; returns the round-trip times seen in the window.
-/// A sends, B answers every message with the same data, A times each round trip.
+/// A sends, B answers every message with the same data, A times each round trip. Both
+/// answer everything that has arrived with one write, as an efficient client would, so the
+/// generator leaves the cores to the server under test.
 pub async fn drive(
     mut a: Ws,
     mut b: Ws,
@@ -106,11 +108,13 @@ pub async fn drive(
     ));
     let echo_frame = frame.clone();
     let echo = tokio::spawn(async move {
-        while let Some(Ok(received)) = b.next().await {
-            if received.is_text() && b.send(echo_frame.clone()).await.is_err() {
-                break;
+        while let Ok(received) = texts_ready(&mut b).await {
+            for _ in 0..received {
+                b.feed(echo_frame.clone()).await?;
             }
+            b.flush().await?;
         }
+        anyhow::Ok(())
     });
     let mut sent_at = std::collections::VecDeque::with_capacity(in_flight);
     let mut rtts = Vec::new();
@@ -120,15 +124,35 @@ pub async fn drive(
     }
     a.flush().await?;
     while !tally.stop.load(Ordering::Relaxed) {
-        next_text(&mut a).await?;
-        let sent = sent_at.pop_front().context("an echo nobody sent")?;
-        if tally.measuring.load(Ordering::Relaxed) {
-            rtts.push(sent.elapsed());
-            tally.round_trips.fetch_add(1, Ordering::Relaxed);
+        let echoed = texts_ready(&mut a).await?;
+        let measuring = tally.measuring.load(Ordering::Relaxed);
+        for _ in 0..echoed {
+            let sent = sent_at.pop_front().context("an echo nobody sent")?;
+            if measuring {
+                rtts.push(sent.elapsed());
+            }
+            sent_at.push_back(Instant::now());
+            a.feed(frame.clone()).await?;
         }
-        sent_at.push_back(Instant::now());
-        a.send(frame.clone()).await?;
+        if measuring {
+            tally.round_trips.fetch_add(echoed, Ordering::Relaxed);
+        }
+        a.flush().await?;
     }
     echo.abort();
     Ok(rtts)
+}
+
+/// Waits for a text frame, then counts it and every other one already received.
+async fn texts_ready(ws: &mut Ws) -> Result<u64> {
+    next_text(ws).await?;
+    let mut count = 1;
+    while let Some(next) = ws.next().now_or_never() {
+        match next.context("connection closed")?? {
+            Message::Text(_) => count += 1,
+            Message::Close(frame) => bail!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    Ok(count)
 }
