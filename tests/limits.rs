@@ -8,7 +8,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use signalroom_protocol::{ErrorCode, Event};
-use signalroom_server::Config;
+use signalroom_server::{Config, Stats};
 use support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -65,7 +65,7 @@ async fn a_flood_is_rate_limited_then_disconnected() -> Result<()> {
 async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> {
     let flags = [
         "--outbox-bytes",
-        "65536",
+        "262144",
         "--rate-per-sec",
         "10000",
         "--rate-burst",
@@ -116,6 +116,14 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> 
             data: json!("still fine?")
         }
     );
+    // Its connection goes too, though the client holds it open and the relay's write to it
+    // is stuck.
+    let want = Stats {
+        connections: 3,
+        rooms: 2,
+        members: 3,
+    };
+    assert_eq!(relay.settled_stats(want).await?, want);
     drop(sleeper);
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod floor;
 mod load;
 mod proc;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -250,7 +251,7 @@ async fn connect_all(
     addr: SocketAddr,
     kind: Kind,
     rooms: usize,
-) -> Result<Vec<(load::Ws, load::Ws)>> {
+) -> Result<Vec<(wire::Conn, wire::Conn)>> {
     let at_once = if kind == Kind::Floor { 1 } else { 64 };
     stream::iter(0..rooms)
         .map(|n| load::connect_pair(addr, n))
@@ -261,7 +262,7 @@ async fn connect_all(
 
 /// Joins every pair into its room, a few rooms at a time (as users arrive, not as a storm);
 /// returns the join latencies.
-async fn join_all(pairs: &mut [(load::Ws, load::Ws)]) -> Result<Vec<Duration>> {
+async fn join_all(pairs: &mut [(wire::Conn, wire::Conn)]) -> Result<Vec<Duration>> {
     let latencies: Vec<[Duration; 2]> = stream::iter(pairs.iter_mut().enumerate())
         .map(|(n, (a, b))| load::join_pair(a, b, n))
         .buffer_unordered(JOINS_AT_ONCE)

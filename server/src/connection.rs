@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::codec::{self, Refusal};
-use crate::rooms::{JoinOutcome, Outbox, OutboxQueue, RoomError, Rooms};
+use crate::rooms::{JoinOutcome, Next, Outbox, OutboxQueue, RoomError, Rooms};
 use crate::upgrade::Socket;
 
 /// The limits one connection lives under.
@@ -63,8 +63,17 @@ pub async fn serve<R: Rooms>(
         tokio::select! {
             // Frames for the client first: they free queue space other connections need.
             biased;
-            frame = queue.recv() => {
-                if let Err(reason) = write(&mut socket, &queue, frame).await {
+            next = queue.recv() => {
+                let Next::Frame(frame) = next else { break OVERFLOW };
+                // A client that stopped reading stalls the write: it goes when its queue
+                // overflows, or when nothing moved for the idle timeout.
+                let written = tokio::select! {
+                    biased;
+                    written = write(&mut socket, &queue, frame) => written,
+                    () = queue.overflowed() => Err(OVERFLOW),
+                    () = tokio::time::sleep(limits.idle_timeout) => Err(STALLED),
+                };
+                if let Err(reason) = written {
                     break reason;
                 }
             }
@@ -123,7 +132,6 @@ pub async fn serve<R: Rooms>(
                 }
                 outbox.push_ping();
             }
-            () = outbox.overflowed() => break OVERFLOW,
             _ = shutdown.changed() => {
                 // Clients reconnect on 1001.
                 outbox.push_close(close::GOING_AWAY, "relay shutting down");
@@ -136,7 +144,7 @@ pub async fn serve<R: Rooms>(
     drop(outbox);
     // Deliver what is still queued (a close frame, a last error), briefly; a client that
     // stopped reading gets nothing more.
-    if reason != OVERFLOW {
+    if reason != OVERFLOW && reason != STALLED {
         let _ = tokio::time::timeout(LAST_WORDS, async {
             while let Some(frame) = queue.try_recv() {
                 if write(&mut socket, &queue, frame).await.is_err() {
@@ -152,6 +160,9 @@ pub async fn serve<R: Rooms>(
 
 /// Why a connection whose client stopped reading was dropped.
 const OVERFLOW: &str = "outbox overflow: the client does not read";
+
+/// Why a connection whose client read nothing for the idle timeout was dropped.
+const STALLED: &str = "write stalled: the client does not read";
 
 /// How long a closing connection may take to deliver its last frames.
 const LAST_WORDS: Duration = Duration::from_secs(2);

@@ -88,16 +88,27 @@ struct OutboxShared {
     queue: Mutex<Queued>,
     max_frames: usize,
     max_bytes: usize,
+    /// Signalled on every push and on overflow.
     ready: Notify,
-    overflowed: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Queued {
     frames: VecDeque<Message>,
     bytes: usize,
+    /// A push was refused for lack of room: the connection must go.
+    overflowed: bool,
     /// The connection is gone: pushes are dropped.
     closed: bool,
+}
+
+/// What the connection's task takes from its queue.
+#[derive(Debug)]
+pub enum Next {
+    /// A frame to write.
+    Frame(Message),
+    /// The queue overflowed: the client does not read.
+    Overflowed,
 }
 
 impl Outbox {
@@ -108,7 +119,6 @@ impl Outbox {
             max_frames,
             max_bytes,
             ready: Notify::new(),
-            overflowed: Notify::new(),
         });
         (
             Self {
@@ -127,18 +137,18 @@ impl Outbox {
                 // The connection is already ending; its disconnect cleans up.
                 return true;
             }
-            if queued.frames.len() >= self.shared.max_frames
-                || queued.bytes + len > self.shared.max_bytes
-            {
-                drop(queued);
-                self.shared.overflowed.notify_one();
-                return false;
+            let fits = queued.frames.len() < self.shared.max_frames
+                && queued.bytes + len <= self.shared.max_bytes;
+            if fits {
+                queued.bytes += len;
+                queued.frames.push_back(frame);
+            } else {
+                queued.overflowed = true;
             }
-            queued.bytes += len;
-            queued.frames.push_back(frame);
+            drop(queued);
+            self.shared.ready.notify_one();
+            fits
         }
-        self.shared.ready.notify_one();
-        true
     }
 
     /// Queues a close frame: the connection sends it and stops.
@@ -158,23 +168,39 @@ impl Outbox {
     pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
         self.push(encode(event))
     }
-
-    /// Completes once a push was refused because the queue was full.
-    pub async fn overflowed(&self) {
-        self.shared.overflowed.notified().await;
-    }
 }
 
 impl OutboxQueue {
-    /// The next frame, waiting for one.
-    pub async fn recv(&self) -> Message {
+    /// The next frame, or news of an overflow, waiting for either.
+    pub async fn recv(&self) -> Next {
         loop {
             let ready = self.shared.ready.notified();
             let mut ready = std::pin::pin!(ready);
             // Registered before looking, so a push in between still wakes us.
             ready.as_mut().enable();
-            if let Some(frame) = self.try_recv() {
-                return frame;
+            {
+                let mut queued = lock(&self.shared.queue);
+                if queued.overflowed {
+                    return Next::Overflowed;
+                }
+                if let Some(frame) = queued.frames.pop_front() {
+                    queued.bytes -= frame.len();
+                    return Next::Frame(frame);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Completes once a push was refused for lack of room; raced against a write that the
+    /// client may never let finish.
+    pub async fn overflowed(&self) {
+        loop {
+            let ready = self.shared.ready.notified();
+            let mut ready = std::pin::pin!(ready);
+            ready.as_mut().enable();
+            if lock(&self.shared.queue).overflowed {
+                return;
             }
             ready.await;
         }

@@ -1,0 +1,167 @@
+//! Just enough of a WebSocket client for the load generator: the upgrade, prebuilt masked
+//! text frames, and a reader that finds frame boundaries without copying or unmasking.
+//!
+//! The generator shares the cores with the server it measures, so every microsecond it
+//! spends is one the server does not get. A general client (tungstenite) masks each frame
+//! as it sends it and hands each received frame over as an owned message; here a frame is
+//! masked once when built and received frames are only counted.
+
+use anyhow::{bail, ensure, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A client connection past the upgrade.
+pub struct Conn {
+    stream: TcpStream,
+    /// Received bytes not yet taken as frames: `buf[start..]`.
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// A frame the server sent, as far as the generator cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Text,
+    Close,
+    Other,
+}
+
+/// Bytes read per call: many small frames at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    /// Upgrades `stream` to a WebSocket at `ws://{host}/ws`.
+    pub async fn upgrade(mut stream: TcpStream, host: &str) -> Result<Self> {
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut conn = Self {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+        };
+        let end = loop {
+            if let Some(at) = conn.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            ensure!(conn.buf.len() < 8192, "response head too long");
+            conn.fill().await?;
+        };
+        let head = String::from_utf8_lossy(&conn.buf[..end]);
+        ensure!(
+            head.starts_with("HTTP/1.1 101"),
+            "upgrade refused: {}",
+            head.lines().next().unwrap_or_default()
+        );
+        conn.start = end;
+        Ok(conn)
+    }
+
+    /// Sends prebuilt frames (see [`text_frame`]).
+    pub async fn send(&mut self, frames: &[u8]) -> Result<()> {
+        self.stream.write_all(frames).await?;
+        Ok(())
+    }
+
+    /// Waits for a text frame and returns its text.
+    pub async fn next_text(&mut self) -> Result<String> {
+        loop {
+            while let Some((frame, payload)) = self.take_frame()? {
+                match frame {
+                    Frame::Text => return Ok(String::from_utf8(payload.to_vec())?),
+                    Frame::Close => bail!("closed by the server"),
+                    Frame::Other => {}
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Waits for at least one text frame; returns how many arrived (all that one read
+    /// brought).
+    pub async fn texts(&mut self) -> Result<usize> {
+        loop {
+            let mut texts = 0;
+            while let Some((frame, _)) = self.take_frame()? {
+                match frame {
+                    Frame::Text => texts += 1,
+                    Frame::Close => bail!("closed by the server"),
+                    Frame::Other => {}
+                }
+            }
+            if texts > 0 {
+                return Ok(texts);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads what the socket has, keeping an incomplete frame's bytes.
+    async fn fill(&mut self) -> Result<()> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+        let read = self.stream.read_buf(&mut self.buf).await?;
+        ensure!(read > 0, "connection closed");
+        Ok(())
+    }
+
+    /// The next complete frame in the buffer, if there is one.
+    fn take_frame(&mut self) -> Result<Option<(Frame, &[u8])>> {
+        let bytes = &self.buf[self.start..];
+        let Some(&[first, second]) = bytes.get(..2) else {
+            return Ok(None);
+        };
+        ensure!(second & 0x80 == 0, "server frames are never masked");
+        let (len, header) = match second & 0x7f {
+            126 => match bytes.get(2..4) {
+                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match bytes.get(2..10) {
+                Some(b) => (
+                    usize::try_from(u64::from_be_bytes(b.try_into()?)).context("frame length")?,
+                    10,
+                ),
+                None => return Ok(None),
+            },
+            short => (usize::from(short), 2),
+        };
+        if bytes.len() < header + len {
+            return Ok(None);
+        }
+        let frame = match first & 0x0f {
+            0x1 => Frame::Text,
+            0x8 => Frame::Close,
+            _ => Frame::Other,
+        };
+        let start = self.start + header;
+        self.start = start + len;
+        Ok(Some((frame, &self.buf[start..start + len])))
+    }
+}
+
+/// A masked client text frame carrying `text`, ready to send any number of times.
+pub fn text_frame(text: &str) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
