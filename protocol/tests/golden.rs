@@ -2,7 +2,7 @@
 
 use serde_json::value::RawValue;
 use signalroom_protocol::{
-    golden, ErrorCode, Event, IceServer, PeerId, Request, RoomName, SdpType, Signal,
+    golden, message_json, ErrorCode, Event, IceServer, PeerId, Request, RoomName, SdpType, Signal,
 };
 
 fn peer(id: u64) -> PeerId {
@@ -174,6 +174,28 @@ fn relay_decodes_data_without_parsing_it() {
         serde_json::to_string(&relayed).expect("encodes"),
         r#"{"type":"message","from":3,"data":{"any":["json",1,null]}}"#
     );
+}
+
+#[test]
+fn the_relays_direct_message_json_equals_the_serialized_event() {
+    for (from, data) in [
+        (1, r#""x""#),
+        (
+            42,
+            r#"{"kind":"description","sdp_type":"offer","sdp":"v=0\r\n"}"#,
+        ),
+        (PeerId::MAX, r#"[1,{"a":null},"é"]"#),
+    ] {
+        let data: &RawValue = serde_json::from_str(data).expect("JSON");
+        let event = Event::Message {
+            from: peer(from),
+            data,
+        };
+        assert_eq!(
+            message_json(peer(from), data.get()),
+            serde_json::to_string(&event).expect("encodes")
+        );
+    }
 }
 
 #[test]
