@@ -71,7 +71,14 @@ fn main() -> Result<()> {
     // Each connection is a descriptor; take all the process may have.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = match cli.command {
+        // The floor is a server under test: it gets what the relay gets.
+        Cmd::Floor { .. } => tokio::runtime::Runtime::new()?,
+        // The load generator runs on one thread: no wakeups between its own threads.
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
