@@ -11,9 +11,13 @@ use web_sys::MediaStream;
 use crate::call::{Call, CallEvent};
 use crate::codec;
 use crate::config::PageConfig;
+use crate::negotiation::Step;
 use crate::relay::RelayLink;
 use crate::room::{Action, Phase, Room};
 use crate::ui::{Badge, Ui};
+
+/// A call not connected this long after it started (or was last nudged) restarts ICE.
+const CALL_PATIENCE_MS: u32 = 8_000;
 
 /// Reconnection delays grow from this...
 const BACKOFF_MIN_MS: u32 = 500;
@@ -242,11 +246,23 @@ impl App {
         };
         match event {
             CallEvent::NegotiationNeeded => match call.offer().await {
-                Ok(Some(offer)) => self.send_to(peer, offer).await,
-                Ok(None) => {}
+                Ok(Some(offer)) => {
+                    self.ui.log(&format!("offer to peer {peer}"));
+                    self.send_to(peer, offer).await;
+                }
+                // The browser asks again once the exchange under way is done.
+                Ok(None) => self
+                    .ui
+                    .log("negotiation needed; waiting for the exchange under way"),
                 Err(error) => self.ui.log(&format!("could not make an offer: {error:?}")),
             },
-            CallEvent::Candidate(candidate) => self.send_to(peer, candidate).await,
+            CallEvent::Candidate(candidate) => {
+                if let Signal::Candidate { candidate, .. } = &candidate {
+                    self.ui
+                        .detail(&format!("candidate to peer {peer}: {candidate}"));
+                }
+                self.send_to(peer, candidate).await;
+            }
             CallEvent::State(state) => {
                 if state == "failed" {
                     call.restart_ice();
@@ -260,6 +276,16 @@ impl App {
                 };
                 self.ui.remote_label(&label);
                 self.show_phase();
+            }
+            CallEvent::Overdue => {
+                if call.state() != "connected" {
+                    call.nudge();
+                    self.ui.log(&format!(
+                        "call with peer {peer} not connected after {} s; restarting ICE",
+                        CALL_PATIENCE_MS / 1000
+                    ));
+                    self.call_timer(peer);
+                }
             }
             CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
             CallEvent::ChannelMessage(text) => {
@@ -279,11 +305,20 @@ impl App {
         let result = match signal {
             Signal::Description { sdp_type, sdp } => {
                 match call.on_description(sdp_type, &sdp).await {
-                    Ok(Some(answer)) => {
-                        self.send_to(from, answer).await;
+                    Ok((step, answer)) => {
+                        let what = match step {
+                            Step::Ignore => "ignored (a colliding offer, or a stale answer)",
+                            Step::Apply { rollback: true, .. } => "yielded: our offer rolled back",
+                            Step::Apply { .. } => "applied",
+                        };
+                        self.ui
+                            .log(&format!("{sdp_type:?} from peer {from}: {what}"));
+                        if let Some(answer) = answer {
+                            self.ui.log(&format!("answer to peer {from}"));
+                            self.send_to(from, answer).await;
+                        }
                         Ok(())
                     }
-                    Ok(None) => Ok(()),
                     Err(error) => Err(error),
                 }
             }
@@ -291,10 +326,14 @@ impl App {
                 candidate,
                 sdp_mid,
                 sdp_m_line_index,
-            } => {
-                call.on_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
-                    .await
-            }
+            } => call
+                .on_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
+                .await
+                .map(|added| {
+                    let what = if added { "added" } else { "dropped" };
+                    self.ui
+                        .detail(&format!("candidate from peer {from} {what}: {candidate}"));
+                }),
             Signal::Bye => {
                 self.end_call("the other side hung up");
                 Ok(())
@@ -316,6 +355,16 @@ impl App {
             self.ui
                 .log(&format!("could not send to the relay: {error}"));
         }
+    }
+
+    /// Checks on the call with `peer` once it has had time to connect.
+    fn call_timer(&self, peer: PeerId) {
+        let inputs = self.inputs.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            TimeoutFuture::new(CALL_PATIENCE_MS).await;
+            let event = CallEvent::Overdue;
+            let _ = inputs.unbounded_send(Input::Call { peer, event });
+        });
     }
 
     fn relay_lost(&mut self, reason: &str) {
@@ -439,6 +488,7 @@ impl App {
                         self.ui.call_state("new");
                         self.ui.remote_label(&format!("connecting to peer {peer}…"));
                         self.call = Some(call);
+                        self.call_timer(peer);
                     }
                     Err(error) => self.ui.log(&format!("could not start a call: {error:?}")),
                 }

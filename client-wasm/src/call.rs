@@ -32,6 +32,8 @@ pub enum CallEvent {
     ChannelOpen,
     /// A chat line arrived over the data channel.
     ChannelMessage(String),
+    /// The call has had time to connect (posted by the page's timer, not the browser).
+    Overdue,
 }
 
 /// A call with one peer.
@@ -203,16 +205,17 @@ impl Call {
         })
     }
 
-    /// Applies the peer's description; returns our answer if it was an offer.
+    /// Applies the peer's description, unless negotiation says to drop it; returns the step
+    /// taken and our answer if it was an offer.
     pub async fn on_description(
         &mut self,
         sdp_type: SdpType,
         sdp: &str,
-    ) -> Result<Option<Signal>, JsValue> {
+    ) -> Result<(Step, Option<Signal>), JsValue> {
         let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
-        let (rollback, answer) = match self.negotiation.on_description(sdp_type, stable) {
-            Step::Ignore => return Ok(None),
-            Step::Apply { rollback, answer } => (rollback, answer),
+        let step = self.negotiation.on_description(sdp_type, stable);
+        let Step::Apply { rollback, answer } = step else {
+            return Ok((step, None));
         };
         if rollback {
             let init = RtcSessionDescriptionInit::new(RtcSdpType::Rollback);
@@ -222,21 +225,21 @@ impl Call {
         init.set_sdp(sdp);
         JsFuture::from(self.pc.set_remote_description(&init)).await?;
         if !answer {
-            return Ok(None);
+            return Ok((step, None));
         }
         let answer = JsFuture::from(self.pc.create_answer()).await?;
         let answer: RtcSessionDescriptionInit = answer.unchecked_into();
         JsFuture::from(self.pc.set_local_description(&answer)).await?;
-        self.local_description().map(Some)
+        Ok((step, Some(self.local_description()?)))
     }
 
-    /// Adds the peer's ICE candidate.
+    /// Adds the peer's ICE candidate; false if it belonged to an offer we ignored.
     pub async fn on_candidate(
         &mut self,
         candidate: &str,
         sdp_mid: Option<&str>,
         sdp_m_line_index: Option<u16>,
-    ) -> Result<(), JsValue> {
+    ) -> Result<bool, JsValue> {
         let init = RtcIceCandidateInit::new(candidate);
         init.set_sdp_mid(sdp_mid);
         init.set_sdp_m_line_index(sdp_m_line_index);
@@ -247,7 +250,8 @@ impl Call {
         .await;
         match added {
             Err(error) if self.negotiation.candidate_error_matters() => Err(error),
-            _ => Ok(()),
+            Err(_) => Ok(false),
+            Ok(_) => Ok(true),
         }
     }
 
@@ -260,6 +264,13 @@ impl Call {
         if let Some(restart) = restart {
             let _ = restart.call0(&self.pc);
         }
+    }
+
+    /// Unsticks a call that has not connected in good time: stops waiting for the other
+    /// side's first offer and restarts ICE, which renegotiates with fresh candidates.
+    pub fn nudge(&mut self) {
+        self.negotiation.stop_waiting();
+        self.restart_ice();
     }
 
     /// Sends a chat line over the data channel; false if it is not open.

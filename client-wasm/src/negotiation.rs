@@ -13,6 +13,9 @@ pub struct Negotiation {
     polite: bool,
     making_offer: bool,
     ignore_offer: bool,
+    /// The polite side lets the other make the first offer (it always does: its connection
+    /// is new too), so a call does not start with colliding offers.
+    waiting_for_offer: bool,
 }
 
 /// What to do with a description from the other peer.
@@ -37,6 +40,7 @@ impl Negotiation {
             polite,
             making_offer: false,
             ignore_offer: false,
+            waiting_for_offer: polite,
         }
     }
 
@@ -51,7 +55,12 @@ impl Negotiation {
     /// would draw two answers, the second landing in `stable`. The browser fires the event
     /// again once back in `stable` if negotiation is still needed.
     pub fn may_offer(&self, stable: bool) -> bool {
-        stable && !self.making_offer
+        stable && !self.making_offer && !self.waiting_for_offer
+    }
+
+    /// Stops waiting for the other side's first offer (it is overdue).
+    pub fn stop_waiting(&mut self) {
+        self.waiting_for_offer = false;
     }
 
     /// We start creating an offer.
@@ -77,6 +86,7 @@ impl Negotiation {
         if self.ignore_offer {
             return Step::Ignore;
         }
+        self.waiting_for_offer = false;
         Step::Apply {
             rollback: collision,
             answer: offer,

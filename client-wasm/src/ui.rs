@@ -100,6 +100,11 @@ impl Ui {
         self.append("log", None, line, false);
     }
 
+    /// Writes a detail to the console only (ICE candidates): too many for the event log.
+    pub fn detail(&self, line: &str) {
+        web_sys::console::debug_1(&line.into());
+    }
+
     /// Shows the call's connection state on the remote tile (`data-call`).
     pub fn call_state(&self, state: &str) {
         if let Some(tile) = self.element::<HtmlElement>("remote-tile") {

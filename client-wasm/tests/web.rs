@@ -179,8 +179,24 @@ mod negotiation {
     }
 
     #[wasm_bindgen_test]
+    fn the_polite_side_lets_the_other_offer_first() {
+        let mut polite = Negotiation::new(true);
+        assert!(!polite.may_offer(true), "the impolite side offers first");
+        assert!(matches!(
+            polite.on_description(SdpType::Offer, true),
+            Step::Apply { answer: true, .. }
+        ));
+        assert!(polite.may_offer(true), "then either side renegotiates");
+
+        let mut overdue = Negotiation::new(true);
+        overdue.stop_waiting();
+        assert!(overdue.may_offer(true));
+        assert!(Negotiation::new(false).may_offer(true));
+    }
+
+    #[wasm_bindgen_test]
     fn one_offer_at_a_time_and_stale_answers_are_dropped() {
-        let mut n = Negotiation::new(true);
+        let mut n = Negotiation::new(false);
         assert!(n.may_offer(true));
         n.offering();
         assert!(!n.may_offer(true), "an offer is being made");
