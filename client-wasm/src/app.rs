@@ -251,9 +251,9 @@ impl App {
                     self.send_to(peer, offer).await;
                 }
                 // The browser asks again once the exchange under way is done.
-                Ok(None) => self
-                    .ui
-                    .log("negotiation needed; waiting for the exchange under way"),
+                Ok(None) => self.ui.log(&format!(
+                    "negotiation needed; later (an exchange is under way, or peer {peer} offers first)"
+                )),
                 Err(error) => self.ui.log(&format!("could not make an offer: {error:?}")),
             },
             CallEvent::Candidate(candidate) => {
