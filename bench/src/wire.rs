@@ -6,6 +6,8 @@
 //! as it sends it and hands each received frame over as an owned message; here a frame is
 //! masked once when built and received frames are only counted.
 
+use std::ops::Range;
+
 use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -68,12 +70,8 @@ impl Conn {
     /// Waits for a text frame and returns its text.
     pub async fn next_text(&mut self) -> Result<String> {
         loop {
-            while let Some((frame, payload)) = self.take_frame()? {
-                match frame {
-                    Frame::Text => return Ok(String::from_utf8(payload.to_vec())?),
-                    Frame::Close => bail!("closed by the server"),
-                    Frame::Other => {}
-                }
+            if let Some(payload) = self.take_text()? {
+                return Ok(String::from_utf8(self.buf[payload].to_vec())?);
             }
             self.fill().await?;
         }
@@ -84,17 +82,26 @@ impl Conn {
     pub async fn texts(&mut self) -> Result<usize> {
         loop {
             let mut texts = 0;
-            while let Some((frame, _)) = self.take_frame()? {
-                match frame {
-                    Frame::Text => texts += 1,
-                    Frame::Close => bail!("closed by the server"),
-                    Frame::Other => {}
-                }
+            while self.take_text()?.is_some() {
+                texts += 1;
             }
             if texts > 0 {
                 return Ok(texts);
             }
             self.fill().await?;
+        }
+    }
+
+    /// Where the next complete text frame's payload lies in the buffer, skipping pings and
+    /// pongs.
+    fn take_text(&mut self) -> Result<Option<Range<usize>>> {
+        loop {
+            match self.take_frame()? {
+                None => return Ok(None),
+                Some((Frame::Close, _)) => bail!("closed by the server"),
+                Some((Frame::Other, _)) => {}
+                Some((Frame::Text, payload)) => return Ok(Some(payload)),
+            }
         }
     }
 
@@ -110,8 +117,8 @@ impl Conn {
         Ok(())
     }
 
-    /// The next complete frame in the buffer, if there is one.
-    fn take_frame(&mut self) -> Result<Option<(Frame, &[u8])>> {
+    /// The next complete frame in the buffer and where its payload lies, if there is one.
+    fn take_frame(&mut self) -> Result<Option<(Frame, Range<usize>)>> {
         let bytes = &self.buf[self.start..];
         let Some(&[first, second]) = bytes.get(..2) else {
             return Ok(None);
@@ -141,7 +148,7 @@ impl Conn {
         };
         let start = self.start + header;
         self.start = start + len;
-        Ok(Some((frame, &self.buf[start..start + len])))
+        Ok(Some((frame, start..self.start)))
     }
 }
 

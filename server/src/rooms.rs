@@ -183,11 +183,8 @@ impl OutboxQueue {
             if queued.overflowed {
                 return Poll::Ready(Next::Overflowed);
             }
-            match queued.frames.pop_front() {
-                Some(frame) => {
-                    queued.bytes -= frame.len();
-                    Poll::Ready(Next::Frame(frame))
-                }
+            match queued.pop() {
+                Some(frame) => Poll::Ready(Next::Frame(frame)),
                 None => Poll::Pending,
             }
         })
@@ -210,9 +207,15 @@ impl OutboxQueue {
 
     /// The next frame if one is waiting.
     pub fn try_recv(&self) -> Option<Message> {
-        let mut queued = lock(&self.shared.queue);
-        let frame = queued.frames.pop_front()?;
-        queued.bytes -= frame.len();
+        lock(&self.shared.queue).pop()
+    }
+}
+
+impl Queued {
+    /// Takes the oldest frame, keeping the byte count in step.
+    fn pop(&mut self) -> Option<Message> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
         Some(frame)
     }
 }
