@@ -1,23 +1,25 @@
 //! One WebSocket connection, served by one task: it reads frames, enforces the
-//! per-connection limits, hands requests to the rooms, and writes what the rooms queued in
-//! its outbox.
+//! per-connection limits and hands requests to the rooms. Frames for the client are
+//! written by whoever delivers them (see [`crate::outbox`]); this task steps in only when
+//! the socket will not take them.
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::codec::{self, Refusal};
-use crate::rooms::{JoinOutcome, Next, Outbox, OutboxQueue, RoomError, Rooms};
-use crate::upgrade::Socket;
+use crate::outbox::{corked, Outbox, Socket, WriteError};
+use crate::rooms::{JoinOutcome, RoomError, Rooms};
+use crate::ws::{FrameError, Incoming, Reader};
 
 /// The limits one connection lives under.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Largest message a client may send, in bytes.
+    pub max_message_bytes: usize,
     /// Outbox length in frames.
     pub outbox_frames: usize,
     /// Outbox length in bytes.
@@ -32,101 +34,75 @@ pub struct Limits {
     pub join_timeout: Duration,
 }
 
-/// WebSocket close codes the relay uses.
+/// WebSocket close codes the relay uses besides those of [`FrameError`].
 mod close {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
-    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
 }
 
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
-/// down.
+/// down. `early` holds bytes the client sent right behind its upgrade request.
 pub async fn serve<R: Rooms>(
-    mut socket: Socket,
+    stream: TcpStream,
+    early: &[u8],
     rooms: R,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (outbox, queue) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
+    let (outbox, socket) = Outbox::new(stream, limits.outbox_frames, limits.outbox_bytes);
+    let mut reader = Reader::new(limits.max_message_bytes, early);
     let peer = rooms.connect(outbox.clone()).await;
     tracing::debug!(%peer, "connected");
 
-    let mut rate = TokenBucket::new(limits.rate_per_sec, limits.rate_burst);
-    let mut last_heard = Instant::now();
-    let mut outside_since = Some(last_heard);
+    let mut client = Client {
+        peer,
+        rooms: &rooms,
+        outbox: &outbox,
+        limits: &limits,
+        rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
+        last_heard: Instant::now(),
+        outside_since: Some(Instant::now()),
+    };
     let mut heartbeat = tokio::time::interval(limits.idle_timeout / 3);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.reset();
 
+    // Bytes that came with the upgrade request are handled before the first read.
+    let mut ended = corked(client.handle_frames(&mut reader)).await;
     let reason = loop {
+        if let Some(reason) = ended.take() {
+            break reason;
+        }
         tokio::select! {
-            // Frames for the client first: they free queue space other connections need.
+            // Writes first: they free queue space other connections need.
             biased;
-            next = queue.recv() => {
-                let Next::Frame(frame) = next else { break OVERFLOW };
-                // A client that stopped reading stalls the write: it goes when its queue
-                // overflows, or when nothing moved for the idle timeout.
-                let written = tokio::select! {
-                    biased;
-                    written = write(&mut socket, &queue, frame) => written,
-                    () = queue.overflowed() => Err(OVERFLOW),
-                    () = tokio::time::sleep(limits.idle_timeout) => Err(STALLED),
-                };
-                if let Err(reason) = written {
-                    break reason;
+            () = socket.needs_attention() => {
+                if let Err(error) = socket.write_waiting(limits.idle_timeout).await {
+                    break write_error(error);
                 }
             }
-            frame = socket.next() => {
-                last_heard = Instant::now();
-                let frame = match frame {
-                    Some(Ok(frame)) => frame,
-                    Some(Err(error)) => break transport_error(&outbox, &error),
-                    None => break "closed by the client",
-                };
-                let text = match &frame {
-                    Message::Text(text) => text.as_str(),
-                    Message::Binary(_) => "",
-                    Message::Close(_) => break "closed by the client",
-                    // Pings are answered by the transport; pongs only prove liveness.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                };
-                match rate.admit(last_heard) {
-                    Admit::Yes => {}
-                    Admit::NoAndSay => {
-                        refuse(&outbox, Refusal::new(
-                            ErrorCode::RateLimited,
-                            format!("more than {} frames per second", limits.rate_per_sec),
-                        ));
-                        continue;
-                    }
-                    Admit::No => continue,
-                    Admit::Never => {
-                        outbox.push_close(close::POLICY, "rate limit exceeded persistently");
-                        break "rate limit exceeded persistently";
-                    }
+            ready = socket.stream().readable() => {
+                if ready.is_err() {
+                    break "transport error";
                 }
-                if frame.is_binary() {
-                    refuse(&outbox, Refusal::new(ErrorCode::BinaryUnsupported, "send JSON in text frames"));
-                    continue;
+                match reader.read_from(socket.stream()) {
+                    Ok(0) => break "closed by the client",
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break "transport error",
                 }
-                match handle(&rooms, peer, text).await {
-                    Ok(Some(true)) => outside_since = None,
-                    Ok(Some(false)) => outside_since = outside_since.or(Some(last_heard)),
-                    Ok(None) => {}
-                    Err(refusal) => {
-                        tracing::debug!(%peer, %refusal, "refused a frame");
-                        refuse(&outbox, refusal);
-                    }
-                }
+                client.last_heard = Instant::now();
+                ended = corked(client.handle_frames(&mut reader)).await;
+                reader.trim();
             }
             _ = heartbeat.tick() => {
                 let now = Instant::now();
-                if now.duration_since(last_heard) >= limits.idle_timeout {
+                if now.duration_since(client.last_heard) >= limits.idle_timeout {
                     outbox.push_close(close::POLICY, "idle timeout");
                     break "idle timeout";
                 }
-                if outside_since.is_some_and(|since| now.duration_since(since) >= limits.join_timeout) {
+                if client.outside_since.is_some_and(|since| now.duration_since(since) >= limits.join_timeout) {
                     outbox.push_close(close::POLICY, "join a room sooner");
                     break "join timeout";
                 }
@@ -140,18 +116,16 @@ pub async fn serve<R: Rooms>(
         }
     };
 
-    rooms.disconnect(peer).await;
+    corked(rooms.disconnect(peer)).await;
     drop(outbox);
-    // Deliver what is still queued (a close frame, a last error), briefly; a client that
-    // stopped reading gets nothing more.
+    // Deliver what is still queued (a close frame, a last error), briefly, and let the
+    // client answer the close before the socket goes; a client that stopped reading gets
+    // nothing more.
     if reason != OVERFLOW && reason != STALLED {
         let _ = tokio::time::timeout(LAST_WORDS, async {
-            while let Some(frame) = queue.try_recv() {
-                if write(&mut socket, &queue, frame).await.is_err() {
-                    break;
-                }
+            if socket.write_last(LAST_WORDS).await.is_ok() {
+                drain(&socket, &mut reader).await;
             }
-            let _ = socket.close(None).await;
         })
         .await;
     }
@@ -167,38 +141,119 @@ const STALLED: &str = "write stalled: the client does not read";
 /// How long a closing connection may take to deliver its last frames.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
-/// Writes `frame` and whatever else is queued, then flushes once.
-async fn write(
-    socket: &mut Socket,
-    queue: &OutboxQueue,
-    frame: Message,
-) -> Result<(), &'static str> {
-    let mut closing = frame.is_close();
-    let mut result = socket.feed(frame).await;
-    while result.is_ok() && !closing {
-        let Some(more) = queue.try_recv() else { break };
-        closing = more.is_close();
-        result = socket.feed(more).await;
-    }
-    match result.and(socket.flush().await) {
-        Err(_) => Err("write failed"),
-        Ok(()) if closing => Err("closed by the relay"),
-        Ok(()) => Ok(()),
+fn write_error(error: WriteError) -> &'static str {
+    match error {
+        WriteError::Overflowed => OVERFLOW,
+        WriteError::Stalled => STALLED,
+        WriteError::Failed => "write failed",
     }
 }
 
-/// Tells the client why the transport gave up on it, when it is a protocol violation.
-fn transport_error(outbox: &Outbox, error: &WsError) -> &'static str {
-    match error {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            outbox.push_close(close::TOO_BIG, "frame too large");
-            "frame too large"
+/// Reads and discards until the client closes its side.
+async fn drain(socket: &Socket, reader: &mut Reader) {
+    while socket.stream().readable().await.is_ok() {
+        match reader.read_from(socket.stream()) {
+            Ok(0) => return,
+            Ok(_) => reader.discard(),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
-        WsError::Utf8(_) => {
-            outbox.push_close(close::INVALID_PAYLOAD, "text frame is not UTF-8");
-            "invalid UTF-8"
+    }
+}
+
+/// What the connection's task knows about its client.
+struct Client<'a, R> {
+    peer: PeerId,
+    rooms: &'a R,
+    outbox: &'a Outbox,
+    limits: &'a Limits,
+    rate: TokenBucket,
+    last_heard: Instant,
+    /// When the client was last seen outside a room; `None` while inside.
+    outside_since: Option<Instant>,
+}
+
+impl<R: Rooms> Client<'_, R> {
+    /// Handles every whole frame read so far; `Some(reason)` when the connection must end.
+    async fn handle_frames(&mut self, reader: &mut Reader) -> Option<&'static str> {
+        loop {
+            let frame = match reader.next_message() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(error) => return Some(self.broken(error)),
+            };
+            let text = match frame {
+                Incoming::Text(text) => text,
+                Incoming::Binary => "",
+                Incoming::Ping(payload) => {
+                    self.outbox.push_pong(payload);
+                    continue;
+                }
+                // Pongs only prove liveness, which any read does.
+                Incoming::Pong => continue,
+                Incoming::Close(code) => {
+                    self.outbox.push_close(code.map_or(close::NORMAL, echo), "");
+                    return Some("closed by the client");
+                }
+            };
+            match self.rate.admit(self.last_heard) {
+                Admit::Yes => {}
+                Admit::NoAndSay => {
+                    refuse(
+                        self.outbox,
+                        Refusal::new(
+                            ErrorCode::RateLimited,
+                            format!("more than {} frames per second", self.limits.rate_per_sec),
+                        ),
+                    );
+                    continue;
+                }
+                Admit::No => continue,
+                Admit::Never => {
+                    self.outbox
+                        .push_close(close::POLICY, "rate limit exceeded persistently");
+                    return Some("rate limit exceeded persistently");
+                }
+            }
+            if matches!(frame, Incoming::Binary) {
+                refuse(
+                    self.outbox,
+                    Refusal::new(ErrorCode::BinaryUnsupported, "send JSON in text frames"),
+                );
+                continue;
+            }
+            match handle(self.rooms, self.peer, text).await {
+                Ok(Some(true)) => self.outside_since = None,
+                Ok(Some(false)) => {
+                    self.outside_since = self.outside_since.or(Some(self.last_heard));
+                }
+                Ok(None) => {}
+                Err(refusal) => {
+                    tracing::debug!(peer = %self.peer, %refusal, "refused a frame");
+                    refuse(self.outbox, refusal);
+                }
+            }
         }
-        _ => "transport error",
+    }
+
+    /// Tells the client which rule of the framing it broke.
+    fn broken(&self, error: FrameError) -> &'static str {
+        tracing::debug!(peer = %self.peer, %error, "broken framing");
+        let reason = match error {
+            FrameError::Protocol(_) => "protocol error",
+            FrameError::TooBig(_) => "frame too large",
+            FrameError::NotUtf8 => "invalid UTF-8",
+        };
+        self.outbox.push_close(error.close_code(), reason);
+        reason
+    }
+}
+
+/// The code to answer a client's close with: its own, unless it may not be sent back.
+fn echo(code: u16) -> u16 {
+    match code {
+        1000..=1003 | 1007..=1011 | 3000..=4999 => code,
+        _ => close::NORMAL,
     }
 }
 

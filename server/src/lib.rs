@@ -2,17 +2,20 @@
 //! over WebSocket, and serves the page.
 //!
 //! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
-//! interface and its in-process backend; [`connection`] the per-connection transport and
-//! its limits; [`codec`] frame decoding and refusals; [`routes`] the HTTP surface, with
+//! interface and its in-process backend; [`connection`] the per-connection task and its
+//! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
+//! framing; [`codec`] request decoding and refusals; [`routes`] the HTTP surface, with
 //! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
 
 pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod outbox;
 pub mod rooms;
 pub mod routes;
 pub mod upgrade;
+pub mod ws;
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,10 +50,10 @@ pub async fn run_with<R: Rooms>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let route_config = routes::RouteConfig {
         static_dir: config.static_dir.clone(),
-        max_frame_bytes: config.max_frame_bytes,
         max_connections: config.max_connections,
         allowed_origins: config.allowed_origins.clone(),
         limits: connection::Limits {
+            max_message_bytes: config.max_frame_bytes,
             outbox_frames: config.outbox_frames,
             outbox_bytes: config.outbox_bytes,
             rate_per_sec: config.rate_per_sec,

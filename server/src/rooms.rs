@@ -5,20 +5,18 @@
 //! connection receives, including the answer to its own join, is delivered through its
 //! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 
-use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+
+pub use crate::outbox::Outbox;
+use crate::outbox::{encode, lock};
 
 /// Why the backend refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,177 +67,6 @@ pub struct Stats {
     pub rooms: usize,
     /// Connections inside a room.
     pub members: usize,
-}
-
-/// Where frames for one connection go: a queue bounded in frames and in bytes, drained by
-/// the connection's task. A plain deque behind a mutex: it holds only what is waiting, so an
-/// idle connection's queue costs a few bytes.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    shared: Arc<OutboxShared>,
-}
-
-/// The receiving end of an [`Outbox`], held by the connection's task.
-#[derive(Debug)]
-pub struct OutboxQueue {
-    shared: Arc<OutboxShared>,
-}
-
-#[derive(Debug)]
-struct OutboxShared {
-    queue: Mutex<Queued>,
-    max_frames: usize,
-    max_bytes: usize,
-    /// The connection's task, woken on every push and on overflow. One waker, not a list:
-    /// only that task waits here, and registering it again costs an atomic, not a lock.
-    waker: AtomicWaker,
-}
-
-#[derive(Debug, Default)]
-struct Queued {
-    frames: VecDeque<Message>,
-    bytes: usize,
-    /// A push was refused for lack of room: the connection must go.
-    overflowed: bool,
-    /// The connection is gone: pushes are dropped.
-    closed: bool,
-}
-
-/// What the connection's task takes from its queue.
-#[derive(Debug)]
-pub enum Next {
-    /// A frame to write.
-    Frame(Message),
-    /// The queue overflowed: the client does not read.
-    Overflowed,
-}
-
-impl Outbox {
-    /// An outbox holding up to `max_frames` frames and `max_bytes` bytes, and its queue.
-    pub fn new(max_frames: usize, max_bytes: usize) -> (Self, OutboxQueue) {
-        let shared = Arc::new(OutboxShared {
-            queue: Mutex::new(Queued::default()),
-            max_frames,
-            max_bytes,
-            waker: AtomicWaker::new(),
-        });
-        (
-            Self {
-                shared: shared.clone(),
-            },
-            OutboxQueue { shared },
-        )
-    }
-
-    /// Queues `frame`; false if the queue is full and the connection must go.
-    fn push(&self, frame: Message) -> bool {
-        let len = frame.len();
-        {
-            let mut queued = lock(&self.shared.queue);
-            if queued.closed {
-                // The connection is already ending; its disconnect cleans up.
-                return true;
-            }
-            let fits = queued.frames.len() < self.shared.max_frames
-                && queued.bytes + len <= self.shared.max_bytes;
-            if fits {
-                queued.bytes += len;
-                queued.frames.push_back(frame);
-            } else {
-                queued.overflowed = true;
-            }
-            drop(queued);
-            self.shared.waker.wake();
-            fits
-        }
-    }
-
-    /// Queues a close frame: the connection sends it and stops.
-    pub fn push_close(&self, code: u16, reason: &'static str) -> bool {
-        self.push(Message::Close(Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        })))
-    }
-
-    /// Queues a ping.
-    pub fn push_ping(&self) -> bool {
-        self.push(Message::Ping(Default::default()))
-    }
-
-    /// Queues `event`, serialized, for this connection only.
-    pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
-        self.push(encode(event))
-    }
-}
-
-impl OutboxQueue {
-    /// The next frame, or news of an overflow, waiting for either.
-    pub async fn recv(&self) -> Next {
-        std::future::poll_fn(|cx| {
-            // Registered before looking, so a push in between still wakes us.
-            self.shared.waker.register(cx.waker());
-            let mut queued = lock(&self.shared.queue);
-            if queued.overflowed {
-                return Poll::Ready(Next::Overflowed);
-            }
-            match queued.pop() {
-                Some(frame) => Poll::Ready(Next::Frame(frame)),
-                None => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    /// Completes once a push was refused for lack of room; raced against a write that the
-    /// client may never let finish.
-    pub async fn overflowed(&self) {
-        std::future::poll_fn(|cx| {
-            self.shared.waker.register(cx.waker());
-            if lock(&self.shared.queue).overflowed {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    /// The next frame if one is waiting.
-    pub fn try_recv(&self) -> Option<Message> {
-        lock(&self.shared.queue).pop()
-    }
-}
-
-impl Queued {
-    /// Takes the oldest frame, keeping the byte count in step.
-    fn pop(&mut self) -> Option<Message> {
-        let frame = self.frames.pop_front()?;
-        self.bytes -= frame.len();
-        Some(frame)
-    }
-}
-
-impl Drop for OutboxQueue {
-    fn drop(&mut self) {
-        let mut queued = lock(&self.shared.queue);
-        queued.closed = true;
-        queued.frames = VecDeque::new();
-    }
-}
-
-/// Locks `mutex`. The data behind the relay's mutexes is consistent at every step, so a
-/// lock poisoned by a panic elsewhere is safe to keep using.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Serializes an event into a text frame.
-pub fn encode<D: Serialize>(event: &Event<D>) -> Message {
-    // Our own types, with string keys only: serializing cannot fail.
-    Message::text(serde_json::to_string(event).expect("events always serialize"))
 }
 
 /// Room membership and delivery. One instance is shared by every connection.
@@ -352,12 +179,12 @@ impl LocalRooms {
 
 impl State {
     /// Pushes `frame` to each of `peers`; returns those whose outbox overflowed.
-    fn deliver(&self, peers: impl Iterator<Item = PeerId>, frame: &Message) -> Vec<PeerId> {
+    fn deliver(&self, peers: impl Iterator<Item = PeerId>, frame: &str) -> Vec<PeerId> {
         peers
             .filter(|p| {
                 self.peers
                     .get(p)
-                    .is_some_and(|m| !m.outbox.push(frame.clone()))
+                    .is_some_and(|m| !m.outbox.push_text(frame))
             })
             .collect()
     }
@@ -475,7 +302,7 @@ impl Rooms for LocalRooms {
         data: &RawValue,
     ) -> Result<(), RoomError> {
         // Serialized once, outside the lock, whoever and however many the recipients are.
-        let frame = Message::text(signalroom_protocol::message_json(from, data.get()));
+        let frame = signalroom_protocol::message_json(from, data.get());
         let mut state = self.state();
         let room = state
             .peers

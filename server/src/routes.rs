@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::http::StatusCode;
 use warp::Filter;
 
@@ -18,8 +17,6 @@ use crate::upgrade::{self, Upgrade};
 pub struct RouteConfig {
     /// Folder served at `/`.
     pub static_dir: PathBuf,
-    /// Largest frame a client may send, in bytes.
-    pub max_frame_bytes: usize,
     /// Open WebSockets at most.
     pub max_connections: usize,
     /// Origins allowed besides the page's own and localhost; `*` allows any.
@@ -43,7 +40,7 @@ pub fn routes<R: Rooms>(
         max: config.max_connections,
     });
     let allowed = Arc::new(config.allowed_origins);
-    let (max_frame, limits) = (config.max_frame_bytes, config.limits);
+    let limits = config.limits;
     let ws = warp::path(signalroom_protocol::WS_PATH)
         .and(warp::path::end())
         .and(warp::header::optional::<String>("origin"))
@@ -67,8 +64,8 @@ pub fn routes<R: Rooms>(
                     .into_response();
                 };
                 let shutdown = shutdown.clone();
-                ws.accept(socket_config(max_frame), move |socket| async move {
-                    connection::serve(socket, rooms, limits, shutdown).await;
+                ws.accept(move |stream, early| async move {
+                    connection::serve(stream, &early, rooms, limits, shutdown).await;
                     drop(slot);
                 })
                 .into_response()
@@ -82,19 +79,6 @@ pub fn routes<R: Rooms>(
     let page = warp::get().and(warp::fs::dir(config.static_dir));
     ws.or(stats).or(page).with(warp::trace::request())
 }
-
-/// WebSocket buffers sized for signaling: frames are small and most connections idle, so a
-/// small read buffer (it grows for a large frame) and a write buffer that batches a burst.
-fn socket_config(max_frame: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(max_frame))
-        .max_frame_size(Some(max_frame))
-}
-
-const READ_BUFFER: usize = 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.
 ///

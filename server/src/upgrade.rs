@@ -1,19 +1,15 @@
 //! The WebSocket handshake on `/ws`, as a warp filter. The relay completes the upgrade
-//! itself (rather than through warp's `ws` filter) to choose the WebSocket buffer sizes:
-//! signaling frames are small, and per-connection buffers are most of an idle relay's memory.
+//! itself (rather than through warp's `ws` filter) to take back the TCP stream hyper
+//! upgraded and frame it itself (see [`crate::ws`]).
 
 use std::future::Future;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderMap, Response, StatusCode};
 use warp::{Filter, Rejection};
-
-/// An upgraded connection.
-pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// A WebSocket upgrade request, ready to be accepted.
 pub struct Upgrade {
@@ -57,22 +53,22 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
 
 impl Upgrade {
     /// Answers `101 Switching Protocols` and, once the client has it, runs `serve` on the
-    /// socket configured by `config`.
-    pub fn accept<F, U>(self, config: WebSocketConfig, serve: F) -> Response<String>
+    /// TCP stream with any bytes the client sent right behind its request.
+    pub fn accept<F, U>(self, serve: F) -> Response<String>
     where
-        F: FnOnce(Socket) -> U + Send + 'static,
+        F: FnOnce(TcpStream, Vec<u8>) -> U + Send + 'static,
         U: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         tokio::spawn(async move {
-            match self.on_upgrade.await {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let socket =
-                        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    serve(socket).await;
-                }
-                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            let upgraded = match self.on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+            };
+            // The accept loop (crate::http) serves every connection on a TokioIo<TcpStream>.
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => serve(parts.io.into_inner(), parts.read_buf.to_vec()).await,
+                Err(_) => tracing::error!("an upgraded connection is not a TCP stream"),
             }
         });
         let mut response = Response::new(String::new());

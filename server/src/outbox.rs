@@ -1,0 +1,363 @@
+//! Where frames for one connection go: its socket's write side, shared by every task that
+//! delivers to it.
+//!
+//! A frame for a connection is written straight into that connection's socket by the task
+//! that has it (usually the sender's connection), without waking the receiving
+//! connection's task: that wakeup, and the poll that follows it, cost about as much as the
+//! write itself. Only when the socket will not take more does the connection's own task
+//! step in: it waits until the socket is writable and writes what waits, and drops a
+//! client whose queue overflows or that reads nothing for the idle timeout.
+//!
+//! Frames pushed inside [`corked`] are written when it ends, so a read's worth of frames
+//! for one peer leaves in one write instead of one each.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use serde::Serialize;
+use signalroom_protocol::Event;
+use tokio::net::TcpStream;
+
+use crate::ws::{self, opcode};
+
+/// The handle the rooms deliver through. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// The connection's own end: its socket, and the writes that had to wait.
+#[derive(Debug)]
+pub struct Socket {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    stream: TcpStream,
+    queue: Mutex<Queue>,
+    max_frames: usize,
+    max_bytes: usize,
+    /// The connection's task, woken when the socket would not take a write, or on overflow.
+    waker: AtomicWaker,
+}
+
+/// Framed bytes not yet written. A plain buffer: it holds only what waits, so an idle
+/// connection's costs nothing but the struct.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// The size of each frame in `bytes`, oldest first, for the frame limit.
+    frames: VecDeque<usize>,
+    /// Bytes of the oldest frame already written.
+    head_written: usize,
+    /// The socket would not take more: the connection's task writes when it may.
+    blocked: bool,
+    /// A push was refused for lack of room: the connection must go.
+    overflowed: bool,
+    /// Writing failed: the connection is broken.
+    failed: bool,
+    /// A close frame is queued: nothing follows it.
+    closing: bool,
+    /// The connection is gone: pushes are dropped.
+    closed: bool,
+}
+
+/// What stopped a connection's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// The queue overflowed: the client does not read.
+    Overflowed,
+    /// The socket took nothing for the given time: the client does not read.
+    Stalled,
+    /// The socket failed.
+    Failed,
+}
+
+/// A buffer above this size is given back once written out.
+const KEEP: usize = 8 * 1024;
+
+impl Outbox {
+    /// An outbox writing to `stream`, holding up to `max_frames` frames and `max_bytes`
+    /// bytes while the socket will not take them; and the connection's end of it.
+    pub fn new(stream: TcpStream, max_frames: usize, max_bytes: usize) -> (Self, Socket) {
+        let shared = Arc::new(Shared {
+            stream,
+            queue: Mutex::new(Queue::default()),
+            max_frames,
+            max_bytes,
+            waker: AtomicWaker::new(),
+        });
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            Socket { shared },
+        )
+    }
+
+    /// Queues a text frame; false if the queue is full and the connection must go.
+    pub fn push_text(&self, text: &str) -> bool {
+        self.push(opcode::TEXT, text.as_bytes())
+    }
+
+    /// Queues `event`, serialized, for this connection only.
+    pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
+        self.push_text(&encode(event))
+    }
+
+    /// Queues a close frame: the connection sends it and stops.
+    pub fn push_close(&self, code: u16, reason: &str) -> bool {
+        self.push(opcode::CLOSE, &ws::close_payload(code, reason))
+    }
+
+    /// Queues a ping.
+    pub fn push_ping(&self) -> bool {
+        self.push(opcode::PING, &[])
+    }
+
+    /// Queues the answer to a ping.
+    pub fn push_pong(&self, payload: &[u8]) -> bool {
+        self.push(opcode::PONG, payload)
+    }
+
+    fn push(&self, kind: u8, payload: &[u8]) -> bool {
+        let size = ws::header_len(payload.len()) + payload.len();
+        let mut queue = self.shared.lock();
+        if queue.closed || queue.closing || queue.failed {
+            // The connection is already ending; its disconnect cleans up.
+            return true;
+        }
+        if queue.frames.len() >= self.shared.max_frames
+            || queue.bytes.len() + size > self.shared.max_bytes
+        {
+            queue.overflowed = true;
+            drop(queue);
+            self.shared.waker.wake();
+            return false;
+        }
+        let first = queue.bytes.is_empty();
+        ws::encode(&mut queue.bytes, kind, payload);
+        queue.frames.push_back(size);
+        queue.closing = kind == opcode::CLOSE;
+        // A queue that held bytes already has a writer coming: a corked task, or the
+        // connection's task waiting for the socket.
+        if first && !defer(self) {
+            self.shared.write(&mut queue);
+        }
+        true
+    }
+
+    /// Writes what waits, unless the connection's task is waiting to.
+    fn flush(&self) {
+        let mut queue = self.shared.lock();
+        if !queue.blocked {
+            self.shared.write(&mut queue);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        lock(&self.queue)
+    }
+
+    /// Writes queued bytes until they are out or the socket would block. The queue stays
+    /// locked meanwhile, so writers from different tasks never interleave.
+    fn write(&self, queue: &mut Queue) {
+        while !queue.bytes.is_empty() {
+            match self.stream.try_write(&queue.bytes) {
+                Ok(written) if written > 0 => queue.written(written),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    queue.blocked = true;
+                    self.waker.wake();
+                    return;
+                }
+                Ok(_) | Err(_) => {
+                    queue.failed = true;
+                    queue.bytes = Vec::new();
+                    queue.frames.clear();
+                    self.waker.wake();
+                    return;
+                }
+            }
+        }
+        if queue.bytes.capacity() > KEEP {
+            queue.bytes = Vec::new();
+        }
+    }
+}
+
+impl Queue {
+    /// Drops the first `n` bytes, which the socket took.
+    fn written(&mut self, n: usize) {
+        if n == self.bytes.len() {
+            self.bytes.clear();
+            self.frames.clear();
+            self.head_written = 0;
+            return;
+        }
+        self.bytes.drain(..n);
+        let mut done = self.head_written + n;
+        while let Some(&size) = self.frames.front() {
+            if done < size {
+                break;
+            }
+            done -= size;
+            self.frames.pop_front();
+        }
+        self.head_written = done;
+    }
+
+    fn trouble(&self) -> Option<WriteError> {
+        if self.overflowed {
+            Some(WriteError::Overflowed)
+        } else if self.failed {
+            Some(WriteError::Failed)
+        } else {
+            None
+        }
+    }
+}
+
+impl Socket {
+    /// The connection's stream, for reading.
+    pub fn stream(&self) -> &TcpStream {
+        &self.shared.stream
+    }
+
+    /// Completes when the connection's task has to act on its writes: the socket would not
+    /// take them, the queue overflowed, or writing failed.
+    pub async fn needs_attention(&self) {
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so a change in between still wakes us.
+            self.shared.waker.register(cx.waker());
+            let queue = self.shared.lock();
+            if queue.blocked || queue.trouble().is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Writes what waits as the socket takes it. Fails when the queue overflows meanwhile,
+    /// or when the socket takes nothing for `stall`.
+    pub async fn write_waiting(&self, stall: std::time::Duration) -> Result<(), WriteError> {
+        loop {
+            {
+                let queue = self.shared.lock();
+                if let Some(error) = queue.trouble() {
+                    return Err(error);
+                }
+                if !queue.blocked {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                biased;
+                () = self.overflowed() => return Err(WriteError::Overflowed),
+                ready = tokio::time::timeout(stall, self.shared.stream.writable()) => match ready {
+                    Err(_) => return Err(WriteError::Stalled),
+                    Ok(Err(_)) => return Err(WriteError::Failed),
+                    Ok(Ok(())) => {
+                        let mut queue = self.shared.lock();
+                        queue.blocked = false;
+                        self.shared.write(&mut queue);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes what is still queued (a close frame, a last error), giving up after `within`.
+    pub async fn write_last(&self, within: std::time::Duration) -> Result<(), WriteError> {
+        {
+            let mut queue = self.shared.lock();
+            if !queue.blocked {
+                self.shared.write(&mut queue);
+            }
+        }
+        self.write_waiting(within).await
+    }
+
+    async fn overflowed(&self) {
+        std::future::poll_fn(|cx| {
+            self.shared.waker.register(cx.waker());
+            if self.shared.lock().overflowed {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.closed = true;
+        queue.bytes = Vec::new();
+        queue.frames = VecDeque::new();
+    }
+}
+
+tokio::task_local! {
+    /// Outboxes that became non-empty inside [`corked`], to write when it ends.
+    static CORKED: RefCell<Vec<Outbox>>;
+}
+
+/// Runs `work`, holding back the writes it causes until it is done: each outbox it pushed
+/// to is then written once, with everything queued.
+pub async fn corked<F: Future>(work: F) -> F::Output {
+    CORKED
+        .scope(RefCell::new(Vec::new()), async {
+            // Written on the way out even if `work` is dropped half-way: a queue left with
+            // bytes and no writer would never be written again.
+            let _uncork = Uncork;
+            work.await
+        })
+        .await
+}
+
+/// Writes the corked outboxes when dropped.
+struct Uncork;
+
+impl Drop for Uncork {
+    fn drop(&mut self) {
+        let held = CORKED
+            .try_with(|corked| std::mem::take(&mut *corked.borrow_mut()))
+            .unwrap_or_default();
+        for outbox in held {
+            outbox.flush();
+        }
+    }
+}
+
+/// Leaves `outbox` to be written when the surrounding [`corked`] ends; false outside one.
+fn defer(outbox: &Outbox) -> bool {
+    CORKED
+        .try_with(|corked| corked.borrow_mut().push(outbox.clone()))
+        .is_ok()
+}
+
+/// Locks `mutex`. The data behind the relay's mutexes is consistent at every step, so a
+/// lock poisoned by a panic elsewhere is safe to keep using.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serializes an event.
+pub fn encode<D: Serialize>(event: &Event<D>) -> String {
+    // Our own types, with string keys only: serializing cannot fail.
+    serde_json::to_string(event).expect("events always serialize")
+}
