@@ -8,7 +8,7 @@ use std::time::Duration;
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::codec::{self, Refusal};
 use crate::outbox::{corked, Outbox, Socket, WriteError};
@@ -64,9 +64,11 @@ pub async fn serve<R: Rooms>(
         last_heard: Instant::now(),
         outside_since: Some(Instant::now()),
     };
-    let mut heartbeat = tokio::time::interval(limits.idle_timeout / 3);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    heartbeat.reset();
+    // One timer and one shutdown future for the connection's life, not one per wakeup.
+    let beat = limits.idle_timeout / 3;
+    let heartbeat = tokio::time::sleep(beat);
+    let stop = shutdown.changed();
+    tokio::pin!(heartbeat, stop);
 
     // Bytes that came with the upgrade request are handled before the first read.
     let mut ended = corked(client.handle_frames(&mut reader)).await;
@@ -96,8 +98,9 @@ pub async fn serve<R: Rooms>(
                 ended = corked(client.handle_frames(&mut reader)).await;
                 reader.trim();
             }
-            _ = heartbeat.tick() => {
+            () = &mut heartbeat => {
                 let now = Instant::now();
+                heartbeat.as_mut().reset(now + beat);
                 if now.duration_since(client.last_heard) >= limits.idle_timeout {
                     outbox.push_close(close::POLICY, "idle timeout");
                     break "idle timeout";
@@ -108,7 +111,7 @@ pub async fn serve<R: Rooms>(
                 }
                 outbox.push_ping();
             }
-            _ = shutdown.changed() => {
+            _ = &mut stop => {
                 // Clients reconnect on 1001.
                 outbox.push_close(close::GOING_AWAY, "relay shutting down");
                 break "relay shutting down";

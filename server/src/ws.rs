@@ -8,6 +8,7 @@
 
 use std::io;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Frame opcodes.
@@ -115,7 +116,16 @@ impl Reader {
         }
         self.start = 0;
         self.buf.reserve(READ_CHUNK);
-        socket.try_read_buf(&mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let read = socket.try_read_buf(&mut self.buf)?;
+        if read < room {
+            // A short read took everything the socket had: drop its readiness now rather
+            // than learn it from one more read that would block (a syscall per wakeup).
+            let _ = socket.try_io(Interest::READABLE, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+        }
+        Ok(read)
     }
 
     /// Forgets every byte read so far.
@@ -390,7 +400,10 @@ mod tests {
     fn refuses_an_oversized_length_before_its_bytes_arrive() {
         let mut header = vec![0x81, 0x80 | 127];
         header.extend_from_slice(&u64::MAX.to_be_bytes());
-        assert_eq!(reader(&header).next_message(), Err(FrameError::TooBig(1024)));
+        assert_eq!(
+            reader(&header).next_message(),
+            Err(FrameError::TooBig(1024))
+        );
     }
 
     #[test]
