@@ -79,9 +79,6 @@ pub enum WriteError {
     Failed,
 }
 
-/// A buffer above this size is given back once written out.
-const KEEP: usize = 8 * 1024;
-
 impl Outbox {
     /// An outbox writing to `stream`, holding up to `max_frames` frames and `max_bytes`
     /// bytes while the socket will not take them; and the connection's end of it.
@@ -187,9 +184,9 @@ impl Shared {
                 }
             }
         }
-        if queue.bytes.capacity() > KEEP {
-            queue.bytes = Vec::new();
-        }
+        // Written out: an idle connection keeps no buffers.
+        queue.bytes = Vec::new();
+        queue.frames = VecDeque::new();
     }
 }
 

@@ -67,7 +67,14 @@ impl Upgrade {
             };
             // The accept loop (crate::http) serves every connection on a TokioIo<TcpStream>.
             match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => serve(parts.io.into_inner(), parts.read_buf.to_vec()).await,
+                Ok(parts) => {
+                    // Copied out so that hyper's read buffer, which `read_buf` shares, is
+                    // freed now rather than held for the connection's life.
+                    let early = parts.read_buf.to_vec();
+                    let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                    drop(read_buf);
+                    serve(io.into_inner(), early).await;
+                }
                 Err(_) => tracing::error!("an upgraded connection is not a TCP stream"),
             }
         });

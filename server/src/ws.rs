@@ -70,10 +70,6 @@ impl FrameError {
 /// Bytes asked of the socket per read: several signaling frames.
 const READ_CHUNK: usize = 1024;
 
-/// A buffer above this size is given back once it is empty, so that one large message does
-/// not cost an idle connection memory for the rest of its life.
-const KEEP: usize = 4 * READ_CHUNK;
-
 /// Reads client frames from a socket's bytes.
 #[derive(Debug)]
 pub struct Reader {
@@ -133,13 +129,14 @@ impl Reader {
         self.start = self.buf.len();
     }
 
-    /// Gives back memory a large message left behind, once everything read is handled.
+    /// Gives back the buffer once everything read is handled: most connections are idle
+    /// most of the time, and an empty buffer costs nothing.
     pub fn trim(&mut self) {
-        if self.start == self.buf.len() && self.buf.capacity() > KEEP {
+        if self.start == self.buf.len() {
             self.buf = Vec::new();
             self.start = 0;
         }
-        if self.assembled.capacity() > KEEP {
+        if self.assembled.capacity() > 0 {
             self.assembled = Vec::new();
         }
     }
