@@ -8,7 +8,7 @@ seconds=${FUZZ_SECONDS:-60}
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-for target in decode session; do
+for target in decode frames session; do
     # Fuzz a scratch copy so the committed seeds stay as they are.
     work=$(mktemp -d)
     cp fuzz/corpus/"$target"/* "$work"/

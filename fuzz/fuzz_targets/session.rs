@@ -1,41 +1,63 @@
 //! Arbitrary frame sequences from four connections through the relay's per-connection
-//! handling and the in-process rooms. Input: one frame per line, the first byte of a line
-//! picks the sender (`0`..`3`, or any character modulo 4), the rest is the frame. Checked after every frame: nothing
-//! panics, no one receives its own message, no frame is unreadable, capacity holds.
+//! handling, the in-process rooms and the outboxes' writes into real loopback sockets.
+//! Input: one frame per line, the first byte of a line picks the sender (`0`..`3`, or any
+//! character modulo 4), the rest is the frame. Checked after every frame: nothing panics,
+//! no one receives its own message, no frame is unreadable, capacity holds.
 #![no_main]
+
+use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
 use signalroom_server::connection::handle;
-use signalroom_server::rooms::{LocalRooms, Outbox, OutboxQueue, Rooms};
+use signalroom_server::outbox::{corked, Outbox, Socket};
+use signalroom_server::rooms::{LocalRooms, Rooms};
 
 const PEERS: usize = 4;
 const CAPACITY: usize = 2;
 
+/// One connection: the relay's end, and the client's end the test reads.
+struct Peer {
+    id: PeerId,
+    _socket: Socket,
+    client: std::net::TcpStream,
+    received: Vec<u8>,
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
         .build()
         .expect("a runtime");
     runtime.block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let addr = listener.local_addr().expect("an address");
         let rooms = LocalRooms::new(CAPACITY, 3, Vec::new());
-        let mut peers: Vec<(PeerId, OutboxQueue)> = Vec::new();
+        let mut peers = Vec::new();
         for _ in 0..PEERS {
-            let (outbox, queue) = Outbox::new(64, 1 << 20);
-            peers.push((rooms.connect(outbox).await, queue));
+            let client = std::net::TcpStream::connect(addr).expect("a connection");
+            client.set_nonblocking(true).expect("non-blocking");
+            let (server, _) = listener.accept().expect("an accepted connection");
+            server.set_nonblocking(true).expect("non-blocking");
+            let server = tokio::net::TcpStream::from_std(server).expect("registered");
+            // The relay writes only to sockets known to be writable.
+            server.writable().await.expect("writable");
+            let (outbox, socket) = Outbox::new(server, 64, 1 << 20);
+            let id = rooms.connect(outbox).await;
+            peers.push(Peer { id, _socket: socket, client, received: Vec::new() });
         }
         for line in text.lines() {
             let mut chars = line.chars();
             let Some(first) = chars.next() else { continue };
-            let sender = first as usize % PEERS;
-            let _ = handle(&rooms, peers[sender].0, chars.as_str()).await;
-            for (me, queue) in &mut peers {
-                while let Some(frame) = queue.try_recv() {
-                    let Ok(text) = frame.to_text() else { continue };
-                    let event: Event<Value> = serde_json::from_str(text).expect("relay frames parse");
+            let sender = peers[first as usize % PEERS].id;
+            let _ = corked(handle(&rooms, sender, chars.as_str())).await;
+            for peer in &mut peers {
+                for text in texts(peer) {
+                    let event: Event<Value> = serde_json::from_str(&text).expect("relay frames parse");
                     if let Event::Message { from, .. } = event {
-                        assert_ne!(from, *me, "a message came back to its sender");
+                        assert_ne!(from, peer.id, "a message came back to its sender");
                     }
                 }
             }
@@ -43,10 +65,39 @@ fuzz_target!(|data: &[u8]| {
             assert!(stats.members <= stats.rooms * CAPACITY);
             assert!(stats.connections == PEERS);
         }
-        for (peer, _) in &peers {
-            rooms.disconnect(*peer).await;
+        for peer in &peers {
+            rooms.disconnect(peer.id).await;
         }
         let stats = rooms.stats();
         assert_eq!((stats.connections, stats.rooms, stats.members), (0, 0, 0));
     });
 });
+
+/// The text frames the relay wrote to `peer` since last asked (loopback delivers a write
+/// before the writing call returns).
+fn texts(peer: &mut Peer) -> Vec<String> {
+    let mut chunk = [0; 4096];
+    while let Ok(read @ 1..) = peer.client.read(&mut chunk) {
+        peer.received.extend_from_slice(&chunk[..read]);
+    }
+    let mut texts = Vec::new();
+    loop {
+        let bytes = &peer.received;
+        let Some(&[first, second]) = bytes.get(..2) else { break };
+        assert_eq!(second & 0x80, 0, "server frames are not masked");
+        let (len, header) = match second {
+            126 => match bytes.get(2..4) {
+                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => break,
+            },
+            127 => panic!("no relay frame is that long here"),
+            len => (usize::from(len), 2),
+        };
+        let Some(payload) = bytes.get(header..header + len) else { break };
+        if first == 0x81 {
+            texts.push(String::from_utf8(payload.to_vec()).expect("text frames are UTF-8"));
+        }
+        peer.received.drain(..header + len);
+    }
+    texts
+}
