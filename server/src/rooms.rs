@@ -103,7 +103,7 @@ pub trait Rooms: Clone + Send + Sync + 'static {
     fn stats(&self) -> Stats;
 }
 
-/// The in-process backend: one map of peers and one of rooms behind a mutex.
+/// The in-process backend: a map of peers and a table of rooms behind a mutex.
 ///
 /// The mutex is a std one, held only for map updates and non-blocking queue pushes and never
 /// across an `.await`, so it cannot stall the runtime; every check and update of a room
@@ -125,12 +125,23 @@ struct Shared {
 #[derive(Default)]
 struct State {
     peers: HashMap<PeerId, Member, BuildHasherDefault<IdHasher>>,
-    /// Room names come from clients: this map keeps std's DoS-resistant hasher.
-    rooms: HashMap<RoomName, Vec<PeerId>>,
+    /// Room names come from clients: this map keeps std's DoS-resistant hasher. Only joins
+    /// look a name up; a member holds its room's slot.
+    names: HashMap<RoomName, usize>,
+    /// Rooms by slot, so that relaying a frame finds the room without hashing its name.
+    slots: Vec<Option<Room>>,
+    /// Slots free for new rooms.
+    free: Vec<usize>,
+}
+
+struct Room {
+    name: RoomName,
+    /// Members and their outboxes, so delivering needs no lookup per recipient.
+    members: Vec<(PeerId, Outbox)>,
 }
 
 /// Hashes peer ids, which the relay assigns in sequence (no client picks them), with one
-/// multiplication instead of SipHash: two of the three lookups per relayed message.
+/// multiplication instead of SipHash: the one lookup per relayed message.
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -153,7 +164,8 @@ impl Hasher for IdHasher {
 
 struct Member {
     outbox: Outbox,
-    room: Option<RoomName>,
+    /// The slot of the member's room.
+    room: Option<usize>,
 }
 
 impl LocalRooms {
@@ -177,16 +189,41 @@ impl LocalRooms {
     }
 }
 
+/// Pushes `frame` to each of `members` but `except`; returns those whose outbox overflowed.
+fn deliver(members: &[(PeerId, Outbox)], except: Option<PeerId>, frame: &str) -> Vec<PeerId> {
+    members
+        .iter()
+        .filter(|(peer, outbox)| Some(*peer) != except && !outbox.push_text(frame))
+        .map(|(peer, _)| *peer)
+        .collect()
+}
+
 impl State {
-    /// Pushes `frame` to each of `peers`; returns those whose outbox overflowed.
-    fn deliver(&self, peers: impl Iterator<Item = PeerId>, frame: &str) -> Vec<PeerId> {
-        peers
-            .filter(|p| {
-                self.peers
-                    .get(p)
-                    .is_some_and(|m| !m.outbox.push_text(frame))
-            })
-            .collect()
+    fn room(&self, slot: usize) -> Option<&Room> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// The slot of room `name`, made (empty) if it does not exist.
+    fn slot_for(&mut self, name: &RoomName) -> usize {
+        if let Some(&slot) = self.names.get(name) {
+            return slot;
+        }
+        let room = Room {
+            name: name.clone(),
+            members: Vec::new(),
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(room);
+                slot
+            }
+            None => {
+                self.slots.push(Some(room));
+                self.slots.len() - 1
+            }
+        };
+        self.names.insert(name.clone(), slot);
+        slot
     }
 
     /// Removes `peer` from its room and tells the rest; returns the room it was in.
@@ -195,28 +232,26 @@ impl State {
         let mut pending = vec![peer];
         let mut first_room = None;
         while let Some(gone) = pending.pop() {
-            let Some(room) = self.peers.get_mut(&gone).and_then(|m| m.room.take()) else {
+            let Some(slot) = self.peers.get_mut(&gone).and_then(|m| m.room.take()) else {
                 continue;
             };
-            let members = self.rooms.get_mut(&room).map(|members| {
-                members.retain(|p| *p != gone);
-                members.clone()
-            });
-            match members {
-                Some(rest) if !rest.is_empty() => {
-                    let left = encode(&Event::<()>::Left {
-                        room: room.clone(),
-                        peer: gone,
-                    });
-                    pending.extend(self.deliver(rest.into_iter(), &left));
-                }
-                _ => {
-                    self.rooms.remove(&room);
-                }
+            let Some(room) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            room.members.retain(|(p, _)| *p != gone);
+            let name = room.name.clone();
+            if room.members.is_empty() {
+                self.slots[slot] = None;
+                self.free.push(slot);
+                self.names.remove(&name);
+            } else {
+                let left = encode(&Event::<()>::Left {
+                    room: name.clone(),
+                    peer: gone,
+                });
+                pending.extend(deliver(&room.members, None, &left));
             }
-            if first_room.is_none() {
-                first_room = Some(room);
-            }
+            first_room.get_or_insert(name);
         }
         first_room
     }
@@ -243,14 +278,17 @@ impl Rooms for LocalRooms {
     async fn join(&self, peer: PeerId, room: RoomName) -> Result<JoinOutcome, RoomError> {
         let mut state = self.state();
         let state = &mut *state;
-        let Some(member) = state.peers.get_mut(&peer) else {
+        let Some(member) = state.peers.get(&peer) else {
             return Err(RoomError::NotInRoom);
         };
-        if let Some(current) = &member.room {
-            return Err(RoomError::AlreadyInRoom(current.clone()));
+        if let Some(current) = member.room.and_then(|slot| state.room(slot)) {
+            return Err(RoomError::AlreadyInRoom(current.name.clone()));
         }
-        let others = state.rooms.get(&room).map(Vec::as_slice).unwrap_or(&[]);
-        if others.is_empty() && state.rooms.len() >= self.shared.max_rooms {
+        let others = match state.names.get(&room).and_then(|&slot| state.room(slot)) {
+            Some(existing) => existing.members.as_slice(),
+            None => &[],
+        };
+        if others.is_empty() && state.names.len() >= self.shared.max_rooms {
             return Err(RoomError::TooManyRooms(self.shared.max_rooms));
         }
         if others.len() >= self.shared.capacity {
@@ -269,12 +307,11 @@ impl Rooms for LocalRooms {
             let answer = Event::<()>::Joined {
                 room: room.clone(),
                 peer,
-                peers: others.to_vec(),
+                peers: others.iter().map(|(p, _)| *p).collect(),
                 ice_servers,
             };
             (answer, JoinOutcome::Joined(others.len() + 1))
         };
-        member.room = Some(room.clone());
         let mut overflowed = Vec::new();
         if !member.outbox.send(&answer) {
             overflowed.push(peer);
@@ -283,8 +320,15 @@ impl Rooms for LocalRooms {
             room: room.clone(),
             peer,
         });
-        overflowed.extend(state.deliver(others.iter().copied(), &announce));
-        state.rooms.entry(room).or_default().push(peer);
+        overflowed.extend(deliver(others, None, &announce));
+        let outbox = member.outbox.clone();
+        let slot = state.slot_for(&room);
+        if let Some(entered) = state.slots[slot].as_mut() {
+            entered.members.push((peer, outbox));
+        }
+        if let Some(member) = state.peers.get_mut(&peer) {
+            member.room = Some(slot);
+        }
         state.evict(overflowed);
         Ok(outcome)
     }
@@ -307,15 +351,16 @@ impl Rooms for LocalRooms {
         let room = state
             .peers
             .get(&from)
-            .and_then(|m| m.room.as_ref())
+            .and_then(|m| m.room)
+            .and_then(|slot| state.room(slot))
             .ok_or(RoomError::NotInRoom)?;
-        let members = state.rooms.get(room).map(Vec::as_slice).unwrap_or(&[]);
         let overflowed = match to {
-            Some(to) if to != from && members.contains(&to) => {
-                state.deliver(std::iter::once(to), &frame)
-            }
+            Some(to) if to != from => match room.members.iter().find(|(p, _)| *p == to) {
+                Some(addressee) => deliver(std::slice::from_ref(addressee), None, &frame),
+                None => return Err(RoomError::UnknownPeer(to)),
+            },
             Some(to) => return Err(RoomError::UnknownPeer(to)),
-            None => state.deliver(members.iter().copied().filter(|p| *p != from), &frame),
+            None => deliver(&room.members, Some(from), &frame),
         };
         state.evict(overflowed);
         Ok(())
@@ -337,8 +382,8 @@ impl Rooms for LocalRooms {
         let state = self.state();
         Stats {
             connections: state.peers.len(),
-            rooms: state.rooms.len(),
-            members: state.rooms.values().map(Vec::len).sum(),
+            rooms: state.names.len(),
+            members: state.slots.iter().flatten().map(|r| r.members.len()).sum(),
         }
     }
 }
