@@ -84,7 +84,7 @@ pub async fn serve<R: Rooms>(
                     break write_error(error);
                 }
             }
-            ready = socket.stream().readable() => {
+            ready = socket.readable() => {
                 if ready.is_err() {
                     break "transport error";
                 }
@@ -154,7 +154,7 @@ fn write_error(error: WriteError) -> &'static str {
 
 /// Reads and discards until the client closes its side.
 async fn drain(socket: &Socket, reader: &mut Reader) {
-    while socket.stream().readable().await.is_ok() {
+    while socket.readable().await.is_ok() {
         match reader.read_from(socket.stream()) {
             Ok(0) => return,
             Ok(_) => reader.discard(),

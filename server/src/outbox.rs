@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
@@ -45,6 +46,9 @@ struct Shared {
     max_bytes: usize,
     /// The connection's task, woken when the socket would not take a write, or on overflow.
     waker: AtomicWaker,
+    /// Whether the connection's task has to act: the queue is blocked, overflowed or
+    /// failed. Kept outside the lock, which the task would otherwise take on every wakeup.
+    attention: AtomicBool,
 }
 
 /// Framed bytes not yet written. A plain buffer: it holds only what waits, so an idle
@@ -89,6 +93,7 @@ impl Outbox {
             max_frames,
             max_bytes,
             waker: AtomicWaker::new(),
+            attention: AtomicBool::new(false),
         });
         (
             Self {
@@ -134,6 +139,7 @@ impl Outbox {
             || queue.bytes.len() + size > self.shared.max_bytes
         {
             queue.overflowed = true;
+            self.shared.attention.store(true, Ordering::Release);
             drop(queue);
             self.shared.waker.wake();
             return false;
@@ -172,6 +178,7 @@ impl Shared {
                 Ok(written) if written > 0 => queue.written(written),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     queue.blocked = true;
+                    self.attention.store(true, Ordering::Release);
                     self.waker.wake();
                     return;
                 }
@@ -179,6 +186,7 @@ impl Shared {
                     queue.failed = true;
                     queue.bytes = Vec::new();
                     queue.frames.clear();
+                    self.attention.store(true, Ordering::Release);
                     self.waker.wake();
                     return;
                 }
@@ -228,14 +236,22 @@ impl Socket {
         &self.shared.stream
     }
 
+    /// Completes when the stream has bytes to read (or has closed). Waits in the stream's
+    /// one reader slot rather than in its list of waiters: only this task reads.
+    pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.shared.stream.poll_read_ready(cx)).await
+    }
+
     /// Completes when the connection's task has to act on its writes: the socket would not
     /// take them, the queue overflowed, or writing failed.
     pub async fn needs_attention(&self) {
         std::future::poll_fn(|cx| {
-            // Registered before looking, so a change in between still wakes us.
+            if self.shared.attention.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            // Registered before looking again, so a change in between still wakes us.
             self.shared.waker.register(cx.waker());
-            let queue = self.shared.lock();
-            if queue.blocked || queue.trouble().is_some() {
+            if self.shared.attention.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -266,6 +282,8 @@ impl Socket {
                     Ok(Ok(())) => {
                         let mut queue = self.shared.lock();
                         queue.blocked = false;
+                        let trouble = queue.trouble().is_some();
+                        self.shared.attention.store(trouble, Ordering::Release);
                         self.shared.write(&mut queue);
                     }
                 },
