@@ -3,11 +3,11 @@
 
 mod support;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use signalroom_protocol::{ErrorCode, Event};
+use signalroom_protocol::{ErrorCode, Event, Request};
 use signalroom_server::{Config, Stats};
 use support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -236,5 +236,68 @@ async fn a_client_that_never_finishes_its_handshake_is_dropped() -> Result<()> {
         // Closed: end of stream (or a reset), perhaps after a 408.
         assert!(read.is_err() || buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"));
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_relay_speaks_websocket_as_clients_use_it() -> Result<()> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let relay = Relay::default().await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    let a_id = created_peer(a.join("frames").await?)?;
+    joined_peer(&mut b, "frames", &[a_id]).await?;
+    a.recv().await?;
+
+    // A ping is answered with its own bytes.
+    a.ws.send(Message::Ping(b"still there?".to_vec().into()))
+        .await?;
+    loop {
+        match tokio::time::timeout(PATIENCE, a.ws.next())
+            .await?
+            .context("closed")??
+        {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"still there?");
+                break;
+            }
+            Message::Ping(_) => {}
+            other => bail!("expected a pong, got {other:?}"),
+        }
+    }
+
+    // A large offer in three fragments, with a ping between them, arrives whole.
+    let data = json!({ "sdp": "v=0 ".repeat(2000) });
+    let text = serde_json::to_string(&Request::Message {
+        data: data.clone(),
+        to: None,
+    })?;
+    let (head, rest) = text.as_bytes().split_at(10);
+    let (middle, tail) = rest.split_at(rest.len() / 2);
+    let fragment = |bytes: &[u8], kind, fin| {
+        Message::Frame(Frame::message(bytes.to_vec(), OpCode::Data(kind), fin))
+    };
+    a.ws.send(fragment(head, Data::Text, false)).await?;
+    a.ws.send(fragment(middle, Data::Continue, false)).await?;
+    a.ws.send(Message::Ping(Vec::new().into())).await?;
+    a.ws.send(fragment(tail, Data::Continue, true)).await?;
+    match b.recv().await? {
+        Event::Message { from, data: got } if from == a_id && got == data => {}
+        other => bail!("expected the whole offer, got {other:?}"),
+    }
+
+    // A client's close is answered with its own code, and its room is told it left.
+    b.ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "done".into(),
+    })))
+    .await?;
+    assert_eq!(b.expect_close().await?, Some(4000));
+    assert!(matches!(a.recv().await?, Event::Left { .. }));
+
+    // Framing that breaks RFC 6455 closes with 1002: here, a continuation of nothing.
+    a.ws.send(fragment(b"orphan", Data::Continue, true)).await?;
+    assert_eq!(a.expect_close().await?, Some(1002));
     Ok(())
 }
