@@ -59,7 +59,8 @@ pub struct Config {
     )]
     pub room_capacity: usize,
 
-    /// Largest frame a client may send, in bytes; a larger one closes the connection (1009).
+    /// Largest message a client may send, in bytes (a fragmented one counts whole); a larger
+    /// one closes the connection (1009).
     #[arg(long, env = "SIGNALROOM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
 

@@ -55,14 +55,15 @@ pub async fn serve<R: Rooms>(
     let peer = rooms.connect(outbox.clone()).await;
     tracing::debug!(%peer, "connected");
 
+    let now = Instant::now();
     let mut client = Client {
         peer,
         rooms: &rooms,
         outbox: &outbox,
         limits: &limits,
         rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
-        last_heard: Instant::now(),
-        outside_since: Some(Instant::now()),
+        last_heard: now,
+        outside_since: Some(now),
     };
     // One timer and one shutdown future for the connection's life, not one per wakeup.
     let beat = limits.idle_timeout / 3;

@@ -155,19 +155,19 @@ impl Outbox {
         }
         true
     }
-
-    /// Writes what waits, unless the connection's task is waiting to.
-    fn flush(&self) {
-        let mut queue = self.shared.lock();
-        if !queue.blocked {
-            self.shared.write(&mut queue);
-        }
-    }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         lock(&self.queue)
+    }
+
+    /// Writes what waits, unless the connection's task is waiting for the socket to.
+    fn flush(&self) {
+        let mut queue = self.lock();
+        if !queue.blocked {
+            self.write(&mut queue);
+        }
     }
 
     /// Writes queued bytes until they are out or the socket would block. The queue stays
@@ -293,12 +293,7 @@ impl Socket {
 
     /// Writes what is still queued (a close frame, a last error), giving up after `within`.
     pub async fn write_last(&self, within: std::time::Duration) -> Result<(), WriteError> {
-        {
-            let mut queue = self.shared.lock();
-            if !queue.blocked {
-                self.shared.write(&mut queue);
-            }
-        }
+        self.shared.flush();
         self.write_waiting(within).await
     }
 
@@ -351,7 +346,7 @@ impl Drop for Uncork {
             .try_with(|corked| std::mem::take(&mut *corked.borrow_mut()))
             .unwrap_or_default();
         for outbox in held {
-            outbox.flush();
+            outbox.shared.flush();
         }
     }
 }
