@@ -180,6 +180,8 @@ fn relay_decodes_data_without_parsing_it() {
 fn the_relays_direct_message_json_equals_the_serialized_event() {
     for (from, data) in [
         (1, r#""x""#),
+        (10, "0"),
+        (1_000_007, "{}"),
         (
             42,
             r#"{"kind":"description","sdp_type":"offer","sdp":"v=0\r\n"}"#,

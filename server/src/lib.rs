@@ -4,8 +4,9 @@
 //! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
 //! interface and its in-process backend; [`connection`] the per-connection task and its
 //! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
-//! framing; [`codec`] request decoding and refusals; [`routes`] the HTTP surface, with
-//! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
+//! framing; `spare` the buffers they reuse; [`codec`] request decoding and refusals;
+//! [`routes`] the HTTP surface, with [`upgrade`] the WebSocket handshake; [`http`] the
+//! accept loop. [`run`] ties them up.
 
 pub mod codec;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod outbox;
 pub mod rooms;
 pub mod routes;
+mod spare;
 pub mod upgrade;
 pub mod ws;
 

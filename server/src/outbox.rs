@@ -24,6 +24,7 @@ use serde::Serialize;
 use signalroom_protocol::Event;
 use tokio::net::TcpStream;
 
+use crate::spare;
 use crate::ws::{self, opcode};
 
 /// The handle the rooms deliver through. Cloning is cheap.
@@ -145,6 +146,9 @@ impl Outbox {
             return false;
         }
         let first = queue.bytes.is_empty();
+        if queue.bytes.capacity() == 0 {
+            queue.bytes = spare::take();
+        }
         ws::encode(&mut queue.bytes, kind, payload);
         queue.frames.push_back(size);
         queue.closing = kind == opcode::CLOSE;
@@ -184,8 +188,7 @@ impl Shared {
                 }
                 Ok(_) | Err(_) => {
                     queue.failed = true;
-                    queue.bytes = Vec::new();
-                    queue.frames.clear();
+                    queue.release();
                     self.attention.store(true, Ordering::Release);
                     self.waker.wake();
                     return;
@@ -193,12 +196,18 @@ impl Shared {
             }
         }
         // Written out: an idle connection keeps no buffers.
-        queue.bytes = Vec::new();
-        queue.frames = VecDeque::new();
+        queue.release();
     }
 }
 
 impl Queue {
+    /// Drops what waits and gives the buffers back.
+    fn release(&mut self) {
+        spare::give(std::mem::take(&mut self.bytes));
+        self.frames = VecDeque::new();
+        self.head_written = 0;
+    }
+
     /// Drops the first `n` bytes, which the socket took.
     fn written(&mut self, n: usize) {
         if n == self.bytes.len() {
@@ -314,8 +323,7 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let mut queue = self.shared.lock();
         queue.closed = true;
-        queue.bytes = Vec::new();
-        queue.frames = VecDeque::new();
+        queue.release();
     }
 }
 

@@ -11,6 +11,8 @@ use std::io;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::spare;
+
 /// Frame opcodes.
 pub mod opcode {
     /// More of a fragmented message.
@@ -111,6 +113,9 @@ impl Reader {
             self.buf.drain(..self.start);
         }
         self.start = 0;
+        if self.buf.capacity() == 0 {
+            self.buf = spare::take();
+        }
         self.buf.reserve(READ_CHUNK);
         let room = self.buf.capacity() - self.buf.len();
         let read = socket.try_read_buf(&mut self.buf)?;
@@ -133,7 +138,7 @@ impl Reader {
     /// most of the time, and an empty buffer costs nothing.
     pub fn trim(&mut self) {
         if self.start == self.buf.len() {
-            self.buf = Vec::new();
+            spare::give(std::mem::take(&mut self.buf));
             self.start = 0;
         }
         if self.assembled.capacity() > 0 {
