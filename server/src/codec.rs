@@ -1,8 +1,9 @@
 //! Decoding client frames, and telling a client precisely why one was refused.
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 use signalroom_protocol::{ErrorCode, Request, RoomName};
+
+use crate::json::RawJson;
 
 /// A refused frame: the code and the human sentence the client gets back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,8 +26,23 @@ impl Refusal {
 }
 
 /// Decodes one text frame. `data` stays a borrowed, unparsed slice of `text`.
-pub fn decode(text: &str) -> Result<Request<&RawValue>, Refusal> {
+pub fn decode(text: &str) -> Result<Request<RawJson<'_>>, Refusal> {
+    if let Some(message) = plain_message(text) {
+        return Ok(message);
+    }
     serde_json::from_str(text).map_err(|error| diagnose(text, &error))
+}
+
+/// The frame nearly every client sends, `{"type":"message","data":...}` as serde writes
+/// it: only `data` is left to check. Any other spelling, and anything the check cannot
+/// vouch for, takes the general path, which accepts exactly the same frames.
+fn plain_message(text: &str) -> Option<Request<RawJson<'_>>> {
+    let data = text
+        .strip_prefix(r#"{"type":"message","data":"#)?
+        .strip_suffix('}')?;
+    let data = RawJson::checked(data)?;
+    // A null `data` is refused, in the general path's words.
+    (data.get() != "null").then_some(Request::Message { data, to: None })
 }
 
 /// Works out which rule a frame broke. Only refused frames come here, so it may parse again.
@@ -59,6 +75,16 @@ fn diagnose(text: &str, error: &serde_json::Error) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
+
+    fn shown(request: &Request<RawJson<'_>>) -> String {
+        match request {
+            Request::Message { data, to } => {
+                format!("Message {{ data: {}, to: {to:?} }}", data.get())
+            }
+            other => format!("{other:?}"),
+        }
+    }
 
     fn code(text: &str) -> ErrorCode {
         decode(text).expect_err(text).code
@@ -87,6 +113,36 @@ mod tests {
             code(r#"{"type":"message","data":1,"to":-1}"#),
             ErrorCode::InvalidFrame
         );
+    }
+
+    #[test]
+    fn the_plain_message_shortcut_decodes_as_the_general_path_does() {
+        for text in [
+            r#"{"type":"message","data":"x"}"#,
+            r#"{"type":"message","data": {"sdp":"v=0\r\n","n":[1,2.5e3,true]} }"#,
+            r#"{"type":"message","data":"\u00e9\"}"}"#,
+            r#"{"type":"message","data":"x","to":2}"#,
+            r#"{"type":"message","data":1,"data":2}"#,
+            r#"{"type":"message","data":null}"#,
+            r#"{"type":"message","data":}"#,
+            r#"{"type":"message","data":"x"} "#,
+            r#"{"type":"message","data":"x"}}"#,
+            "{\"type\":\"message\",\"data\":\"\u{1}\"}",
+        ] {
+            let general: Result<Request<&RawValue>, _> = serde_json::from_str(text);
+            let general = general.map(|request| match request {
+                Request::Message { data, to } => {
+                    format!("Message {{ data: {}, to: {to:?} }}", data.get())
+                }
+                other => format!("{other:?}"),
+            });
+            match (decode(text), general) {
+                (Ok(ours), Ok(theirs)) => assert_eq!(shown(&ours), theirs),
+                (Err(_), Err(_)) => {}
+                (ours, theirs) => panic!("{text}: {ours:?} but serde says {theirs:?}"),
+            }
+        }
+        assert!(plain_message(r#"{"type":"message","data":[1]}"#).is_some());
     }
 
     #[test]

@@ -4,14 +4,15 @@
 //! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
 //! interface and its in-process backend; [`connection`] the per-connection task and its
 //! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
-//! framing; `spare` the buffers they reuse; [`codec`] request decoding and refusals;
-//! [`routes`] the HTTP surface, with [`upgrade`] the WebSocket handshake; [`http`] the
-//! accept loop. [`run`] ties them up.
+//! framing; `spare` the buffers they reuse; [`codec`] request decoding and refusals, with
+//! [`json`] checking the data the relay forwards; [`routes`] the HTTP surface, with
+//! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
 
 pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod json;
 pub mod outbox;
 pub mod rooms;
 pub mod routes;

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
 
+use crate::json::RawJson;
 pub use crate::outbox::Outbox;
 use crate::outbox::{encode, lock};
 
@@ -89,7 +89,7 @@ pub trait Rooms: Clone + Send + Sync + 'static {
         &self,
         from: PeerId,
         to: Option<PeerId>,
-        data: &RawValue,
+        data: RawJson<'_>,
     ) -> impl Future<Output = Result<(), RoomError>> + Send;
 
     /// Forgets a closed connection, as `leave` would for its room.
@@ -343,7 +343,7 @@ impl Rooms for LocalRooms {
         &self,
         from: PeerId,
         to: Option<PeerId>,
-        data: &RawValue,
+        data: RawJson<'_>,
     ) -> Result<(), RoomError> {
         // Serialized once, outside the lock, whoever and however many the recipients are.
         let frame = signalroom_protocol::message_json(from, data.get());
