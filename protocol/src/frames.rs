@@ -155,12 +155,18 @@ impl fmt::Display for ErrorCode {
 /// Byte for byte what serializing the event gives.
 pub fn message_json(from: PeerId, data: &str) -> String {
     let mut json = String::with_capacity(data.len() + 48);
-    json.push_str(r#"{"type":"message","from":"#);
-    push_decimal(&mut json, from.get());
-    json.push_str(r#","data":"#);
-    json.push_str(data);
-    json.push('}');
+    write_message_json(&mut json, from, data);
     json
+}
+
+/// [`message_json`] appended to `out`, for a relay that reuses one buffer.
+pub fn write_message_json(out: &mut String, from: PeerId, data: &str) {
+    out.reserve(data.len() + 48);
+    out.push_str(r#"{"type":"message","from":"#);
+    push_decimal(out, from.get());
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
 }
 
 /// Appends `n` in decimal; `write!` through `fmt` costs several times more per message.

@@ -73,6 +73,9 @@ struct Queue {
     closed: bool,
 }
 
+/// Room for frame sizes a queue keeps when it empties.
+const FRAME_SIZES_KEPT: usize = 8;
+
 /// What stopped a connection's writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteError {
@@ -201,10 +204,15 @@ impl Shared {
 }
 
 impl Queue {
-    /// Drops what waits and gives the buffers back.
+    /// Drops what waits and gives the buffers back. The few frame sizes a busy connection
+    /// tracks keep their room.
     fn release(&mut self) {
         spare::give(std::mem::take(&mut self.bytes));
-        self.frames = VecDeque::new();
+        if self.frames.capacity() > FRAME_SIZES_KEPT {
+            self.frames = VecDeque::new();
+        } else {
+            self.frames.clear();
+        }
         self.head_written = 0;
     }
 

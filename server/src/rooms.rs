@@ -5,6 +5,7 @@
 //! connection receives, including the answer to its own join, is delivered through its
 //! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -187,7 +188,41 @@ impl LocalRooms {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
     }
+
+    /// Delivers a message's `frame` from `from` to its room, or only to `to`.
+    fn deliver_message(
+        &self,
+        from: PeerId,
+        to: Option<PeerId>,
+        frame: &str,
+    ) -> Result<(), RoomError> {
+        let mut state = self.state();
+        let room = state
+            .peers
+            .get(&from)
+            .and_then(|m| m.room)
+            .and_then(|slot| state.room(slot))
+            .ok_or(RoomError::NotInRoom)?;
+        let overflowed = match to {
+            Some(to) if to != from => match room.members.iter().find(|(p, _)| *p == to) {
+                Some(addressee) => deliver(std::slice::from_ref(addressee), None, frame),
+                None => return Err(RoomError::UnknownPeer(to)),
+            },
+            Some(to) => return Err(RoomError::UnknownPeer(to)),
+            None => deliver(&room.members, Some(from), frame),
+        };
+        state.evict(overflowed);
+        Ok(())
+    }
 }
+
+thread_local! {
+    /// The message being relayed: built in one buffer per thread, not a new one each time.
+    static FRAME: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A frame buffer grown past this by a large message is freed rather than kept.
+const LARGEST_FRAME_KEPT: usize = 64 * 1024;
 
 /// Pushes `frame` to each of `members` but `except`; returns those whose outbox overflowed.
 fn deliver(members: &[(PeerId, Outbox)], except: Option<PeerId>, frame: &str) -> Vec<PeerId> {
@@ -345,25 +380,16 @@ impl Rooms for LocalRooms {
         to: Option<PeerId>,
         data: RawJson<'_>,
     ) -> Result<(), RoomError> {
-        // Serialized once, outside the lock, whoever and however many the recipients are.
-        let frame = signalroom_protocol::message_json(from, data.get());
-        let mut state = self.state();
-        let room = state
-            .peers
-            .get(&from)
-            .and_then(|m| m.room)
-            .and_then(|slot| state.room(slot))
-            .ok_or(RoomError::NotInRoom)?;
-        let overflowed = match to {
-            Some(to) if to != from => match room.members.iter().find(|(p, _)| *p == to) {
-                Some(addressee) => deliver(std::slice::from_ref(addressee), None, &frame),
-                None => return Err(RoomError::UnknownPeer(to)),
-            },
-            Some(to) => return Err(RoomError::UnknownPeer(to)),
-            None => deliver(&room.members, Some(from), &frame),
-        };
-        state.evict(overflowed);
-        Ok(())
+        FRAME.with_borrow_mut(|frame| {
+            // Serialized once, outside the lock, whoever and however many the recipients are.
+            frame.clear();
+            signalroom_protocol::write_message_json(frame, from, data.get());
+            let relayed = self.deliver_message(from, to, frame);
+            if frame.capacity() > LARGEST_FRAME_KEPT {
+                *frame = String::new();
+            }
+            relayed
+        })
     }
 
     async fn disconnect(&self, peer: PeerId) {

@@ -270,18 +270,17 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
     }
 }
 
-/// XORs `payload` with the client's mask, eight bytes at a time.
+/// XORs `payload` with the client's mask, in blocks the compiler turns into vector XORs.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
-    let mut chunks = payload.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    const BLOCK: usize = 32;
+    let wide: [u8; BLOCK] = std::array::from_fn(|i| mask[i % 4]);
+    let mut blocks = payload.chunks_exact_mut(BLOCK);
+    for block in &mut blocks {
+        for (byte, m) in block.iter_mut().zip(wide) {
+            *byte ^= m;
+        }
     }
-    for (byte, m) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+    for (byte, m) in blocks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
         *byte ^= m;
     }
 }
@@ -406,6 +405,21 @@ mod tests {
             reader(&header).next_message(),
             Err(FrameError::TooBig(1024))
         );
+    }
+
+    #[test]
+    fn unmasks_every_length_like_the_rfc_says() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in [0, 1, 31, 32, 33, 70, 200] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut masked: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            unmask(&mut masked, mask);
+            assert_eq!(masked, plain, "{len} bytes");
+        }
     }
 
     #[test]
