@@ -1,7 +1,7 @@
 //! Decoding client frames, and telling a client precisely why one was refused.
 
 use serde_json::Value;
-use signalroom_protocol::{ErrorCode, Request, RoomName};
+use signalroom_protocol::{ErrorCode, PeerId, Request, RoomName};
 
 use crate::json::RawJson;
 
@@ -33,16 +33,31 @@ pub fn decode(text: &str) -> Result<Request<RawJson<'_>>, Refusal> {
     serde_json::from_str(text).map_err(|error| diagnose(text, &error))
 }
 
-/// The frame nearly every client sends, `{"type":"message","data":...}` as serde writes
-/// it: only `data` is left to check. Any other spelling, and anything the check cannot
-/// vouch for, takes the general path, which accepts exactly the same frames.
+/// The frame nearly every client sends, `{"type":"message","data":...}` or
+/// `{"type":"message","data":...,"to":7}` as serde writes them: only `data` and `to` are
+/// left to check. Any other spelling, and anything the check cannot vouch for, takes the
+/// general path, which accepts exactly the same frames.
 fn plain_message(text: &str) -> Option<Request<RawJson<'_>>> {
-    let data = text
-        .strip_prefix(r#"{"type":"message","data":"#)?
-        .strip_suffix('}')?;
-    let data = RawJson::checked(data)?;
+    let (data, rest) = RawJson::split_first(text.strip_prefix(r#"{"type":"message","data":"#)?)?;
     // A null `data` is refused, in the general path's words.
-    (data.get() != "null").then_some(Request::Message { data, to: None })
+    if data.get() == "null" {
+        return None;
+    }
+    let rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
+    let to = match rest.strip_prefix(r#","to":"#) {
+        None if rest == "}" => None,
+        None => return None,
+        Some(to) => Some(peer_id(to.strip_suffix('}')?)?),
+    };
+    Some(Request::Message { data, to })
+}
+
+/// A peer id written plainly in decimal, as serde writes one.
+fn peer_id(digits: &str) -> Option<PeerId> {
+    let plain = digits.len() <= 16
+        && digits.bytes().all(|d| d.is_ascii_digit())
+        && !digits.starts_with('0');
+    PeerId::new(digits.parse().ok().filter(|_| plain)?).ok()
 }
 
 /// Works out which rule a frame broke. Only refused frames come here, so it may parse again.
@@ -122,6 +137,14 @@ mod tests {
             r#"{"type":"message","data": {"sdp":"v=0\r\n","n":[1,2.5e3,true]} }"#,
             r#"{"type":"message","data":"\u00e9\"}"}"#,
             r#"{"type":"message","data":"x","to":2}"#,
+            r#"{"type":"message","data":{"sdp":"v=0\r\n"} ,"to":9007199254740991}"#,
+            r#"{"type":"message","data":"x","to":9007199254740992}"#,
+            r#"{"type":"message","data":"x","to":0}"#,
+            r#"{"type":"message","data":"x","to":01}"#,
+            r#"{"type":"message","data":"x","to":+1}"#,
+            r#"{"type":"message","data":"x","to":null}"#,
+            r#"{"type":"message","data":"x","to":1,"to":2}"#,
+            r#"{"type":"message","data":"x","other":1}"#,
             r#"{"type":"message","data":1,"data":2}"#,
             r#"{"type":"message","data":null}"#,
             r#"{"type":"message","data":}"#,
@@ -143,6 +166,7 @@ mod tests {
             }
         }
         assert!(plain_message(r#"{"type":"message","data":[1]}"#).is_some());
+        assert!(plain_message(r#"{"type":"message","data":[1],"to":3}"#).is_some());
     }
 
     #[test]
