@@ -5,7 +5,6 @@
 //! connection receives, including the answer to its own join, is delivered through its
 //! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,6 +17,7 @@ use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
 use crate::json::RawJson;
 pub use crate::outbox::Outbox;
 use crate::outbox::{encode, lock};
+use crate::spare;
 
 /// Why the backend refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,14 +216,6 @@ impl LocalRooms {
     }
 }
 
-thread_local! {
-    /// The message being relayed: built in one buffer per thread, not a new one each time.
-    static FRAME: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// A frame buffer grown past this by a large message is freed rather than kept.
-const LARGEST_FRAME_KEPT: usize = 64 * 1024;
-
 /// Pushes `frame` to each of `members` but `except`; returns those whose outbox overflowed.
 fn deliver(members: &[(PeerId, Outbox)], except: Option<PeerId>, frame: &str) -> Vec<PeerId> {
     members
@@ -380,16 +372,13 @@ impl Rooms for LocalRooms {
         to: Option<PeerId>,
         data: RawJson<'_>,
     ) -> Result<(), RoomError> {
-        FRAME.with_borrow_mut(|frame| {
-            // Serialized once, outside the lock, whoever and however many the recipients are.
-            frame.clear();
-            signalroom_protocol::write_message_json(frame, from, data.get());
-            let relayed = self.deliver_message(from, to, frame);
-            if frame.capacity() > LARGEST_FRAME_KEPT {
-                *frame = String::new();
-            }
-            relayed
-        })
+        // Serialized once, outside the lock, whoever and however many the recipients are,
+        // into a buffer this thread reuses.
+        let mut frame = spare::take_string();
+        signalroom_protocol::write_message_json(&mut frame, from, data.get());
+        let relayed = self.deliver_message(from, to, &frame);
+        spare::give(frame.into_bytes());
+        relayed
     }
 
     async fn disconnect(&self, peer: PeerId) {

@@ -1,9 +1,10 @@
 //! Byte buffers kept for reuse by each worker thread.
 //!
 //! Under load a connection's read buffer and write queue empty and fill again with every
-//! read; allocating them anew each time, and growing a queue frame by frame, cost a tenth
-//! of the relay's own work per message. An idle connection still holds no buffer: emptied
-//! ones come back here, and each thread keeps only a few.
+//! read, and every relayed message is built in a buffer of its own; allocating them anew
+//! each time, and growing a queue frame by frame, cost a tenth of the relay's own work per
+//! message. An idle connection still holds no buffer: emptied ones come back here, and each
+//! thread keeps only a few.
 
 use std::cell::RefCell;
 
@@ -27,6 +28,12 @@ pub fn take() -> Vec<u8> {
         .ok()
         .flatten()
         .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+/// [`take`] as a `String`.
+pub fn take_string() -> String {
+    // An empty buffer is valid UTF-8.
+    String::from_utf8(take()).unwrap_or_default()
 }
 
 /// Keeps `buf`, emptied, for a later [`take`] on this thread, or frees it.
