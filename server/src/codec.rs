@@ -3,7 +3,7 @@
 use serde_json::Value;
 use signalroom_protocol::{ErrorCode, PeerId, Request, RoomName};
 
-use crate::json::RawJson;
+use crate::json::{self, RawJson};
 
 /// A refused frame: the code and the human sentence the client gets back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +43,7 @@ fn plain_message(text: &str) -> Option<Request<RawJson<'_>>> {
     if data.get() == "null" {
         return None;
     }
-    let rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
+    let rest = json::trim_start(rest);
     let to = match rest.strip_prefix(r#","to":"#) {
         None if rest == "}" => None,
         None => return None,
@@ -57,7 +57,10 @@ fn peer_id(digits: &str) -> Option<PeerId> {
     let plain = digits.len() <= 16
         && digits.bytes().all(|d| d.is_ascii_digit())
         && !digits.starts_with('0');
-    PeerId::new(digits.parse().ok().filter(|_| plain)?).ok()
+    if !plain {
+        return None;
+    }
+    PeerId::new(digits.parse().ok()?).ok()
 }
 
 /// Works out which rule a frame broke. Only refused frames come here, so it may parse again.

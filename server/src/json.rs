@@ -21,7 +21,7 @@ impl<'a> RawJson<'a> {
     /// `text` if it is one JSON value, whitespace around it allowed.
     pub fn checked(text: &'a str) -> Option<Self> {
         let (value, rest) = Self::split_first(text)?;
-        rest.bytes().all(is_whitespace).then_some(value)
+        trim_start(rest).is_empty().then_some(value)
     }
 
     /// The JSON text.
@@ -110,6 +110,12 @@ fn value_end(b: &[u8], mut i: usize) -> Option<usize> {
             }
         }
     }
+}
+
+/// `text` without the JSON whitespace it starts with.
+pub fn trim_start(text: &str) -> &str {
+    text.get(skip_whitespace(text.as_bytes(), 0)..)
+        .unwrap_or_default()
 }
 
 fn is_whitespace(c: u8) -> bool {
