@@ -9,7 +9,7 @@ use signalroom_server::ws::{Incoming, Reader};
 const MAX_MESSAGE: usize = 512;
 
 fuzz_target!(|data: &[u8]| {
-    let mut reader = Reader::new(MAX_MESSAGE, data);
+    let mut reader = Reader::new(MAX_MESSAGE, data.to_vec());
     // Each message needs at least a two-byte header and a four-byte mask.
     for _ in 0..=data.len() / 6 {
         match reader.next_message() {

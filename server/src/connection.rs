@@ -45,7 +45,7 @@ mod close {
 /// down. `early` holds bytes the client sent right behind its upgrade request.
 pub async fn serve<R: Rooms>(
     stream: TcpStream,
-    early: &[u8],
+    early: Vec<u8>,
     rooms: R,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,

@@ -65,7 +65,7 @@ pub fn routes<R: Rooms>(
                 };
                 let shutdown = shutdown.clone();
                 ws.accept(move |stream, early| async move {
-                    connection::serve(stream, &early, rooms, limits, shutdown).await;
+                    connection::serve(stream, early, rooms, limits, shutdown).await;
                     drop(slot);
                 })
                 .into_response()

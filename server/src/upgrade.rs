@@ -67,11 +67,10 @@ impl Upgrade {
             };
             // The accept loop (crate::http) serves every connection on a TokioIo<TcpStream>.
             match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
+                Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
                     // Copied out so that hyper's read buffer, which `read_buf` shares, is
                     // freed now rather than held for the connection's life.
-                    let early = parts.read_buf.to_vec();
-                    let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                    let early = read_buf.to_vec();
                     drop(read_buf);
                     serve(io.into_inner(), early).await;
                 }

@@ -69,7 +69,8 @@ impl FrameError {
     }
 }
 
-/// Bytes asked of the socket per read: several signaling frames.
+/// Free room a read gets at least (a buffer from the spare stock has more): several
+/// signaling frames.
 const READ_CHUNK: usize = 1024;
 
 /// Reads client frames from a socket's bytes.
@@ -95,9 +96,9 @@ struct Frame {
 impl Reader {
     /// A reader of messages up to `max_message` bytes, starting with bytes the HTTP
     /// upgrade already read.
-    pub fn new(max_message: usize, early: &[u8]) -> Self {
+    pub fn new(max_message: usize, early: Vec<u8>) -> Self {
         Self {
-            buf: early.to_vec(),
+            buf: early,
             start: 0,
             max_message,
             partial: None,
@@ -339,7 +340,7 @@ mod tests {
     }
 
     fn reader(bytes: &[u8]) -> Reader {
-        Reader::new(1024, bytes)
+        Reader::new(1024, bytes.to_vec())
     }
 
     #[test]
