@@ -34,9 +34,7 @@ async fn pair(relay: &Relay, n: usize) -> Result<()> {
         connect_from(relay, 2 * n + 1).await?,
     );
     let room = format!("churn-{n}");
-    let a_id = created_peer(a.join(&room).await?)?;
-    joined_peer(&mut b, &room, &[a_id]).await?;
-    a.recv().await?;
+    let (a_id, _) = meet(&mut a, &mut b, &room).await?;
     a.say(json!(n), None).await?;
     match b.recv().await? {
         Event::Message { from, data } if from == a_id && data == json!(n) => {}

@@ -73,13 +73,9 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> 
     ];
     let relay = Relay::start(config(&flags)?).await?;
     let (mut sender, mut sleeper) = (relay.client().await?, relay.client().await?);
-    let sender_id = created_peer(sender.join("flood").await?)?;
-    let sleeper_id = joined_peer(&mut sleeper, "flood", &[sender_id]).await?;
-    sender.recv().await?;
+    let (_, sleeper_id) = meet(&mut sender, &mut sleeper, "flood").await?;
     let (mut c, mut d) = (relay.client().await?, relay.client().await?);
-    let c_id = created_peer(c.join("elsewhere").await?)?;
-    joined_peer(&mut d, "elsewhere", &[c_id]).await?;
-    c.recv().await?;
+    let (c_id, _) = meet(&mut c, &mut d, "elsewhere").await?;
 
     // The sleeper never reads again. Its socket buffers fill, then its bounded outbox.
     let blob = json!("x".repeat(32 * 1024));
@@ -137,9 +133,7 @@ async fn silent_peers_and_loiterers_are_dropped() -> Result<()> {
     assert_eq!(loiterer.expect_close().await?, Some(1008));
 
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
-    let a_id = created_peer(a.join("heartbeat").await?)?;
-    let b_id = joined_peer(&mut b, "heartbeat", &[a_id]).await?;
-    a.recv().await?;
+    let (_, b_id) = meet(&mut a, &mut b, "heartbeat").await?;
 
     // B stops answering pings (it is never read again); A answers them while it waits.
     let event = a.recv().await?;
@@ -246,9 +240,7 @@ async fn the_relay_speaks_websocket_as_clients_use_it() -> Result<()> {
 
     let relay = Relay::default().await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
-    let a_id = created_peer(a.join("frames").await?)?;
-    joined_peer(&mut b, "frames", &[a_id]).await?;
-    a.recv().await?;
+    let (a_id, _) = meet(&mut a, &mut b, "frames").await?;
 
     // A ping is answered with its own bytes.
     a.ws.send(Message::Ping(b"still there?".to_vec().into()))

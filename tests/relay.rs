@@ -77,9 +77,7 @@ async fn directed_messages_reach_only_their_addressee() -> Result<()> {
         relay.client().await?,
     );
     let mut other_room = relay.client().await?;
-    let a_id = created_peer(a.join("trio").await?)?;
-    let b_id = joined_peer(&mut b, "trio", &[a_id]).await?;
-    a.recv().await?;
+    let (a_id, b_id) = meet(&mut a, &mut b, "trio").await?;
     let c_id = joined_peer(&mut c, "trio", &[a_id, b_id]).await?;
     a.recv().await?;
     b.recv().await?;
@@ -334,9 +332,7 @@ async fn the_page_is_served_on_the_same_origin() -> Result<()> {
 async fn shutdown_says_going_away_without_announcing_departures() -> Result<()> {
     let relay = Relay::default().await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
-    let a_id = created_peer(a.join("bye").await?)?;
-    joined_peer(&mut b, "bye", &[a_id]).await?;
-    a.recv().await?;
+    meet(&mut a, &mut b, "bye").await?;
 
     drop(relay.stop);
     for client in [&mut a, &mut b] {

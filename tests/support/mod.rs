@@ -172,6 +172,14 @@ pub fn created_peer(event: Event<Value>) -> Result<PeerId> {
     }
 }
 
+/// Puts `a` and then `b` into `room`; returns their ids once `a` has heard `b` come in.
+pub async fn meet(a: &mut Client, b: &mut Client, room: &str) -> Result<(PeerId, PeerId)> {
+    let a_id = created_peer(a.join(room).await?)?;
+    let b_id = joined_peer(b, room, &[a_id]).await?;
+    a.recv().await?;
+    Ok((a_id, b_id))
+}
+
 pub async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> Result<PeerId> {
     match client.join(room).await? {
         Event::Joined { peer, peers, .. } if peers == inside => Ok(peer),
