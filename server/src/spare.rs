@@ -22,6 +22,7 @@ thread_local! {
 }
 
 /// An empty buffer with room for at least [`SIZE`] bytes.
+#[inline]
 pub fn take() -> Vec<u8> {
     SPARE
         .try_with(|spare| spare.borrow_mut().pop())
@@ -37,6 +38,7 @@ pub fn take_string() -> String {
 }
 
 /// Keeps `buf`, emptied, for a later [`take`] on this thread, or frees it.
+#[inline]
 pub fn give(mut buf: Vec<u8>) {
     if !(SIZE..=LARGEST_KEPT).contains(&buf.capacity()) {
         return;
