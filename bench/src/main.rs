@@ -50,6 +50,9 @@ enum Cmd {
         /// Seconds measured.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Runs of each server, alternating relay and floor; the median run is reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
     /// Connections joined in rooms of two and held: the relay's memory per connection.
     Idle {
@@ -82,9 +85,9 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds) };
-                println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured");
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1) };
+                println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each", work.runs);
                 for rooms in rooms {
                     compare(rooms, &work).await?;
                 }
@@ -92,7 +95,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1) };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1 };
                 compare(20, &work).await?;
                 idle(200).await
             }
@@ -106,6 +109,8 @@ struct Work {
     payload: usize,
     warmup: Duration,
     window: Duration,
+    /// Runs of each server.
+    runs: usize,
 }
 
 /// A server process under test; killed when dropped.
@@ -177,6 +182,11 @@ struct Figures {
     rtt: Percentiles,
     join: Option<Percentiles>,
     cpu_us_per_message: f64,
+    /// The load generator's own CPU: the rest of the machine's budget.
+    generator_cpu_us_per_message: f64,
+    /// TCP segments sent per relayed message, machine-wide, and of them those without data.
+    segments_per_message: f64,
+    bare_segments_per_message: f64,
     rss_kib: u64,
 }
 
@@ -229,12 +239,16 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         .collect();
     tokio::time::sleep(work.warmup).await;
     let cpu_before = proc::cpu_seconds(pid)?;
+    let generator_before = proc::cpu_seconds(std::process::id())?;
+    let segments_before = proc::Segments::now()?;
     let started = Instant::now();
     tally.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(work.window).await;
     tally.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = proc::cpu_seconds(pid)? - cpu_before;
+    let generator_cpu = proc::cpu_seconds(std::process::id())? - generator_before;
+    let segments = proc::Segments::now()?.since(segments_before);
     let rss_kib = proc::rss_kib(pid)?;
     tally.stop.store(true, Ordering::Relaxed);
     let mut rtts = Vec::new();
@@ -243,11 +257,15 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     }
     // Each round trip is two relayed messages: A to B and back.
     let messages = 2.0 * tally.round_trips.load(Ordering::Relaxed) as f64;
+    let per_message = |x: f64| x / messages.max(1.0);
     Ok(Figures {
         messages_per_sec: messages / elapsed,
         rtt: Percentiles::of(rtts).context("no round trip completed")?,
         join: Percentiles::of(joins),
-        cpu_us_per_message: cpu * 1e6 / messages.max(1.0),
+        cpu_us_per_message: per_message(cpu * 1e6),
+        generator_cpu_us_per_message: per_message(generator_cpu * 1e6),
+        segments_per_message: per_message(segments.sent as f64),
+        bare_segments_per_message: per_message((segments.sent - segments.with_data) as f64),
         rss_kib,
     })
 }
@@ -281,9 +299,34 @@ async fn join_all(pairs: &mut [(wire::Conn, wire::Conn)]) -> Result<Vec<Duration
 /// Rooms joining at the same moment while join latency is measured.
 const JOINS_AT_ONCE: usize = 8;
 
+/// Runs of one server, sorted by throughput.
+struct Runs(Vec<Figures>);
+
+impl Runs {
+    /// The run of median throughput.
+    fn median(&self) -> &Figures {
+        &self.0[self.0.len() / 2]
+    }
+
+    fn range(&self) -> String {
+        let rate = |f: Option<&Figures>| f.map_or(0.0, |f| f.messages_per_sec);
+        format!("{:.0} to {:.0}", rate(self.0.first()), rate(self.0.last()))
+    }
+}
+
 async fn compare(rooms: usize, work: &Work) -> Result<()> {
-    let relay = run(Kind::Relay, rooms, work).await?;
-    let floor = run(Kind::Floor, rooms, work).await?;
+    // Alternating the two spreads the machine's slow moments over both.
+    let (mut relays, mut floors) = (Vec::new(), Vec::new());
+    for _ in 0..work.runs {
+        relays.push(run(Kind::Relay, rooms, work).await?);
+        floors.push(run(Kind::Floor, rooms, work).await?);
+    }
+    let sorted = |mut runs: Vec<Figures>| {
+        runs.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
+        Runs(runs)
+    };
+    let (relays, floors) = (sorted(relays), sorted(floors));
+    let (relay, floor) = (relays.median(), floors.median());
     println!();
     println!("{rooms} rooms ({} connections)", 2 * rooms);
     println!("| | relay | floor | relay / floor |");
@@ -294,11 +337,30 @@ async fn compare(rooms: usize, work: &Work) -> Result<()> {
         floor.messages_per_sec,
         relay.messages_per_sec / floor.messages_per_sec
     );
+    if work.runs > 1 {
+        println!(
+            "| over {} runs | {} | {} | |",
+            work.runs,
+            relays.range(),
+            floors.range()
+        );
+    }
     println!(
         "| CPU per message | {:.2} µs | {:.2} µs | {:.2} |",
         relay.cpu_us_per_message,
         floor.cpu_us_per_message,
         relay.cpu_us_per_message / floor.cpu_us_per_message
+    );
+    println!(
+        "| load generator CPU per message | {:.2} µs | {:.2} µs | |",
+        relay.generator_cpu_us_per_message, floor.generator_cpu_us_per_message
+    );
+    println!(
+        "| TCP segments per message (no data) | {:.3} ({:.3}) | {:.3} ({:.3}) | |",
+        relay.segments_per_message,
+        relay.bare_segments_per_message,
+        floor.segments_per_message,
+        floor.bare_segments_per_message
     );
     for (name, r, f) in [
         ("round trip p50", relay.rtt.p50, floor.rtt.p50),

@@ -1,6 +1,6 @@
-//! What `/proc` says about a process: CPU time and resident memory.
+//! What `/proc` says: a process's CPU time and resident memory, the machine's TCP segments.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
@@ -28,4 +28,43 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .nth(1)
         .context("odd VmRSS")?
         .parse()?)
+}
+
+/// TCP segments this machine has sent (its network namespace, so loopback here): all of
+/// them, and those that carried new data. The difference is mostly pure ACKs.
+#[derive(Debug, Clone, Copy)]
+pub struct Segments {
+    pub sent: u64,
+    pub with_data: u64,
+}
+
+impl Segments {
+    pub fn now() -> Result<Self> {
+        Ok(Self {
+            sent: counter("/proc/net/snmp", "Tcp:", "OutSegs")?,
+            with_data: counter("/proc/net/netstat", "TcpExt:", "TCPOrigDataSent")?,
+        })
+    }
+
+    /// Segments sent since `before`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            sent: self.sent.saturating_sub(before.sent),
+            with_data: self.with_data.saturating_sub(before.with_data),
+        }
+    }
+}
+
+/// A counter from a `/proc/net` table, which is a line of names and then a line of values,
+/// both starting with the table's name.
+fn counter(path: &str, table: &str, name: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines().filter(|l| l.starts_with(table));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if let Some(at) = names.split_whitespace().position(|n| n == name) {
+            let value = values.split_whitespace().nth(at).context("short row")?;
+            return Ok(value.parse()?);
+        }
+    }
+    bail!("no {name} in {path}")
 }
