@@ -25,11 +25,25 @@ pub async fn connect(target: SocketAddr, n: usize) -> Result<Conn> {
     Conn::upgrade(stream, &target.to_string()).await
 }
 
-/// Whether the target is the relay (rooms, ids) or the floor (pairs by arrival).
+/// The server under load: the relay (rooms, ids), or one of the forwarders that pair
+/// connections by arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Relay,
+    /// A bare tokio-tungstenite forwarder (`floor.rs`).
     Floor,
+    /// The least any forwarder can do (`bare.rs`).
+    Bare,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Relay => "relay",
+            Kind::Floor => "floor",
+            Kind::Bare => "bare",
+        }
+    }
 }
 
 /// Opens the two connections of pair `n`.

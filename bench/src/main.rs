@@ -1,9 +1,10 @@
 //! `signalroom-bench`: measures the relay against a floor on the same machine and reports
 //! throughput, latency, CPU per relayed message and memory per connection.
 //!
-//! The relay (release build) and the floor run as processes of their own, so the CPU and
+//! The relay (release build) and the forwarders run as processes of their own, so the CPU and
 //! memory read from `/proc` are theirs alone. See the README's performance section.
 
+mod bare;
 mod floor;
 mod load;
 mod proc;
@@ -50,9 +51,13 @@ enum Cmd {
         /// Seconds measured.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
-        /// Runs of each server, alternating relay and floor; the median run is reported.
+        /// Runs of each server, alternating them; the median run is reported.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Also run the bare forwarder, the least any forwarder can do for this work (no
+        /// validation, ids or rooms): the machine's ceiling.
+        #[arg(long)]
+        bare: bool,
     },
     /// Connections joined in rooms of two and held: the relay's memory per connection.
     Idle {
@@ -68,6 +73,12 @@ enum Cmd {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Runs the bare forwarder (used by `load --bare`).
+    #[command(hide = true)]
+    Bare {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
 }
 
 fn main() -> Result<()> {
@@ -75,8 +86,8 @@ fn main() -> Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let cli = Cli::parse();
     let runtime = match cli.command {
-        // The floor is a server under test: it gets what the relay gets.
-        Cmd::Floor { .. } => tokio::runtime::Runtime::new()?,
+        // The forwarders are servers under test: they get what the relay gets.
+        Cmd::Floor { .. } | Cmd::Bare { .. } => tokio::runtime::Runtime::new()?,
         // The load generator runs on one thread: no wakeups between its own threads.
         _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -85,8 +96,9 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1) };
+            Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each", work.runs);
                 for rooms in rooms {
                     compare(rooms, &work).await?;
@@ -95,7 +107,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1 };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true };
                 compare(20, &work).await?;
                 idle(200).await
             }
@@ -111,6 +123,8 @@ struct Work {
     window: Duration,
     /// Runs of each server.
     runs: usize,
+    /// Whether the bare forwarder runs too.
+    bare: bool,
 }
 
 /// A server process under test; killed when dropped.
@@ -156,9 +170,9 @@ async fn start(kind: Kind, max_connections: usize) -> Result<Server> {
             c.env("RUST_LOG", "warn");
             c
         }
-        Kind::Floor => {
+        Kind::Floor | Kind::Bare => {
             let mut c = Command::new(std::env::current_exe()?);
-            c.args(["floor", "--addr", &addr.to_string()]);
+            c.args([kind.name(), "--addr", &addr.to_string()]);
             c
         }
     };
@@ -186,7 +200,7 @@ struct Figures {
     generator_cpu_us_per_message: f64,
     /// TCP segments sent per relayed message, machine-wide, and of them those without data.
     segments_per_message: f64,
-    bare_segments_per_message: f64,
+    dataless_segments_per_message: f64,
     rss_kib: u64,
 }
 
@@ -221,8 +235,8 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     let mut pairs = connect_all(server.addr, kind, rooms).await?;
     let joins = match kind {
         Kind::Relay => join_all(&mut pairs).await?,
-        // The floor has no rooms: its pairs are made by arrival.
-        Kind::Floor => Vec::new(),
+        // The forwarders have no rooms: their pairs are made by arrival.
+        Kind::Floor | Kind::Bare => Vec::new(),
     };
     let tally = Arc::new(Tally::default());
     let drivers: Vec<_> = pairs
@@ -265,19 +279,19 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         cpu_us_per_message: per_message(cpu * 1e6),
         generator_cpu_us_per_message: per_message(generator_cpu * 1e6),
         segments_per_message: per_message(segments.sent as f64),
-        bare_segments_per_message: per_message((segments.sent - segments.with_data) as f64),
+        dataless_segments_per_message: per_message((segments.sent - segments.with_data) as f64),
         rss_kib,
     })
 }
 
-/// Opens `rooms` pairs of connections. The floor pairs by arrival, so for it they connect
+/// Opens `rooms` pairs of connections. The forwarders pair by arrival, so for them they connect
 /// strictly one pair at a time.
 async fn connect_all(
     addr: SocketAddr,
     kind: Kind,
     rooms: usize,
 ) -> Result<Vec<(wire::Conn, wire::Conn)>> {
-    let at_once = if kind == Kind::Floor { 1 } else { 64 };
+    let at_once = if kind == Kind::Relay { 64 } else { 1 };
     stream::iter(0..rooms)
         .map(|n| load::connect_pair(addr, n))
         .buffered(at_once)
@@ -303,6 +317,11 @@ const JOINS_AT_ONCE: usize = 8;
 struct Runs(Vec<Figures>);
 
 impl Runs {
+    fn sorted(mut runs: Vec<Figures>) -> Self {
+        runs.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
+        Self(runs)
+    }
+
     /// The run of median throughput.
     fn median(&self) -> &Figures {
         &self.0[self.0.len() / 2]
@@ -314,73 +333,88 @@ impl Runs {
     }
 }
 
+/// Runs the relay and the forwarders in turn and prints a table of their median runs: a
+/// column each, then the relay's ratio to each forwarder.
 async fn compare(rooms: usize, work: &Work) -> Result<()> {
-    // Alternating the two spreads the machine's slow moments over both.
-    let (mut relays, mut floors) = (Vec::new(), Vec::new());
-    for _ in 0..work.runs {
-        relays.push(run(Kind::Relay, rooms, work).await?);
-        floors.push(run(Kind::Floor, rooms, work).await?);
+    let mut kinds = vec![Kind::Relay, Kind::Floor];
+    if work.bare {
+        kinds.push(Kind::Bare);
     }
-    let sorted = |mut runs: Vec<Figures>| {
-        runs.sort_by(|a, b| a.messages_per_sec.total_cmp(&b.messages_per_sec));
-        Runs(runs)
-    };
-    let (relays, floors) = (sorted(relays), sorted(floors));
-    let (relay, floor) = (relays.median(), floors.median());
+    // Alternating spreads the machine's slow moments over all of them.
+    let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..work.runs {
+        for (kind, runs) in kinds.iter().zip(&mut runs) {
+            runs.push(run(*kind, rooms, work).await?);
+        }
+    }
+    let runs: Vec<Runs> = runs.into_iter().map(Runs::sorted).collect();
+    let medians: Vec<&Figures> = runs.iter().map(Runs::median).collect();
+    let others = kinds.len() - 1;
+    let blank = || vec![String::new(); others];
+
     println!();
     println!("{rooms} rooms ({} connections)", 2 * rooms);
-    println!("| | relay | floor | relay / floor |");
-    println!("|---|---|---|---|");
-    println!(
-        "| relayed messages/s | {:.0} | {:.0} | {:.2} |",
-        relay.messages_per_sec,
-        floor.messages_per_sec,
-        relay.messages_per_sec / floor.messages_per_sec
+    let names: Vec<_> = kinds.iter().map(|k| k.name()).collect();
+    let ratios: Vec<_> = names[1..].iter().map(|n| format!("relay / {n}")).collect();
+    row("", names.iter().map(|n| n.to_string()).collect(), ratios);
+    println!("|---|{}", "---|".repeat(kinds.len() + others));
+    let ratio = |of: fn(&Figures) -> f64| -> Vec<String> {
+        let relay = of(medians[0]);
+        medians[1..]
+            .iter()
+            .map(|f| format!("{:.2}", relay / of(f)))
+            .collect()
+    };
+    let each = |cell: &dyn Fn(&Figures) -> String| medians.iter().map(|f| cell(f)).collect();
+    row(
+        "relayed messages/s",
+        each(&|f| format!("{:.0}", f.messages_per_sec)),
+        ratio(|f| f.messages_per_sec),
     );
     if work.runs > 1 {
-        println!(
-            "| over {} runs | {} | {} | |",
-            work.runs,
-            relays.range(),
-            floors.range()
-        );
+        let ranges = runs.iter().map(Runs::range).collect();
+        row(&format!("over {} runs", work.runs), ranges, blank());
     }
-    println!(
-        "| CPU per message | {:.2} µs | {:.2} µs | {:.2} |",
-        relay.cpu_us_per_message,
-        floor.cpu_us_per_message,
-        relay.cpu_us_per_message / floor.cpu_us_per_message
+    row(
+        "CPU per message",
+        each(&|f| format!("{:.2} µs", f.cpu_us_per_message)),
+        ratio(|f| f.cpu_us_per_message),
     );
-    println!(
-        "| load generator CPU per message | {:.2} µs | {:.2} µs | |",
-        relay.generator_cpu_us_per_message, floor.generator_cpu_us_per_message
+    row(
+        "load generator CPU per message",
+        each(&|f| format!("{:.2} µs", f.generator_cpu_us_per_message)),
+        blank(),
     );
-    println!(
-        "| TCP segments per message (no data) | {:.3} ({:.3}) | {:.3} ({:.3}) | |",
-        relay.segments_per_message,
-        relay.bare_segments_per_message,
-        floor.segments_per_message,
-        floor.bare_segments_per_message
+    row(
+        "TCP segments per message (no data)",
+        each(&|f| {
+            format!(
+                "{:.3} ({:.3})",
+                f.segments_per_message, f.dataless_segments_per_message
+            )
+        }),
+        blank(),
     );
-    for (name, r, f) in [
-        ("round trip p50", relay.rtt.p50, floor.rtt.p50),
-        ("round trip p99", relay.rtt.p99, floor.rtt.p99),
-        ("round trip max", relay.rtt.max, floor.rtt.max),
-    ] {
-        println!("| {name} | {} | {} | |", ms(r), ms(f));
+    row("round trip p50", each(&|f| ms(f.rtt.p50)), blank());
+    row("round trip p99", each(&|f| ms(f.rtt.p99)), blank());
+    row("round trip max", each(&|f| ms(f.rtt.max)), blank());
+    if let Some(join) = &medians[0].join {
+        let mut cells = vec![String::new(); kinds.len()];
+        cells[0] = format!("{} / {}", ms(join.p50), ms(join.p99));
+        row("join p50 / p99", cells, blank());
     }
-    if let Some(join) = &relay.join {
-        println!(
-            "| join p50 / p99 | {} / {} | | |",
-            ms(join.p50),
-            ms(join.p99)
-        );
-    }
-    println!(
-        "| resident memory | {} KiB | {} KiB | |",
-        relay.rss_kib, floor.rss_kib
+    row(
+        "resident memory",
+        each(&|f| format!("{} KiB", f.rss_kib)),
+        blank(),
     );
     Ok(())
+}
+
+/// Prints one row of a Markdown table.
+fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
+    let cells: Vec<_> = cells.into_iter().chain(ratios).collect();
+    println!("| {name} | {} |", cells.join(" | "));
 }
 
 async fn idle(connections: usize) -> Result<()> {
