@@ -29,8 +29,9 @@ pub async fn connect(target: SocketAddr, n: usize) -> Result<Conn> {
 /// connections by arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The signalroom relay.
     Relay,
-    /// A bare tokio-tungstenite forwarder (`floor.rs`).
+    /// A plain tokio-tungstenite forwarder (`floor.rs`).
     Floor,
     /// The least any forwarder can do (`bare.rs`).
     Bare,

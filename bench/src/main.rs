@@ -25,7 +25,7 @@ use load::{Kind, Tally};
 #[derive(Parser)]
 #[command(
     name = "signalroom-bench",
-    about = "Benchmarks the signalroom relay against a bare WebSocket forwarder"
+    about = "Benchmarks the signalroom relay against plain and bare WebSocket forwarders"
 )]
 struct Cli {
     #[command(subcommand)]
