@@ -327,9 +327,14 @@ impl Runs {
         &self.0[self.0.len() / 2]
     }
 
+    /// The slowest and the fastest run's throughput.
     fn range(&self) -> String {
-        let rate = |f: Option<&Figures>| f.map_or(0.0, |f| f.messages_per_sec);
-        format!("{:.0} to {:.0}", rate(self.0.first()), rate(self.0.last()))
+        let rate = |f: &Figures| format!("{:.0}", f.messages_per_sec);
+        format!(
+            "{} to {}",
+            rate(&self.0[0]),
+            rate(&self.0[self.0.len() - 1])
+        )
     }
 }
 
