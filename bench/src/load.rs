@@ -87,6 +87,16 @@ pub struct Tally {
     pub stop: AtomicBool,
     /// Round trips completed in the window.
     pub round_trips: AtomicU64,
+    /// The longest round trip of the whole run, warm-up and wind-down included, in
+    /// nanoseconds: one frame left waiting shows here, whatever the percentiles say.
+    pub longest_ns: AtomicU64,
+}
+
+impl Tally {
+    /// The longest round trip seen so far.
+    pub fn longest(&self) -> Duration {
+        Duration::from_nanos(self.longest_ns.load(Ordering::Relaxed))
+    }
 }
 
 /// Drives one pair until told to stop; returns the round-trip times seen in the window.
@@ -98,6 +108,7 @@ pub async fn drive(
     mut b: Conn,
     in_flight: usize,
     payload: usize,
+    writes: Writes,
     tally: Arc<Tally>,
 ) -> Result<Vec<Duration>> {
     // Every message carries the same data, so B's echo of it is the same prebuilt frame:
@@ -111,7 +122,7 @@ pub async fn drive(
     let size = frame.len();
     let echo = tokio::spawn(async move {
         while let Ok(received) = b.texts().await {
-            if send_many(&mut b, &echo_frames, size, received)
+            if send_many(&mut b, &echo_frames, size, received, writes)
                 .await
                 .is_err()
             {
@@ -127,27 +138,51 @@ pub async fn drive(
         let echoed = a.texts().await?;
         let measuring = tally.measuring.load(Ordering::Relaxed);
         let now = Instant::now();
+        let mut longest = Duration::ZERO;
         for _ in 0..echoed {
             let sent = sent_at.pop_front().context("an echo nobody sent")?;
+            let rtt = now - sent;
+            longest = longest.max(rtt);
             if measuring {
-                rtts.push(now - sent);
+                rtts.push(rtt);
             }
             sent_at.push_back(now);
         }
+        let longest = u64::try_from(longest.as_nanos()).unwrap_or(u64::MAX);
+        tally.longest_ns.fetch_max(longest, Ordering::Relaxed);
         if measuring {
             tally
                 .round_trips
                 .fetch_add(echoed as u64, Ordering::Relaxed);
         }
-        send_many(&mut a, &frames, size, echoed).await?;
+        send_many(&mut a, &frames, size, echoed, writes).await?;
     }
     echo.abort();
     Ok(rtts)
 }
 
+/// How a client sends the frames it has ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Writes {
+    /// All in one write, as an efficient client does: the least work for the server.
+    Batched,
+    /// One write per frame, as a browser sends each `send()`: frames arrive in quick
+    /// succession, often while the server is reading the one before.
+    PerFrame,
+}
+
 /// Sends `count` copies of the frame of `size` bytes that `frames` repeats.
-async fn send_many(conn: &mut Conn, frames: &[u8], size: usize, count: usize) -> Result<()> {
-    let batch = frames.len() / size;
+async fn send_many(
+    conn: &mut Conn,
+    frames: &[u8],
+    size: usize,
+    count: usize,
+    writes: Writes,
+) -> Result<()> {
+    let batch = match writes {
+        Writes::Batched => frames.len() / size,
+        Writes::PerFrame => 1,
+    };
     let mut left = count;
     while left > 0 {
         let now = left.min(batch);

@@ -17,10 +17,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use load::{Kind, Tally};
+use load::{Kind, Tally, Writes};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,18 @@ enum Cmd {
         /// validation, ids or rooms): the machine's ceiling.
         #[arg(long)]
         bare: bool,
+        /// The relay's --idle-timeout, in seconds: it pings every third of it. Far away, so
+        /// that a frame left unread until the heartbeat shows as a stall.
+        #[arg(long, default_value_t = 300.0)]
+        idle_timeout: f64,
+        /// A run whose longest round trip exceeds this many seconds is reported broken and
+        /// the benchmark fails: a healthy relay answers within milliseconds even at 5000
+        /// rooms, and a frame left waiting for the heartbeat takes seconds.
+        #[arg(long, default_value_t = 1.0)]
+        stall: f64,
+        /// How clients write the frames they have ready.
+        #[arg(long, value_enum, default_value_t = Writes::Batched)]
+        writes: Writes,
     },
     /// Connections joined in rooms of two and held: the relay's memory per connection.
     Idle {
@@ -97,18 +109,20 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare };
-                println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each", work.runs);
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, idle_timeout, stall, writes } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes };
+                println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
+                let mut broken = 0;
                 for rooms in rooms {
-                    compare(rooms, &work).await?;
+                    broken += compare(rooms, &work).await?;
                 }
+                ensure!(broken == 0, "{broken} run(s) stalled: a round trip took longer than {stall} s");
                 Ok(())
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true };
-                compare(20, &work).await?;
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame };
+                ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200).await
             }
         }
@@ -125,6 +139,12 @@ struct Work {
     runs: usize,
     /// Whether the bare forwarder runs too.
     bare: bool,
+    /// The relay's idle timeout (it pings every third of it).
+    idle_timeout: Duration,
+    /// The longest round trip a healthy run has.
+    stall: Duration,
+    /// How clients write.
+    writes: Writes,
 }
 
 /// A server process under test; killed when dropped.
@@ -150,7 +170,7 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-async fn start(kind: Kind, max_connections: usize) -> Result<Server> {
+async fn start(kind: Kind, max_connections: usize, idle_timeout: Duration) -> Result<Server> {
     let addr = free_addr()?;
     let mut command = match kind {
         Kind::Relay => {
@@ -166,7 +186,8 @@ async fn start(kind: Kind, max_connections: usize) -> Result<Server> {
             ]);
             // The benchmark measures forwarding, not the abuse limits.
             c.args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"]);
-            c.args(["--idle-timeout", "3600", "--join-timeout", "3600"]);
+            let idle = idle_timeout.as_secs_f64().to_string();
+            c.args(["--idle-timeout", &idle, "--join-timeout", &idle]);
             c.env("RUST_LOG", "warn");
             c
         }
@@ -194,6 +215,8 @@ async fn start(kind: Kind, max_connections: usize) -> Result<Server> {
 struct Figures {
     messages_per_sec: f64,
     rtt: Percentiles,
+    /// The longest round trip of the whole run, warm-up and wind-down included.
+    longest: Duration,
     join: Option<Percentiles>,
     cpu_us_per_message: f64,
     /// The load generator's own CPU: the rest of the machine's budget.
@@ -230,7 +253,7 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
-    let server = start(kind, 2 * rooms + 100).await?;
+    let server = start(kind, 2 * rooms + 100, work.idle_timeout).await?;
     let pid = server.child.id();
     let mut pairs = connect_all(server.addr, kind, rooms).await?;
     let joins = match kind {
@@ -247,6 +270,7 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
                 b,
                 work.in_flight,
                 work.payload,
+                work.writes,
                 tally.clone(),
             ))
         })
@@ -275,6 +299,7 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     Ok(Figures {
         messages_per_sec: messages / elapsed,
         rtt: Percentiles::of(rtts).context("no round trip completed")?,
+        longest: tally.longest(),
         join: Percentiles::of(joins),
         cpu_us_per_message: per_message(cpu * 1e6),
         generator_cpu_us_per_message: per_message(generator_cpu * 1e6),
@@ -310,6 +335,9 @@ async fn join_all(pairs: &mut [(wire::Conn, wire::Conn)]) -> Result<Vec<Duration
     Ok(latencies.into_iter().flatten().collect())
 }
 
+/// The relay's idle timeout while it holds idle connections: longer than the measurement.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Rooms joining at the same moment while join latency is measured.
 const JOINS_AT_ONCE: usize = 8;
 
@@ -339,8 +367,8 @@ impl Runs {
 }
 
 /// Runs the relay and the forwarders in turn and prints a table of their median runs: a
-/// column each, then the relay's ratio to each forwarder.
-async fn compare(rooms: usize, work: &Work) -> Result<()> {
+/// column each, then the relay's ratio to each forwarder. Returns how many runs stalled.
+async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     let mut kinds = vec![Kind::Relay, Kind::Floor];
     if work.bare {
         kinds.push(Kind::Bare);
@@ -403,6 +431,14 @@ async fn compare(rooms: usize, work: &Work) -> Result<()> {
     row("round trip p50", each(&|f| ms(f.rtt.p50)), blank());
     row("round trip p99", each(&|f| ms(f.rtt.p99)), blank());
     row("round trip max", each(&|f| ms(f.rtt.max)), blank());
+    // Every run's, not the median's: a stall must not hide behind the runs that had none.
+    let longest = runs.iter().map(|r| {
+        r.0.iter()
+            .map(|f| ms(f.longest))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    row("longest round trip, each run", longest.collect(), blank());
     if let Some(join) = &medians[0].join {
         let mut cells = vec![String::new(); kinds.len()];
         cells[0] = format!("{} / {}", ms(join.p50), ms(join.p99));
@@ -413,7 +449,19 @@ async fn compare(rooms: usize, work: &Work) -> Result<()> {
         each(&|f| format!("{} KiB", f.rss_kib)),
         blank(),
     );
-    Ok(())
+    let mut stalled = 0;
+    for (kind, runs) in kinds.iter().zip(&runs) {
+        for f in runs.0.iter().filter(|f| f.longest > work.stall) {
+            println!(
+                "BROKEN: a {} run's longest round trip was {} (more than {}): a frame waited",
+                kind.name(),
+                ms(f.longest),
+                ms(work.stall)
+            );
+            stalled += 1;
+        }
+    }
+    Ok(stalled)
 }
 
 /// Prints one row of a Markdown table.
@@ -424,7 +472,7 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
 
 async fn idle(connections: usize) -> Result<()> {
     let rooms = connections / 2;
-    let server = start(Kind::Relay, connections + 100).await?;
+    let server = start(Kind::Relay, connections + 100, IDLE_TIMEOUT).await?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = proc::rss_kib(pid)?;

@@ -10,6 +10,36 @@
 //!
 //! Frames pushed inside [`corked`] are written when it ends, so a read's worth of frames
 //! for one peer leaves in one write instead of one each.
+//!
+//! # Why no wakeup is lost
+//!
+//! Two things tell the connection's task to act, and each is written so that a change can
+//! never fall between the task's look and its sleep:
+//!
+//! - **`attention` and the [`AtomicWaker`].** A writer sets `attention` (Release) *then*
+//!   calls `wake`; the task registers its waker *then* loads `attention` (Acquire), in
+//!   [`Socket::needs_attention`] and in `Socket::overflowed` (which looks under the lock).
+//!   Interleavings: the flag is set before the task's first look: it sees it. Set between
+//!   the first look and `register`: the second look sees it. Set after `register`: the
+//!   `wake` that follows it finds the registered waker (`AtomicWaker` hands a wake that
+//!   races a `register` to the registering side, which then wakes the task itself). The
+//!   flag is cleared only by the task, under the queue lock, to exactly what the queue's
+//!   state still needs, and every writer that sets it holds the same lock; so a clear
+//!   never erases another writer's news.
+//! - **The socket's write readiness.** It is dropped only by `try_write` itself returning
+//!   `WouldBlock` (tokio's `try_io` clears the readiness event it saw before that write),
+//!   never by a guess; the task then waits in `writable()`, which a later readiness event
+//!   wakes.
+//!
+//! **Who writes a non-empty queue** (no bytes may wait with nobody coming to write them):
+//! a push that makes the queue non-empty either writes at once, or, inside [`corked`],
+//! leaves the outbox on that task's list, which is flushed when `corked` ends, cancelled or
+//! not. A push onto a non-empty queue writes nothing: its bytes leave with the ones before
+//! them, written by whoever is coming for those, since the queue emptied last: a corked
+//! task not yet ended, or the connection's task when `blocked` (it is woken by the
+//! `WouldBlock` that set it). All of this happens under the queue lock, so "empty" and
+//! "someone is coming" change together. The thread-local spare buffers take part in no
+//! wakeup: a buffer is only ever owned by one queue or one reader at a time.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -108,6 +108,17 @@ impl Reader {
 
     /// Reads what `socket` has without waiting; `Ok(0)` means the client closed it.
     pub fn read_from(&mut self, socket: &TcpStream) -> io::Result<usize> {
+        self.read_from_then(socket, || {})
+    }
+
+    /// [`Reader::read_from`], running `after_read` once the read has returned and before
+    /// the socket's readiness may be dropped: where a test makes data arrive at the worst
+    /// moment.
+    fn read_from_then(
+        &mut self,
+        socket: &TcpStream,
+        after_read: impl FnOnce(),
+    ) -> io::Result<usize> {
         if self.start == self.buf.len() {
             self.buf.clear();
         } else if self.start > 0 {
@@ -119,15 +130,35 @@ impl Reader {
         }
         self.buf.reserve(READ_CHUNK);
         let room = self.buf.capacity() - self.buf.len();
-        let read = socket.try_read_buf(&mut self.buf)?;
-        if read < room {
-            // A short read took everything the socket had: drop its readiness now rather
-            // than learn it from one more read that would block (a syscall per wakeup).
-            let _ = socket.try_io(Interest::READABLE, || {
-                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-            });
+        let buf = &mut self.buf;
+        let mut read = 0;
+        // A short read took everything the socket had, so its readiness is dropped now
+        // rather than learnt from one more read that would block (a syscall per wakeup),
+        // as tokio's own `poll_read` does. The read runs *inside* `try_io`, which notes the
+        // reactor's latest readiness event before calling it and then clears that event
+        // only. Every interleaving:
+        // - bytes that arrived before the event was noted: the read takes them (it was
+        //   short, so it emptied the socket);
+        // - bytes that arrive after it was noted, during or after the read: their event
+        //   is recorded by the reactor after the noted one, so the clear either fails (it
+        //   names an older event) or comes first and the new event sets readiness again;
+        //   either way the task is woken for them.
+        // Noting the event only after the read returned, as this once did, let the event
+        // of bytes that arrived in between be cleared with nothing to wake the task for
+        // them: they waited for the heartbeat.
+        let outcome = socket.try_io(Interest::READABLE, || {
+            read = socket.try_read_buf(buf)?;
+            after_read();
+            if read > 0 && read < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match outcome {
+            Err(error) if error.kind() != io::ErrorKind::WouldBlock || read == 0 => Err(error),
+            _ => Ok(read),
         }
-        Ok(read)
     }
 
     /// Forgets every byte read so far.
@@ -337,6 +368,32 @@ mod tests {
             *byte ^= mask[i % 4];
         }
         frame
+    }
+
+    /// The lost wakeup of a short read: bytes that arrive after a read returned, once the
+    /// reactor has recorded their readiness, must still wake the reader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_arriving_just_after_a_read_wake_the_reader() -> io::Result<()> {
+        use std::io::Write;
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (socket, _) = listener.accept().await?;
+        let readable = || std::future::poll_fn(|cx| socket.poll_read_ready(cx));
+        client.write_all(b"first")?;
+        readable().await?;
+        let mut reader = Reader::new(1024, Vec::new());
+        let read = reader.read_from_then(&socket, || {
+            client.write_all(b"second").expect("the client writes");
+            // Time for the other worker, parked in the reactor, to record the readiness.
+            std::thread::sleep(Duration::from_millis(100));
+        })?;
+        assert_eq!(read, 5, "the first read takes what was there");
+        tokio::time::timeout(Duration::from_secs(2), readable())
+            .await
+            .expect("the reader is woken for bytes that came after its read")?;
+        assert_eq!(reader.read_from(&socket)?, 6);
+        Ok(())
     }
 
     fn reader(bytes: &[u8]) -> Reader {

@@ -41,8 +41,10 @@ impl Relay {
         Self::start(Config::default()).await
     }
 
+    /// A client that, like a browser, sends each frame at once (no Nagle delay).
     pub async fn client(&self) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await?;
+        let url = format!("ws://{}/ws", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
         Ok(Client { ws })
     }
 
