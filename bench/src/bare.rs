@@ -7,7 +7,8 @@
 use std::io;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use signalroom_server::ws::{apply_mask, Header};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Serves forever on `listener`.
@@ -68,38 +69,22 @@ async fn forward(from: Arc<TcpStream>, to: Arc<TcpStream>) -> Result<()> {
 fn reframe(input: &mut [u8], output: &mut Vec<u8>) -> Result<usize> {
     let mut at = 0;
     loop {
-        let frame = &mut input[at..];
-        if frame.len() < 2 {
-            return Ok(at);
-        }
-        let (len, head) = match frame[1] & 0x7f {
-            126 if frame.len() >= 4 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
-            126 => return Ok(at),
-            // The generator's frames are small; a 64-bit length is not this work.
-            127 => bail!("frame too large"),
-            short => (usize::from(short), 2),
-        };
-        if frame[1] & 0x80 == 0 {
-            bail!("unmasked client frame");
-        }
-        let Some(frame) = frame.get_mut(..head + 4 + len) else {
+        let Some((header, size)) = Header::parse(&input[at..])? else {
             return Ok(at);
         };
-        let (header, payload) = frame.split_at_mut(head + 4);
-        let mask = [
-            header[head],
-            header[head + 1],
-            header[head + 2],
-            header[head + 3],
-        ];
-        for (i, byte) in payload.iter_mut().enumerate() {
-            *byte ^= mask[i & 3];
+        let mask = header.mask.context("unmasked client frame")?;
+        let len = usize::try_from(header.len)?;
+        let Some(payload) = input.get_mut(at + size..at + size + len) else {
+            return Ok(at);
+        };
+        apply_mask(payload, mask);
+        Header {
+            mask: None,
+            ..header
         }
-        output.push(header[0]);
-        output.push(header[1] & 0x7f);
-        output.extend_from_slice(&header[2..head]);
+        .write(output);
         output.extend_from_slice(payload);
-        at += head + 4 + len;
+        at += size + len;
     }
 }
 

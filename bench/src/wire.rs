@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use anyhow::{bail, ensure, Context, Result};
+use signalroom_server::ws::{apply_mask, opcode, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -119,56 +120,39 @@ impl Conn {
 
     /// The next complete frame in the buffer and where its payload lies, if there is one.
     fn take_frame(&mut self) -> Result<Option<(Frame, Range<usize>)>> {
-        let bytes = &self.buf[self.start..];
-        let Some(&[first, second]) = bytes.get(..2) else {
+        let Some((header, size)) = Header::parse(&self.buf[self.start..])? else {
             return Ok(None);
         };
-        ensure!(second & 0x80 == 0, "server frames are never masked");
-        let (len, header) = match second & 0x7f {
-            126 => match bytes.get(2..4) {
-                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                None => return Ok(None),
-            },
-            127 => match bytes.get(2..10) {
-                Some(b) => (
-                    usize::try_from(u64::from_be_bytes(b.try_into()?)).context("frame length")?,
-                    10,
-                ),
-                None => return Ok(None),
-            },
-            short => (usize::from(short), 2),
-        };
-        if bytes.len() < header + len {
+        ensure!(header.mask.is_none(), "server frames are never masked");
+        let start = self.start + size;
+        let end = start + usize::try_from(header.len).context("frame length")?;
+        if self.buf.len() < end {
             return Ok(None);
         }
-        let frame = match first & 0x0f {
-            0x1 => Frame::Text,
-            0x8 => Frame::Close,
+        let frame = match header.opcode {
+            opcode::TEXT => Frame::Text,
+            opcode::CLOSE => Frame::Close,
             _ => Frame::Other,
         };
-        let start = self.start + header;
-        self.start = start + len;
-        Ok(Some((frame, start..self.start)))
+        self.start = end;
+        Ok(Some((frame, start..end)))
     }
 }
 
 /// A masked client text frame carrying `text`, ready to send any number of times.
 pub fn text_frame(text: &str) -> Vec<u8> {
     const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
-    let payload = text.as_bytes();
-    let mut frame = vec![0x81];
-    match payload.len() {
-        len @ 0..=125 => frame.push(0x80 | len as u8),
-        len @ 126..=0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+    let header = Header {
+        fin: true,
+        rsv: 0,
+        opcode: opcode::TEXT,
+        mask: Some(MASK),
+        len: text.len() as u64,
+    };
+    let mut frame = Vec::with_capacity(header.size() + text.len());
+    header.write(&mut frame);
+    let at = frame.len();
+    frame.extend_from_slice(text.as_bytes());
+    apply_mask(&mut frame[at..], MASK);
     frame
 }

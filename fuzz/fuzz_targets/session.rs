@@ -11,8 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
 use signalroom_server::connection::handle;
-use signalroom_server::outbox::{corked, Outbox, Socket};
+use signalroom_server::outbox::{Batch, Outbox, Socket};
 use signalroom_server::rooms::{LocalRooms, Rooms};
+use signalroom_server::ws::{opcode, Header};
 
 const PEERS: usize = 4;
 const CAPACITY: usize = 2;
@@ -52,7 +53,9 @@ fuzz_target!(|data: &[u8]| {
             let mut chars = line.chars();
             let Some(first) = chars.next() else { continue };
             let sender = peers[first as usize % PEERS].id;
-            let _ = corked(handle(&rooms, sender, chars.as_str())).await;
+            let mut batch = Batch::new();
+            let _ = handle(&rooms, sender, chars.as_str(), &mut batch).await;
+            batch.flush();
             for peer in &mut peers {
                 for text in texts(peer) {
                     let event: Event<Value> = serde_json::from_str(&text).expect("relay frames parse");
@@ -65,9 +68,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(stats.members <= stats.rooms * CAPACITY);
             assert!(stats.connections == PEERS);
         }
+        let mut batch = Batch::new();
         for peer in &peers {
-            rooms.disconnect(peer.id).await;
+            rooms.disconnect(peer.id, &mut batch).await;
         }
+        batch.flush();
         let stats = rooms.stats();
         assert_eq!((stats.connections, stats.rooms, stats.members), (0, 0, 0));
     });
@@ -82,22 +87,17 @@ fn texts(peer: &mut Peer) -> Vec<String> {
     }
     let mut texts = Vec::new();
     loop {
-        let bytes = &peer.received;
-        let Some(&[first, second]) = bytes.get(..2) else { break };
-        assert_eq!(second & 0x80, 0, "server frames are not masked");
-        let (len, header) = match second {
-            126 => match bytes.get(2..4) {
-                Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                None => break,
-            },
-            127 => panic!("no relay frame is that long here"),
-            len => (usize::from(len), 2),
+        let Some((header, size)) = Header::parse(&peer.received).expect("a frame header") else {
+            break;
         };
-        let Some(payload) = bytes.get(header..header + len) else { break };
-        if first == 0x81 {
+        assert_eq!(header.mask, None, "server frames are not masked");
+        assert_eq!(size, header.size(), "the shortest length encoding");
+        let end = size + usize::try_from(header.len).expect("a length that fits");
+        let Some(payload) = peer.received.get(size..end) else { break };
+        if header.opcode == opcode::TEXT {
             texts.push(String::from_utf8(payload.to_vec()).expect("text frames are UTF-8"));
         }
-        peer.received.drain(..header + len);
+        peer.received.drain(..end);
     }
     texts
 }

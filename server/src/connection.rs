@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::codec::{self, Refusal};
-use crate::outbox::{corked, Outbox, Socket, WriteError};
+use crate::outbox::{Batch, Outbox, Socket, WriteError};
 use crate::rooms::{JoinOutcome, RoomError, Rooms};
 use crate::ws::{FrameError, Incoming, Reader};
 
@@ -39,6 +39,61 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+}
+
+/// Why a connection ends, which says what the client is told on the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent a close frame: the relay answers with its code and closes TCP
+    /// as soon as the answer is written (RFC 6455, section 7.1.1: the server closes first).
+    ClientClosed(Option<u16>),
+    /// The relay closes: its close frame follows every frame already queued, then the
+    /// client's answer is awaited, briefly, before TCP is closed.
+    Close { code: u16, reason: &'static str },
+    /// The client's stream ended or failed: there is nobody to tell.
+    Lost(&'static str),
+    /// The client does not read: dropped without a last word.
+    Dropped(WriteError),
+}
+
+impl End {
+    /// The relay closes for `reason`, with the code that names it.
+    fn policy(reason: &'static str) -> Self {
+        Self::Close {
+            code: close::POLICY,
+            reason,
+        }
+    }
+
+    /// The client broke the framing.
+    fn broken(error: FrameError) -> Self {
+        let reason = match error {
+            FrameError::Protocol(_) => "protocol error",
+            FrameError::TooBig(_) => "frame too large",
+            FrameError::NotUtf8 => "invalid UTF-8",
+        };
+        Self::Close {
+            code: error.close_code(),
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClientClosed(_) => f.write_str("closed by the client"),
+            Self::Close { code, reason } => write!(f, "{reason} ({code})"),
+            Self::Lost(why) => f.write_str(why),
+            Self::Dropped(WriteError::Overflowed) => {
+                f.write_str("outbox overflow: the client does not read")
+            }
+            Self::Dropped(WriteError::Stalled) => {
+                f.write_str("write stalled: the client does not read")
+            }
+            Self::Dropped(WriteError::Failed) => f.write_str("write failed"),
+        }
+    }
 }
 
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
@@ -72,95 +127,108 @@ pub async fn serve<R: Rooms>(
     tokio::pin!(heartbeat, stop);
 
     // Bytes that came with the upgrade request are handled before the first read.
-    let mut ended = corked(client.handle_frames(&mut reader)).await;
-    let reason = loop {
-        if let Some(reason) = ended.take() {
-            break reason;
+    let mut ended = client.handle_read(&mut reader).await;
+    let end = loop {
+        if let Some(end) = ended.take() {
+            break end;
         }
         tokio::select! {
             // Writes first: they free queue space other connections need.
             biased;
             () = socket.needs_attention() => {
                 if let Err(error) = socket.write_waiting(limits.idle_timeout).await {
-                    break write_error(error);
+                    break End::Dropped(error);
                 }
             }
             ready = socket.readable() => {
                 if ready.is_err() {
-                    break "transport error";
+                    break End::Lost("transport error");
                 }
                 match reader.read_from(socket.stream()) {
-                    Ok(0) => break "closed by the client",
+                    Ok(0) => break End::Lost("the client closed TCP"),
                     Ok(_) => {}
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => break "transport error",
+                    Err(_) => break End::Lost("transport error"),
                 }
                 client.last_heard = Instant::now();
-                ended = corked(client.handle_frames(&mut reader)).await;
+                ended = client.handle_read(&mut reader).await;
                 reader.trim();
             }
             () = &mut heartbeat => {
                 let now = Instant::now();
                 heartbeat.as_mut().reset(now + beat);
                 if now.duration_since(client.last_heard) >= limits.idle_timeout {
-                    outbox.push_close(close::POLICY, "idle timeout");
-                    break "idle timeout";
+                    break End::policy("idle timeout");
                 }
                 if client.outside_since.is_some_and(|since| now.duration_since(since) >= limits.join_timeout) {
-                    outbox.push_close(close::POLICY, "join a room sooner");
-                    break "join timeout";
+                    break End::policy("join a room sooner");
                 }
-                outbox.push_ping();
+                let mut batch = Batch::new();
+                outbox.push_ping(&mut batch);
+                batch.flush();
             }
             _ = &mut stop => {
                 // Clients reconnect on 1001.
-                outbox.push_close(close::GOING_AWAY, "relay shutting down");
-                break "relay shutting down";
+                break End::Close { code: close::GOING_AWAY, reason: "relay shutting down" };
             }
         }
     };
 
-    corked(rooms.disconnect(peer)).await;
+    let mut batch = Batch::new();
+    rooms.disconnect(peer, &mut batch).await;
+    batch.flush();
+    last_words(end, &outbox, &socket, &mut reader).await;
     drop(outbox);
-    // Deliver what is still queued (a close frame, a last error), briefly, and let the
-    // client answer the close before the socket goes; a client that stopped reading gets
-    // nothing more.
-    if reason != OVERFLOW && reason != STALLED {
-        let _ = tokio::time::timeout(LAST_WORDS, async {
-            if socket.write_last(LAST_WORDS).await.is_ok() {
-                drain(&socket, &mut reader).await;
-            }
-        })
-        .await;
-    }
-    tracing::info!(%peer, reason, "disconnected");
+    tracing::info!(%peer, reason = %end, "disconnected");
 }
 
-/// Why a connection whose client stopped reading was dropped.
-const OVERFLOW: &str = "outbox overflow: the client does not read";
-
-/// Why a connection whose client read nothing for the idle timeout was dropped.
-const STALLED: &str = "write stalled: the client does not read";
-
-/// How long a closing connection may take to deliver its last frames.
+/// How long a closing connection may take to deliver its last frames and hear the
+/// client's answer to its close.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
-fn write_error(error: WriteError) -> &'static str {
-    match error {
-        WriteError::Overflowed => OVERFLOW,
-        WriteError::Stalled => STALLED,
-        WriteError::Failed => "write failed",
-    }
+/// Delivers what is still queued and the close frame `end` calls for, within
+/// [`LAST_WORDS`]; a client that stopped reading or is gone gets nothing more. When the
+/// relay closed first, waits for the client's close frame, so that it closes TCP first.
+async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Reader) {
+    let (code, reason) = match end {
+        End::Lost(_) | End::Dropped(_) => return,
+        End::ClientClosed(code) => (code.unwrap_or(close::NORMAL), ""),
+        End::Close { code, reason } => (code, reason),
+    };
+    let mut batch = Batch::new();
+    outbox.push_close(code, reason, &mut batch);
+    batch.flush();
+    let _ = tokio::time::timeout(LAST_WORDS, async {
+        if socket.write_last(LAST_WORDS).await.is_ok() && matches!(end, End::Close { .. }) {
+            await_answer(socket, reader).await;
+        }
+    })
+    .await;
 }
 
-/// Reads and discards until the client closes its side.
-async fn drain(socket: &Socket, reader: &mut Reader) {
+/// Reads until the client answers the relay's close frame with its own, closes TCP, or
+/// fails. Nothing it sends is handled any more; what was left of the read that ended the
+/// connection is not even parsed, as it may be what broke the framing.
+async fn await_answer(socket: &Socket, reader: &mut Reader) {
+    reader.discard();
     while socket.readable().await.is_ok() {
         match reader.read_from(socket.stream()) {
             Ok(0) => return,
-            Ok(_) => reader.discard(),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return,
+        }
+        loop {
+            match reader.next_message() {
+                Ok(Some(Incoming::Close(_))) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // Past a broken frame nothing can be read: wait for the client to close TCP.
+                Err(_) => {
+                    reader.discard();
+                    break;
+                }
+            }
         }
     }
 }
@@ -178,119 +246,120 @@ struct Client<'a, R> {
 }
 
 impl<R: Rooms> Client<'_, R> {
-    /// Handles every whole frame read so far; `Some(reason)` when the connection must end.
-    async fn handle_frames(&mut self, reader: &mut Reader) -> Option<&'static str> {
+    /// Handles every whole frame read so far, then writes what that pushed to every
+    /// recipient, one write each; `Some(end)` when the connection must end.
+    async fn handle_read(&mut self, reader: &mut Reader) -> Option<End> {
+        let mut batch = Batch::new();
+        let end = self.handle_frames(reader, &mut batch).await;
+        batch.flush();
+        end
+    }
+
+    async fn handle_frames(&mut self, reader: &mut Reader, batch: &mut Batch) -> Option<End> {
         loop {
             let frame = match reader.next_message() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
-                Err(error) => return Some(self.broken(error)),
+                Err(error) => {
+                    tracing::debug!(peer = %self.peer, %error, "broken framing");
+                    return Some(End::broken(error));
+                }
             };
             let text = match frame {
                 Incoming::Text(text) => text,
                 Incoming::Binary => "",
                 Incoming::Ping(payload) => {
-                    self.outbox.push_pong(payload);
+                    self.outbox.push_pong(payload, batch);
                     continue;
                 }
                 // Pongs only prove liveness, which any read does.
                 Incoming::Pong => continue,
-                Incoming::Close(code) => {
-                    self.outbox.push_close(code.map_or(close::NORMAL, echo), "");
-                    return Some("closed by the client");
-                }
+                Incoming::Close(code) => return Some(End::ClientClosed(code)),
             };
             match self.rate.admit(self.last_heard) {
                 Admit::Yes => {}
                 Admit::NoAndSay => {
-                    refuse(
-                        self.outbox,
-                        Refusal::new(
-                            ErrorCode::RateLimited,
-                            format!("more than {} frames per second", self.limits.rate_per_sec),
-                        ),
-                    );
+                    let limit = format!("more than {} frames per second", self.limits.rate_per_sec);
+                    let refusal = Refusal::new(ErrorCode::RateLimited, limit);
+                    refuse(self.outbox, refusal, batch);
                     continue;
                 }
                 Admit::No => continue,
-                Admit::Never => {
-                    self.outbox
-                        .push_close(close::POLICY, "rate limit exceeded persistently");
-                    return Some("rate limit exceeded persistently");
-                }
+                Admit::Never => return Some(End::policy("rate limit exceeded persistently")),
             }
             if matches!(frame, Incoming::Binary) {
-                refuse(
-                    self.outbox,
-                    Refusal::new(ErrorCode::BinaryUnsupported, "send JSON in text frames"),
-                );
+                let refusal =
+                    Refusal::new(ErrorCode::BinaryUnsupported, "send JSON in text frames");
+                refuse(self.outbox, refusal, batch);
                 continue;
             }
-            match handle(self.rooms, self.peer, text).await {
-                Ok(Some(true)) => self.outside_since = None,
-                Ok(Some(false)) => {
+            match handle(self.rooms, self.peer, text, batch).await {
+                Handled::Inside => self.outside_since = None,
+                Handled::Outside => {
                     self.outside_since = self.outside_since.or(Some(self.last_heard));
                 }
-                Ok(None) => {}
-                Err(refusal) => {
+                Handled::Unmoved => {}
+                Handled::Refused(refusal) => {
                     tracing::debug!(peer = %self.peer, %refusal, "refused a frame");
-                    refuse(self.outbox, refusal);
+                    refuse(self.outbox, refusal, batch);
                 }
             }
         }
     }
+}
 
-    /// Tells the client which rule of the framing it broke.
-    fn broken(&self, error: FrameError) -> &'static str {
-        tracing::debug!(peer = %self.peer, %error, "broken framing");
-        let reason = match error {
-            FrameError::Protocol(_) => "protocol error",
-            FrameError::TooBig(_) => "frame too large",
-            FrameError::NotUtf8 => "invalid UTF-8",
-        };
-        self.outbox.push_close(error.close_code(), reason);
-        reason
+/// What a request did.
+#[derive(Debug)]
+pub enum Handled {
+    /// The peer is now in a room.
+    Inside,
+    /// The peer is now outside any room: it left, or the room it asked for was full.
+    Outside,
+    /// The peer stayed where it was (it sent a message).
+    Unmoved,
+    /// The request was refused; the client is to be told why.
+    Refused(Refusal),
+}
+
+/// Carries out one request, pushing what it causes into `batch`.
+pub async fn handle<R: Rooms>(rooms: &R, peer: PeerId, text: &str, batch: &mut Batch) -> Handled {
+    let refused = |e: RoomError| Handled::Refused(Refusal::new(e.code(), e.to_string()));
+    let request = match codec::decode(text) {
+        Ok(request) => request,
+        Err(refusal) => return Handled::Refused(refusal),
+    };
+    match request {
+        Request::CreateOrJoin { room } => match rooms.join(peer, room.clone(), batch).await {
+            Ok(outcome) => {
+                tracing::info!(%peer, %room, ?outcome, "join");
+                if outcome == JoinOutcome::Full {
+                    Handled::Outside
+                } else {
+                    Handled::Inside
+                }
+            }
+            Err(error) => refused(error),
+        },
+        Request::Message { data, to } => match rooms.relay(peer, to, data, batch).await {
+            Ok(()) => Handled::Unmoved,
+            Err(error) => refused(error),
+        },
+        Request::Leave => match rooms.leave(peer, batch).await {
+            Ok(room) => {
+                tracing::info!(%peer, %room, "leave");
+                Handled::Outside
+            }
+            Err(error) => refused(error),
+        },
     }
 }
 
-/// The code to answer a client's close with: its own, unless it may not be sent back.
-fn echo(code: u16) -> u16 {
-    match code {
-        1000..=1003 | 1007..=1011 | 3000..=4999 => code,
-        _ => close::NORMAL,
-    }
-}
-
-/// Carries out one request; `Some(inside)` when it moved the peer into or out of a room.
-pub async fn handle<R: Rooms>(
-    rooms: &R,
-    peer: PeerId,
-    text: &str,
-) -> Result<Option<bool>, Refusal> {
-    let refused = |e: RoomError| Refusal::new(e.code(), e.to_string());
-    match codec::decode(text)? {
-        Request::CreateOrJoin { room } => {
-            let outcome = rooms.join(peer, room.clone()).await.map_err(refused)?;
-            tracing::info!(%peer, %room, ?outcome, "join");
-            Ok(Some(outcome != JoinOutcome::Full))
-        }
-        Request::Message { data, to } => {
-            rooms.relay(peer, to, data).await.map_err(refused)?;
-            Ok(None)
-        }
-        Request::Leave => {
-            let room = rooms.leave(peer).await.map_err(refused)?;
-            tracing::info!(%peer, %room, "leave");
-            Ok(Some(false))
-        }
-    }
-}
-
-fn refuse(outbox: &Outbox, refusal: Refusal) {
-    outbox.send(&Event::<()>::Error {
+fn refuse(outbox: &Outbox, refusal: Refusal, batch: &mut Batch) {
+    let error = Event::<()>::Error {
         code: refusal.code,
         message: refusal.message,
-    });
+    };
+    outbox.send(&error, batch);
 }
 
 /// Whether a frame may pass the rate limit.

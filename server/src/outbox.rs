@@ -8,42 +8,48 @@
 //! step in: it waits until the socket is writable and writes what waits, and drops a
 //! client whose queue overflows or that reads nothing for the idle timeout.
 //!
-//! Frames pushed inside [`corked`] are written when it ends, so a read's worth of frames
-//! for one peer leaves in one write instead of one each.
+//! # Pushing and writing are apart
+//!
+//! A push ([`Outbox::push_text`] and the rest) only queues a frame: it never makes a
+//! syscall, so the rooms backend may push while it holds its lock. The push that finds a
+//! queue empty names the outbox in the caller's [`Batch`]; [`Batch::flush`] then writes
+//! each named outbox once, with everything queued meanwhile, so a read's worth of frames
+//! for one peer leaves in one write. `flush` takes the batch by value and the rooms
+//! backend is only ever lent one (`&mut Batch`), so it cannot flush: no write happens under
+//! the rooms lock, by construction. The lock order is rooms, then an outbox's queue; the
+//! queue's lock is held across its socket write, so writers never interleave frames.
 //!
 //! # Why no wakeup is lost
 //!
 //! Two things tell the connection's task to act, and each is written so that a change can
 //! never fall between the task's look and its sleep:
 //!
-//! - **`attention` and the [`AtomicWaker`].** A writer sets `attention` (Release) *then*
-//!   calls `wake`; the task registers its waker *then* loads `attention` (Acquire), in
-//!   [`Socket::needs_attention`] and in `Socket::overflowed` (which looks under the lock).
-//!   Interleavings: the flag is set before the task's first look: it sees it. Set between
-//!   the first look and `register`: the second look sees it. Set after `register`: the
-//!   `wake` that follows it finds the registered waker (`AtomicWaker` hands a wake that
-//!   races a `register` to the registering side, which then wakes the task itself). The
-//!   flag is cleared only by the task, under the queue lock, to exactly what the queue's
-//!   state still needs, and every writer that sets it holds the same lock; so a clear
-//!   never erases another writer's news.
+//! - **`attention` and the [`AtomicWaker`].** `attention` mirrors whether the queue's
+//!   [`State`] needs the task, and is written only by `Shared::set`, under the queue lock,
+//!   together with the state (Release), *then* `wake` is called. The task registers its
+//!   waker *then* loads `attention` (Acquire), in [`Socket::needs_attention`], and in
+//!   `Socket::overflowed`, which looks at the state under the lock. Interleavings: the
+//!   state changes before the task's first look: it sees it. Between the first look and
+//!   `register`: the second look sees it. After `register`: the `wake` that follows finds
+//!   the registered waker (an `AtomicWaker` hands a wake that races a `register` to the
+//!   registering side, which then wakes the task itself).
 //! - **The socket's write readiness.** It is dropped only by `try_write` itself returning
 //!   `WouldBlock` (tokio's `try_io` clears the readiness event it saw before that write),
 //!   never by a guess; the task then waits in `writable()`, which a later readiness event
 //!   wakes.
 //!
-//! **Who writes a non-empty queue** (no bytes may wait with nobody coming to write them):
-//! a push that makes the queue non-empty either writes at once, or, inside [`corked`],
-//! leaves the outbox on that task's list, which is flushed when `corked` ends, cancelled or
-//! not. A push onto a non-empty queue writes nothing: its bytes leave with the ones before
-//! them, written by whoever is coming for those, since the queue emptied last: a corked
-//! task not yet ended, or the connection's task when `blocked` (it is woken by the
-//! `WouldBlock` that set it). All of this happens under the queue lock, so "empty" and
-//! "someone is coming" change together. The thread-local spare buffers take part in no
-//! wakeup: a buffer is only ever owned by one queue or one reader at a time.
+//! **Who writes a non-empty queue** (no bytes may wait with nobody coming for them): the
+//! state says, as [`Writer`]. A push onto an empty queue makes it `Writer::Batch` and names
+//! the outbox in its batch, whose flush writes it. A batch dropped unflushed (its task was
+//! cancelled) hands each of its queues to the connection's own task (`Writer::Task`) and
+//! wakes it: no I/O in a destructor, and nothing stranded. A write the socket will not
+//! take makes it `Writer::Task`; the task writes once the socket is writable. A push onto
+//! a non-empty queue leaves the writer as it is: its frame leaves with the frames before
+//! it. All of this happens under the queue lock, so "bytes wait" and "someone is coming"
+//! change together. The thread-local spare buffers take part in no wakeup: a buffer is
+//! owned by one queue or one reader at a time.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,32 +81,70 @@ struct Shared {
     queue: Mutex<Queue>,
     max_frames: usize,
     max_bytes: usize,
-    /// The connection's task, woken when the socket would not take a write, or on overflow.
+    /// The connection's task, woken when its queue's state needs it.
     waker: AtomicWaker,
-    /// Whether the connection's task has to act: the queue is blocked, overflowed or
-    /// failed. Kept outside the lock, which the task would otherwise take on every wakeup.
+    /// Whether the queue's state needs the connection's task ([`State::needs_task`]),
+    /// readable without the lock, which the task would otherwise take on every wakeup.
     attention: AtomicBool,
 }
 
 /// Framed bytes not yet written. A plain buffer: it holds only what waits, so an idle
 /// connection's costs nothing but the struct.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queue {
     bytes: Vec<u8>,
     /// The size of each frame in `bytes`, oldest first, for the frame limit.
     frames: VecDeque<usize>,
     /// Bytes of the oldest frame already written.
     head_written: usize,
-    /// The socket would not take more: the connection's task writes when it may.
-    blocked: bool,
-    /// A push was refused for lack of room: the connection must go.
-    overflowed: bool,
-    /// Writing failed: the connection is broken.
-    failed: bool,
-    /// A close frame is queued: nothing follows it.
-    closing: bool,
-    /// The connection is gone: pushes are dropped.
-    closed: bool,
+    state: State,
+}
+
+/// Whether a queue takes frames, and who writes those that wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Frames are taken.
+    Open(Writer),
+    /// A close frame is queued, the last: nothing more is taken.
+    Closing(Writer),
+    /// The connection must go: nothing more is taken or written.
+    Broken(WriteError),
+    /// The connection's task has finished with the socket: nothing more is taken.
+    Closed,
+}
+
+/// Who writes the bytes that wait in a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Nothing waits.
+    Nobody,
+    /// The batch that queued the first waiting frame writes them all when flushed.
+    Batch,
+    /// The socket would not take more: the connection's task writes once it is writable.
+    Task,
+}
+
+impl State {
+    fn writer(self) -> Option<Writer> {
+        match self {
+            Self::Open(writer) | Self::Closing(writer) => Some(writer),
+            Self::Broken(_) | Self::Closed => None,
+        }
+    }
+
+    /// The same state with another writer.
+    fn written_by(self, writer: Writer) -> Self {
+        match self {
+            Self::Open(_) => Self::Open(writer),
+            Self::Closing(_) => Self::Closing(writer),
+            other => other,
+        }
+    }
+
+    /// Whether the connection's task has to act.
+    fn needs_task(self) -> bool {
+        self.writer() == Some(Writer::Task) || matches!(self, Self::Broken(_))
+    }
 }
 
 /// Room for frame sizes a queue keeps when it empties.
@@ -117,13 +161,59 @@ pub enum WriteError {
     Failed,
 }
 
+/// Outboxes whose queues a caller's pushes made non-empty, to be written by
+/// [`Batch::flush`] once the caller holds no lock but theirs.
+#[derive(Debug, Default)]
+#[must_use = "frames pushed through a batch are written when it is flushed"]
+pub struct Batch {
+    due: Vec<Outbox>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes each outbox this batch queued the first waiting frame of, with every frame
+    /// queued since. Taking the batch by value keeps this out of the rooms backend, which
+    /// is only lent batches: it never runs under the rooms lock.
+    pub fn flush(mut self) {
+        for outbox in self.due.drain(..) {
+            let mut queue = outbox.shared.lock();
+            if queue.state.writer() == Some(Writer::Batch) {
+                outbox.shared.write(&mut queue);
+            }
+        }
+    }
+}
+
+impl Drop for Batch {
+    /// A batch dropped unflushed hands its queues to their connections' tasks, which
+    /// write them once woken: no write here.
+    fn drop(&mut self) {
+        for outbox in self.due.drain(..) {
+            let mut queue = outbox.shared.lock();
+            if queue.state.writer() == Some(Writer::Batch) {
+                let state = queue.state.written_by(Writer::Task);
+                outbox.shared.set(&mut queue, state);
+            }
+        }
+    }
+}
+
 impl Outbox {
     /// An outbox writing to `stream`, holding up to `max_frames` frames and `max_bytes`
     /// bytes while the socket will not take them; and the connection's end of it.
     pub fn new(stream: TcpStream, max_frames: usize, max_bytes: usize) -> (Self, Socket) {
         let shared = Arc::new(Shared {
             stream,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                bytes: Vec::new(),
+                frames: VecDeque::new(),
+                head_written: 0,
+                state: State::Open(Writer::Nobody),
+            }),
             max_frames,
             max_bytes,
             waker: AtomicWaker::new(),
@@ -138,58 +228,63 @@ impl Outbox {
     }
 
     /// Queues a text frame; false if the queue is full and the connection must go.
-    pub fn push_text(&self, text: &str) -> bool {
-        self.push(opcode::TEXT, text.as_bytes())
+    pub fn push_text(&self, text: &str, batch: &mut Batch) -> bool {
+        self.push(opcode::TEXT, text.as_bytes(), batch)
     }
 
     /// Queues `event`, serialized, for this connection only.
-    pub fn send<D: Serialize>(&self, event: &Event<D>) -> bool {
-        self.push_text(&encode(event))
+    pub fn send<D: Serialize>(&self, event: &Event<D>, batch: &mut Batch) -> bool {
+        self.push_text(&encode(event), batch)
     }
 
-    /// Queues a close frame: the connection sends it and stops.
-    pub fn push_close(&self, code: u16, reason: &str) -> bool {
-        self.push(opcode::CLOSE, &ws::close_payload(code, reason))
+    /// Queues a close frame, the last this connection takes.
+    pub fn push_close(&self, code: u16, reason: &str, batch: &mut Batch) -> bool {
+        self.push(opcode::CLOSE, &ws::close_payload(code, reason), batch)
     }
 
     /// Queues a ping.
-    pub fn push_ping(&self) -> bool {
-        self.push(opcode::PING, &[])
+    pub fn push_ping(&self, batch: &mut Batch) -> bool {
+        self.push(opcode::PING, &[], batch)
     }
 
     /// Queues the answer to a ping.
-    pub fn push_pong(&self, payload: &[u8]) -> bool {
-        self.push(opcode::PONG, payload)
+    pub fn push_pong(&self, payload: &[u8], batch: &mut Batch) -> bool {
+        self.push(opcode::PONG, payload, batch)
     }
 
-    fn push(&self, kind: u8, payload: &[u8]) -> bool {
-        let size = ws::header_len(payload.len()) + payload.len();
+    fn push(&self, kind: u8, payload: &[u8], batch: &mut Batch) -> bool {
+        let size = ws::frame_len(payload.len());
         let mut queue = self.shared.lock();
-        if queue.closed || queue.closing || queue.failed {
+        let State::Open(writer) = queue.state else {
             // The connection is already ending; its disconnect cleans up.
             return true;
-        }
+        };
         if queue.frames.len() >= self.shared.max_frames
             || queue.bytes.len() + size > self.shared.max_bytes
         {
-            queue.overflowed = true;
-            self.shared.attention.store(true, Ordering::Release);
-            drop(queue);
-            self.shared.waker.wake();
+            queue.release();
+            self.shared
+                .set(&mut queue, State::Broken(WriteError::Overflowed));
             return false;
         }
-        let first = queue.bytes.is_empty();
         if queue.bytes.capacity() == 0 {
             queue.bytes = spare::take();
         }
         ws::encode(&mut queue.bytes, kind, payload);
         queue.frames.push_back(size);
-        queue.closing = kind == opcode::CLOSE;
-        // A queue that held bytes already has a writer coming: a corked task, or the
-        // connection's task waiting for the socket.
-        if first && !defer(self) {
-            self.shared.write(&mut queue);
-        }
+        let writer = match writer {
+            Writer::Nobody => {
+                batch.due.push(self.clone());
+                Writer::Batch
+            }
+            coming => coming,
+        };
+        let state = if kind == opcode::CLOSE {
+            State::Closing(writer)
+        } else {
+            State::Open(writer)
+        };
+        self.shared.set(&mut queue, state);
         true
     }
 }
@@ -199,11 +294,16 @@ impl Shared {
         lock(&self.queue)
     }
 
-    /// Writes what waits, unless the connection's task is waiting for the socket to.
-    fn flush(&self) {
-        let mut queue = self.lock();
-        if !queue.blocked {
-            self.write(&mut queue);
+    /// Moves `queue` to `state`, and tells the connection's task when it has to act.
+    fn set(&self, queue: &mut Queue, state: State) {
+        let was = queue.state.needs_task();
+        queue.state = state;
+        let needs = state.needs_task();
+        if needs != was {
+            self.attention.store(needs, Ordering::Release);
+        }
+        if needs {
+            self.waker.wake();
         }
     }
 
@@ -214,22 +314,19 @@ impl Shared {
             match self.stream.try_write(&queue.bytes) {
                 Ok(written) if written > 0 => queue.written(written),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    queue.blocked = true;
-                    self.attention.store(true, Ordering::Release);
-                    self.waker.wake();
-                    return;
+                    let state = queue.state.written_by(Writer::Task);
+                    return self.set(queue, state);
                 }
                 Ok(_) | Err(_) => {
-                    queue.failed = true;
                     queue.release();
-                    self.attention.store(true, Ordering::Release);
-                    self.waker.wake();
-                    return;
+                    return self.set(queue, State::Broken(WriteError::Failed));
                 }
             }
         }
         // Written out: an idle connection keeps no buffers.
         queue.release();
+        let state = queue.state.written_by(Writer::Nobody);
+        self.set(queue, state);
     }
 }
 
@@ -265,16 +362,6 @@ impl Queue {
         }
         self.head_written = done;
     }
-
-    fn trouble(&self) -> Option<WriteError> {
-        if self.overflowed {
-            Some(WriteError::Overflowed)
-        } else if self.failed {
-            Some(WriteError::Failed)
-        } else {
-            None
-        }
-    }
 }
 
 impl Socket {
@@ -307,18 +394,14 @@ impl Socket {
         .await;
     }
 
-    /// Writes what waits as the socket takes it. Fails when the queue overflows meanwhile,
-    /// or when the socket takes nothing for `stall`.
+    /// Writes what waits for this task as the socket takes it. Fails when the queue
+    /// overflows meanwhile, or when the socket takes nothing for `stall`.
     pub async fn write_waiting(&self, stall: std::time::Duration) -> Result<(), WriteError> {
         loop {
-            {
-                let queue = self.shared.lock();
-                if let Some(error) = queue.trouble() {
-                    return Err(error);
-                }
-                if !queue.blocked {
-                    return Ok(());
-                }
+            match self.shared.lock().state {
+                State::Broken(error) => return Err(error),
+                state if state.writer() == Some(Writer::Task) => {}
+                _ => return Ok(()),
             }
             tokio::select! {
                 biased;
@@ -326,28 +409,28 @@ impl Socket {
                 ready = tokio::time::timeout(stall, self.shared.stream.writable()) => match ready {
                     Err(_) => return Err(WriteError::Stalled),
                     Ok(Err(_)) => return Err(WriteError::Failed),
-                    Ok(Ok(())) => {
-                        let mut queue = self.shared.lock();
-                        queue.blocked = false;
-                        let trouble = queue.trouble().is_some();
-                        self.shared.attention.store(trouble, Ordering::Release);
-                        self.shared.write(&mut queue);
-                    }
+                    Ok(Ok(())) => self.shared.write(&mut self.shared.lock()),
                 },
             }
         }
     }
 
-    /// Writes what is still queued (a close frame, a last error), giving up after `within`.
+    /// Writes everything still queued (the last frames, a close frame), whoever was to
+    /// write it, giving up after `within`.
     pub async fn write_last(&self, within: std::time::Duration) -> Result<(), WriteError> {
-        self.shared.flush();
+        {
+            let mut queue = self.shared.lock();
+            if queue.state.writer() == Some(Writer::Batch) {
+                self.shared.write(&mut queue);
+            }
+        }
         self.write_waiting(within).await
     }
 
     async fn overflowed(&self) {
         std::future::poll_fn(|cx| {
             self.shared.waker.register(cx.waker());
-            if self.shared.lock().overflowed {
+            if self.shared.lock().state == State::Broken(WriteError::Overflowed) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -360,48 +443,9 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         let mut queue = self.shared.lock();
-        queue.closed = true;
         queue.release();
+        queue.state = State::Closed;
     }
-}
-
-tokio::task_local! {
-    /// Outboxes that became non-empty inside [`corked`], to write when it ends.
-    static CORKED: RefCell<Vec<Outbox>>;
-}
-
-/// Runs `work`, holding back the writes it causes until it is done: each outbox it pushed
-/// to is then written once, with everything queued.
-pub async fn corked<F: Future>(work: F) -> F::Output {
-    CORKED
-        .scope(RefCell::new(Vec::new()), async {
-            // Written on the way out even if `work` is dropped half-way: a queue left with
-            // bytes and no writer would never be written again.
-            let _uncork = Uncork;
-            work.await
-        })
-        .await
-}
-
-/// Writes the corked outboxes when dropped.
-struct Uncork;
-
-impl Drop for Uncork {
-    fn drop(&mut self) {
-        let held = CORKED
-            .try_with(|corked| std::mem::take(&mut *corked.borrow_mut()))
-            .unwrap_or_default();
-        for outbox in held {
-            outbox.shared.flush();
-        }
-    }
-}
-
-/// Leaves `outbox` to be written when the surrounding [`corked`] ends; false outside one.
-fn defer(outbox: &Outbox) -> bool {
-    CORKED
-        .try_with(|corked| corked.borrow_mut().push(outbox.clone()))
-        .is_ok()
 }
 
 /// Locks `mutex`. The data behind the relay's mutexes is consistent at every step, so a
@@ -416,4 +460,201 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn encode<D: Serialize>(event: &Event<D>) -> String {
     // Our own types, with string keys only: serializing cannot fail.
     serde_json::to_string(event).expect("events always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::Duration;
+
+    use tokio::net::{TcpSocket, TcpStream};
+
+    use super::*;
+    use crate::ws::Header;
+
+    /// The relay's end of a loopback connection, with small kernel buffers so that writes
+    /// can be cut short, and the client's end, read without waiting.
+    async fn socket_pair() -> io::Result<(TcpStream, std::net::TcpStream)> {
+        let listener = TcpSocket::new_v4()?;
+        listener.set_send_buffer_size(4096)?;
+        listener.bind("127.0.0.1:0".parse().expect("an address"))?;
+        let listener = listener.listen(1)?;
+        let client = TcpSocket::new_v4()?;
+        client.set_recv_buffer_size(4096)?;
+        let client = client.connect(listener.local_addr()?).await?;
+        let (relay, _) = listener.accept().await?;
+        let client = client.into_std()?;
+        client.set_nonblocking(true)?;
+        Ok((relay, client))
+    }
+
+    /// What the client has received so far, as frames: opcode and payload.
+    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+        let mut chunk = [0; 65536];
+        while let Ok(read @ 1..) = client.read(&mut chunk) {
+            bytes.extend_from_slice(&chunk[..read]);
+        }
+        let mut frames = Vec::new();
+        while let Ok(Some((header, size))) = Header::parse(bytes) {
+            let end = size + header.len as usize;
+            if bytes.len() < end {
+                break;
+            }
+            assert_eq!((header.mask, header.rsv, header.fin), (None, 0, true));
+            frames.push((header.opcode, bytes[size..end].to_vec()));
+            bytes.drain(..end);
+        }
+        frames
+    }
+
+    fn state(outbox: &Outbox) -> State {
+        outbox.shared.lock().state
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_nothing_until_flushed_then_everything_in_order() -> io::Result<()> {
+        let (relay, mut client) = socket_pair().await?;
+        let (outbox, _socket) = Outbox::new(relay, 8, 1 << 20);
+        let mut batch = Batch::new();
+        for text in ["one", "two", "three"] {
+            assert!(outbox.push_text(text, &mut batch));
+        }
+        assert_eq!(state(&outbox), State::Open(Writer::Batch));
+        let mut bytes = Vec::new();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            frames(&mut client, &mut bytes).is_empty(),
+            "no write before the flush"
+        );
+        batch.flush();
+        assert_eq!(state(&outbox), State::Open(Writer::Nobody));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let texts: Vec<_> = frames(&mut client, &mut bytes)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(texts, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_will_not_take_the_task_writes_when_it_can() -> io::Result<()> {
+        let (relay, mut client) = socket_pair().await?;
+        let (outbox, socket) = Outbox::new(relay, 64, 1 << 20);
+        let big: Vec<String> = (0..16)
+            .map(|i| format!("{i:x}").repeat(16 * 1024))
+            .collect();
+        let mut batch = Batch::new();
+        for text in &big {
+            assert!(outbox.push_text(text, &mut batch));
+        }
+        batch.flush();
+        assert_eq!(
+            state(&outbox),
+            State::Open(Writer::Task),
+            "the write was cut short"
+        );
+        socket.needs_attention().await;
+        let writer = tokio::spawn(async move {
+            socket.write_waiting(Duration::from_secs(5)).await?;
+            Ok::<_, WriteError>(socket)
+        });
+        let mut bytes = Vec::new();
+        let mut received = Vec::new();
+        while received.len() < big.len() {
+            received.extend(frames(&mut client, &mut bytes));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let texts: Vec<_> = received.into_iter().map(|(_, p)| p).collect();
+        let sent: Vec<_> = big.iter().map(|t| t.as_bytes().to_vec()).collect();
+        assert_eq!(texts, sent, "every frame whole and in order");
+        let _socket = writer.await.expect("the task ran").expect("written");
+        assert_eq!(state(&outbox), State::Open(Writer::Nobody));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_queue_overflows_by_frames_or_by_bytes() -> io::Result<()> {
+        for (max_frames, max_bytes) in [(3, 1 << 20), (64, 100)] {
+            let (relay, _client) = socket_pair().await?;
+            let (outbox, socket) = Outbox::new(relay, max_frames, max_bytes);
+            let mut batch = Batch::new();
+            let text = "x".repeat(40);
+            let mut taken = 0;
+            while outbox.push_text(&text, &mut batch) {
+                taken += 1;
+                assert!(taken <= 3, "a limit holds");
+            }
+            assert_eq!(taken, if max_frames == 3 { 3 } else { 2 });
+            assert_eq!(state(&outbox), State::Broken(WriteError::Overflowed));
+            // The task hears of it, and nothing more is taken.
+            socket.needs_attention().await;
+            let waited = socket.write_waiting(Duration::from_secs(1)).await;
+            assert_eq!(waited, Err(WriteError::Overflowed));
+            assert!(outbox.push_text("late", &mut batch));
+            assert!(outbox.shared.lock().bytes.is_empty());
+            batch.flush();
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_stalls_the_write_and_is_dropped() -> io::Result<()> {
+        let (relay, _client) = socket_pair().await?;
+        let (outbox, socket) = Outbox::new(relay, 1024, 16 << 20);
+        let chunk = "s".repeat(60 * 1024);
+        while state(&outbox) != State::Open(Writer::Task) {
+            let mut batch = Batch::new();
+            assert!(outbox.push_text(&chunk, &mut batch));
+            batch.flush();
+        }
+        let waited = socket.write_waiting(Duration::from_millis(200)).await;
+        assert_eq!(waited, Err(WriteError::Stalled));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_close_frame_is_the_last_thing_written() -> io::Result<()> {
+        let (relay, mut client) = socket_pair().await?;
+        let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
+        let mut batch = Batch::new();
+        assert!(outbox.push_text("before", &mut batch));
+        assert!(outbox.push_close(1000, "bye", &mut batch));
+        assert!(outbox.push_text("after", &mut batch), "taken quietly");
+        outbox.push_ping(&mut batch);
+        assert_eq!(state(&outbox), State::Closing(Writer::Batch));
+        batch.flush();
+        drop((outbox, socket));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut bytes = Vec::new();
+        let received = frames(&mut client, &mut bytes);
+        let close = ws::close_payload(1000, "bye");
+        assert_eq!(
+            received,
+            [(opcode::TEXT, b"before".to_vec()), (opcode::CLOSE, close)]
+        );
+        assert!(bytes.is_empty());
+        let mut rest = [0; 16];
+        assert_eq!(client.read(&mut rest)?, 0, "and then the socket closes");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_batch_dropped_unflushed_leaves_its_writes_to_the_task() -> io::Result<()> {
+        let (relay, mut client) = socket_pair().await?;
+        let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
+        let mut batch = Batch::new();
+        assert!(outbox.push_text("stranded?", &mut batch));
+        drop(batch);
+        assert_eq!(state(&outbox), State::Open(Writer::Task));
+        socket.needs_attention().await;
+        assert_eq!(socket.write_waiting(Duration::from_secs(1)).await, Ok(()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut bytes = Vec::new();
+        assert_eq!(
+            frames(&mut client, &mut bytes),
+            [(opcode::TEXT, b"stranded?".to_vec())]
+        );
+        Ok(())
+    }
 }

@@ -1,9 +1,11 @@
 //! Room membership and delivery, behind the [`Rooms`] interface.
 //!
 //! [`LocalRooms`] keeps everything in this process. A backend shared by several relays
-//! implements the same trait; the transport never sees the difference. Every frame a
-//! connection receives, including the answer to its own join, is delivered through its
-//! [`Outbox`] by the backend, so frames reach each peer in the order the backend decided.
+//! implements the same trait; the transport never sees the difference. Every event a
+//! connection receives about rooms, including the answer to its own join, is pushed to its
+//! [`Outbox`] by the backend, so events reach each peer in the order the backend decided.
+//! The backend only pushes, into the caller's [`Batch`]; the caller writes the batch once
+//! the call has returned, so no socket is written under the backend's lock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,8 +17,8 @@ use serde::Serialize;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
 
 use crate::json::RawJson;
-pub use crate::outbox::Outbox;
 use crate::outbox::{encode, lock};
+pub use crate::outbox::{Batch, Outbox};
 use crate::spare;
 
 /// Why the backend refused a request.
@@ -80,10 +82,15 @@ pub trait Rooms: Clone + Send + Sync + 'static {
         &self,
         peer: PeerId,
         room: RoomName,
+        batch: &mut Batch,
     ) -> impl Future<Output = Result<JoinOutcome, RoomError>> + Send;
 
     /// Takes `peer` out of its room; the members left get `left`.
-    fn leave(&self, peer: PeerId) -> impl Future<Output = Result<RoomName, RoomError>> + Send;
+    fn leave(
+        &self,
+        peer: PeerId,
+        batch: &mut Batch,
+    ) -> impl Future<Output = Result<RoomName, RoomError>> + Send;
 
     /// Delivers `data` from `from` to the other members of its room, or only to `to`.
     fn relay(
@@ -91,10 +98,11 @@ pub trait Rooms: Clone + Send + Sync + 'static {
         from: PeerId,
         to: Option<PeerId>,
         data: RawJson<'_>,
+        batch: &mut Batch,
     ) -> impl Future<Output = Result<(), RoomError>> + Send;
 
     /// Forgets a closed connection, as `leave` would for its room.
-    fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
+    fn disconnect(&self, peer: PeerId, batch: &mut Batch) -> impl Future<Output = ()> + Send;
 
     /// The relay is stopping and every connection is about to close with 1001: departures
     /// from now on are not announced, so peers in a call keep it while they reconnect.
@@ -106,8 +114,8 @@ pub trait Rooms: Clone + Send + Sync + 'static {
 
 /// The in-process backend: a map of peers and a table of rooms behind a mutex.
 ///
-/// The mutex is a std one, held only for map updates and non-blocking queue pushes and never
-/// across an `.await`, so it cannot stall the runtime; every check and update of a room
+/// The mutex is a std one, held only for map updates and queue pushes (which make no
+/// syscall) and never across an `.await`, so it cannot stall the runtime; every check and update of a room
 /// happens under it, which is what keeps capacity exact under concurrent joins.
 #[derive(Clone)]
 pub struct LocalRooms {
@@ -195,6 +203,7 @@ impl LocalRooms {
         from: PeerId,
         to: Option<PeerId>,
         frame: &str,
+        batch: &mut Batch,
     ) -> Result<(), RoomError> {
         let mut state = self.state();
         let room = state
@@ -205,22 +214,27 @@ impl LocalRooms {
             .ok_or(RoomError::NotInRoom)?;
         let overflowed = match to {
             Some(to) if to != from => match room.members.iter().find(|(p, _)| *p == to) {
-                Some(addressee) => deliver(std::slice::from_ref(addressee), None, frame),
+                Some(addressee) => deliver(std::slice::from_ref(addressee), None, frame, batch),
                 None => return Err(RoomError::UnknownPeer(to)),
             },
             Some(to) => return Err(RoomError::UnknownPeer(to)),
-            None => deliver(&room.members, Some(from), frame),
+            None => deliver(&room.members, Some(from), frame, batch),
         };
-        state.evict(overflowed);
+        state.evict(overflowed, batch);
         Ok(())
     }
 }
 
 /// Pushes `frame` to each of `members` but `except`; returns those whose outbox overflowed.
-fn deliver(members: &[(PeerId, Outbox)], except: Option<PeerId>, frame: &str) -> Vec<PeerId> {
+fn deliver(
+    members: &[(PeerId, Outbox)],
+    except: Option<PeerId>,
+    frame: &str,
+    batch: &mut Batch,
+) -> Vec<PeerId> {
     members
         .iter()
-        .filter(|(peer, outbox)| Some(*peer) != except && !outbox.push_text(frame))
+        .filter(|(peer, outbox)| Some(*peer) != except && !outbox.push_text(frame, batch))
         .map(|(peer, _)| *peer)
         .collect()
 }
@@ -255,7 +269,7 @@ impl State {
 
     /// Removes `peer` from its room and tells the rest; returns the room it was in.
     /// Members whose outbox overflows on the way are removed as well.
-    fn remove_from_room(&mut self, peer: PeerId) -> Option<RoomName> {
+    fn remove_from_room(&mut self, peer: PeerId, batch: &mut Batch) -> Option<RoomName> {
         let mut pending = vec![peer];
         let mut first_room = None;
         while let Some(gone) = pending.pop() {
@@ -276,7 +290,7 @@ impl State {
                     room: name.clone(),
                     peer: gone,
                 });
-                pending.extend(deliver(&room.members, None, &left));
+                pending.extend(deliver(&room.members, None, &left, batch));
             }
             first_room.get_or_insert(name);
         }
@@ -284,10 +298,10 @@ impl State {
     }
 
     /// Drops members whose outbox overflowed from their rooms.
-    fn evict(&mut self, overflowed: Vec<PeerId>) {
+    fn evict(&mut self, overflowed: Vec<PeerId>, batch: &mut Batch) {
         for peer in overflowed {
             tracing::warn!(%peer, "outbox full; dropping a client that does not read");
-            self.remove_from_room(peer);
+            self.remove_from_room(peer, batch);
         }
     }
 }
@@ -302,7 +316,12 @@ impl Rooms for LocalRooms {
         peer
     }
 
-    async fn join(&self, peer: PeerId, room: RoomName) -> Result<JoinOutcome, RoomError> {
+    async fn join(
+        &self,
+        peer: PeerId,
+        room: RoomName,
+        batch: &mut Batch,
+    ) -> Result<JoinOutcome, RoomError> {
         let mut state = self.state();
         let state = &mut *state;
         let Some(member) = state.peers.get(&peer) else {
@@ -319,7 +338,7 @@ impl Rooms for LocalRooms {
             return Err(RoomError::TooManyRooms(self.shared.max_rooms));
         }
         if others.len() >= self.shared.capacity {
-            member.outbox.send(&Event::<()>::Full { room });
+            member.outbox.send(&Event::<()>::Full { room }, batch);
             return Ok(JoinOutcome::Full);
         }
         let ice_servers = self.shared.ice_servers.clone();
@@ -340,14 +359,14 @@ impl Rooms for LocalRooms {
             (answer, JoinOutcome::Joined(others.len() + 1))
         };
         let mut overflowed = Vec::new();
-        if !member.outbox.send(&answer) {
+        if !member.outbox.send(&answer, batch) {
             overflowed.push(peer);
         }
         let announce = encode(&Event::<()>::Join {
             room: room.clone(),
             peer,
         });
-        overflowed.extend(deliver(others, None, &announce));
+        overflowed.extend(deliver(others, None, &announce, batch));
         let outbox = member.outbox.clone();
         let slot = state.slot_for(&room);
         if let Some(entered) = state.slots[slot].as_mut() {
@@ -356,13 +375,13 @@ impl Rooms for LocalRooms {
         if let Some(member) = state.peers.get_mut(&peer) {
             member.room = Some(slot);
         }
-        state.evict(overflowed);
+        state.evict(overflowed, batch);
         Ok(outcome)
     }
 
-    async fn leave(&self, peer: PeerId) -> Result<RoomName, RoomError> {
+    async fn leave(&self, peer: PeerId, batch: &mut Batch) -> Result<RoomName, RoomError> {
         self.state()
-            .remove_from_room(peer)
+            .remove_from_room(peer, batch)
             .ok_or(RoomError::NotInRoom)
     }
 
@@ -371,20 +390,21 @@ impl Rooms for LocalRooms {
         from: PeerId,
         to: Option<PeerId>,
         data: RawJson<'_>,
+        batch: &mut Batch,
     ) -> Result<(), RoomError> {
         // Serialized once, outside the lock, whoever and however many the recipients are,
         // into a buffer this thread reuses.
         let mut frame = spare::take_string();
         signalroom_protocol::write_message_json(&mut frame, from, data.get());
-        let relayed = self.deliver_message(from, to, &frame);
+        let relayed = self.deliver_message(from, to, &frame, batch);
         spare::give(frame.into_bytes());
         relayed
     }
 
-    async fn disconnect(&self, peer: PeerId) {
+    async fn disconnect(&self, peer: PeerId, batch: &mut Batch) {
         let mut state = self.state();
         if !self.shared.stopping.load(Ordering::Relaxed) {
-            state.remove_from_room(peer);
+            state.remove_from_room(peer, batch);
         }
         state.peers.remove(&peer);
     }

@@ -10,7 +10,7 @@ use warp::Filter;
 
 use crate::connection::{self, Limits};
 use crate::rooms::Rooms;
-use crate::upgrade::{self, Upgrade};
+use crate::upgrade::{self, BadUpgrade, Upgrade};
 
 /// What the routes need besides the rooms.
 #[derive(Debug, Clone)]
@@ -48,8 +48,18 @@ pub fn routes<R: Rooms>(
         .and(upgrade::websocket())
         .and(with_rooms.clone())
         .map(
-            move |origin: Option<String>, host: Option<String>, ws: Upgrade, rooms: R| {
+            move |origin: Option<String>,
+                  host: Option<String>,
+                  ws: Result<Upgrade, BadUpgrade>,
+                  rooms: R| {
                 use warp::Reply;
+                let ws = match ws {
+                    Ok(ws) => ws,
+                    Err(bad) => {
+                        tracing::debug!(%bad, "refused a bad WebSocket handshake");
+                        return bad.response().into_response();
+                    }
+                };
                 if !origin_allowed(origin.as_deref(), host.as_deref(), &allowed) {
                     tracing::info!(?origin, "refused a WebSocket from a foreign origin");
                     return warp::reply::with_status("origin not allowed", StatusCode::FORBIDDEN)

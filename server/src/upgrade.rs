@@ -17,38 +17,80 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
 }
 
-/// Matches a WebSocket upgrade request (`GET` with the upgrade headers, version 13).
-pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clone {
+/// Why a request for `/ws` is not a WebSocket upgrade the relay accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadUpgrade {
+    /// `Sec-WebSocket-Version` is missing or not 13.
+    #[error("unsupported WebSocket version; this relay speaks 13")]
+    Version,
+    /// A header the handshake needs is missing or malformed.
+    #[error("not a WebSocket upgrade: {0}")]
+    Malformed(&'static str),
+}
+
+impl BadUpgrade {
+    /// `400 Bad Request`, saying which version the relay speaks when that was the
+    /// trouble (RFC 6455, section 4.4).
+    pub fn response(self) -> Response<String> {
+        let mut response = Response::new(format!("{self}\n"));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        if self == Self::Version {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                header::HeaderValue::from_static("13"),
+            );
+        }
+        response
+    }
+}
+
+/// Takes a `GET` request's handshake: an [`Upgrade`] when it is a WebSocket upgrade (RFC
+/// 6455, section 4.2.1) the relay accepts, else why not.
+pub fn websocket(
+) -> impl Filter<Extract = (Result<Upgrade, BadUpgrade>,), Error = Rejection> + Clone {
     warp::get()
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and_then(
-            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| async move {
-                let has = |name: header::HeaderName, token: &str| {
-                    headers.get_all(name).iter().any(|v| {
-                        v.to_str().is_ok_and(|v| {
-                            v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
-                        })
-                    })
-                };
-                let key = headers
-                    .get(header::SEC_WEBSOCKET_KEY)
-                    .and_then(|k| k.to_str().ok());
-                match (key, on_upgrade) {
-                    (Some(key), Some(on_upgrade))
-                        if has(header::CONNECTION, "upgrade")
-                            && has(header::UPGRADE, "websocket")
-                            && has(header::SEC_WEBSOCKET_VERSION, "13") =>
-                    {
-                        Ok(Upgrade {
-                            key: key.to_owned(),
-                            on_upgrade,
-                        })
-                    }
-                    _ => Err(warp::reject::not_found()),
-                }
-            },
-        )
+        .map(|headers: HeaderMap, on_upgrade: Option<OnUpgrade>| {
+            let has = |name: header::HeaderName, token: &str| {
+                headers.get_all(name).iter().any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                })
+            };
+            if !has(header::UPGRADE, "websocket") {
+                return Err(BadUpgrade::Malformed("no Upgrade: websocket"));
+            }
+            if !has(header::CONNECTION, "upgrade") {
+                return Err(BadUpgrade::Malformed("no Connection: Upgrade"));
+            }
+            if !has(header::SEC_WEBSOCKET_VERSION, "13") {
+                return Err(BadUpgrade::Version);
+            }
+            let key = headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .and_then(|k| k.to_str().ok())
+                .filter(|k| is_nonce(k))
+                .ok_or(BadUpgrade::Malformed(
+                    "no Sec-WebSocket-Key of 16 bytes in base64",
+                ))?;
+            let on_upgrade =
+                on_upgrade.ok_or(BadUpgrade::Malformed("this connection cannot be upgraded"))?;
+            Ok(Upgrade {
+                key: key.to_owned(),
+                on_upgrade,
+            })
+        })
+}
+
+/// Whether `key` is 16 bytes in base64, as a `Sec-WebSocket-Key` must be.
+fn is_nonce(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 impl Upgrade {

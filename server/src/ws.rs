@@ -69,6 +69,115 @@ impl FrameError {
     }
 }
 
+/// A frame header (RFC 6455, section 5.2): the one codec for frames in both directions,
+/// shared by the relay, its tests, the benchmark's clients and the fuzz targets.
+///
+/// `parse` reads only the header's structure; what the relay accepts from a client (a
+/// mask, no reserved bits, short whole control frames, the size limit) is the
+/// [`Reader`]'s to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The last frame of its message.
+    pub fin: bool,
+    /// The three reserved bits, RSV1 as `0b100` down to RSV3 as `0b001`.
+    pub rsv: u8,
+    /// One of [`opcode`]'s, or a reserved one (4 bits).
+    pub opcode: u8,
+    /// The masking key: clients mask every frame, servers none.
+    pub mask: Option<[u8; 4]>,
+    /// Payload length in bytes.
+    pub len: u64,
+}
+
+impl Header {
+    /// An unmasked, final frame's header: what a server sends.
+    pub fn server(opcode: u8, len: usize) -> Self {
+        Self {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            len: len as u64,
+        }
+    }
+
+    /// Parses the header at the start of `bytes`: `Ok(None)` while it is incomplete, else
+    /// the header and its size. A 64-bit length with its top bit set is an error.
+    pub fn parse(bytes: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
+        let Some(&[first, second]) = bytes.get(..2) else {
+            return Ok(None);
+        };
+        let (len, at) = match second & 0x7f {
+            126 => match bytes.get(2..4) {
+                Some(&[high, low]) => (u64::from(u16::from_be_bytes([high, low])), 4),
+                _ => return Ok(None),
+            },
+            127 => match bytes.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(b) if b[0] & 0x80 != 0 => {
+                    return Err(FrameError::Protocol("a 64-bit length with its top bit set"))
+                }
+                Some(b) => (u64::from_be_bytes(b), 10),
+                None => return Ok(None),
+            },
+            short => (u64::from(short), 2),
+        };
+        let (mask, size) = if second & 0x80 == 0 {
+            (None, at)
+        } else {
+            match bytes
+                .get(at..at + 4)
+                .and_then(|m| <[u8; 4]>::try_from(m).ok())
+            {
+                Some(mask) => (Some(mask), at + 4),
+                None => return Ok(None),
+            }
+        };
+        let header = Self {
+            fin: first & 0x80 != 0,
+            rsv: (first >> 4) & 0x7,
+            opcode: first & 0x0f,
+            mask,
+            len,
+        };
+        Ok(Some((header, size)))
+    }
+
+    /// Appends the header, with the shortest length encoding and the mask key if any.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.fin) << 7 | (self.rsv & 0x7) << 4 | self.opcode & 0x0f);
+        let masked = if self.mask.is_some() { 0x80 } else { 0 };
+        match self.len {
+            len @ 0..=125 => out.push(masked | len as u8),
+            len @ 126..=0xffff => {
+                out.push(masked | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(masked | 127);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        if let Some(mask) = self.mask {
+            out.extend_from_slice(&mask);
+        }
+    }
+
+    /// The bytes [`Header::write`] writes.
+    pub fn size(&self) -> usize {
+        let length = match self.len {
+            0..=125 => 0,
+            126..=0xffff => 2,
+            _ => 8,
+        };
+        2 + length + if self.mask.is_some() { 4 } else { 0 }
+    }
+
+    /// A control frame: close, ping or pong (or a reserved control opcode).
+    pub fn is_control(&self) -> bool {
+        self.opcode & 0x8 != 0
+    }
+}
+
 /// Free room a read gets at least (a buffer from the spare stock has more): several
 /// signaling frames.
 const READ_CHUNK: usize = 1024;
@@ -80,10 +189,45 @@ pub struct Reader {
     buf: Vec<u8>,
     start: usize,
     max_message: usize,
-    /// The opcode and payload so far of a fragmented message.
-    partial: Option<(u8, Vec<u8>)>,
+    /// A fragmented message still arriving.
+    partial: Option<Partial>,
     /// The last fragmented message completed, lent out by [`Reader::next_message`].
     assembled: Vec<u8>,
+}
+
+/// A fragmented message so far.
+#[derive(Debug)]
+struct Partial {
+    /// [`opcode::TEXT`] or [`opcode::BINARY`].
+    kind: u8,
+    bytes: Vec<u8>,
+    /// How much of a text's bytes is known to be whole, valid UTF-8: each fragment is
+    /// checked as it comes, so a bad one fails the message at once, and no byte twice.
+    checked: usize,
+}
+
+impl Partial {
+    fn new(kind: u8) -> Self {
+        Self {
+            kind,
+            bytes: Vec::new(),
+            checked: 0,
+        }
+    }
+
+    /// Adds a fragment; a text must stay valid UTF-8 so far (a character may be cut at
+    /// the end, to be completed by the next fragment).
+    fn extend(&mut self, fragment: &[u8]) -> Result<(), FrameError> {
+        self.bytes.extend_from_slice(fragment);
+        if self.kind == opcode::TEXT {
+            match std::str::from_utf8(&self.bytes[self.checked..]) {
+                Ok(_) => self.checked = self.bytes.len(),
+                Err(cut) if cut.error_len().is_none() => self.checked += cut.valid_up_to(),
+                Err(_) => return Err(FrameError::NotUtf8),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One parsed, unmasked frame; `payload` indexes the reader's buffer.
@@ -200,26 +344,28 @@ impl Reader {
                         ));
                     }
                     if !frame.fin {
-                        self.partial = Some((frame.opcode, self.buf[frame.payload].to_vec()));
+                        let mut partial = Partial::new(frame.opcode);
+                        partial.extend(&self.buf[frame.payload])?;
+                        self.partial = Some(partial);
                         continue;
                     }
                     return message(frame.opcode, &self.buf[frame.payload]).map(Some);
                 }
                 opcode::CONTINUATION => {
-                    let Some((_, so_far)) = &mut self.partial else {
+                    let Some(partial) = &mut self.partial else {
                         return Err(FrameError::Protocol("a continuation with no message"));
                     };
-                    if so_far.len() + frame.payload.len() > self.max_message {
+                    if partial.bytes.len() + frame.payload.len() > self.max_message {
                         return Err(FrameError::TooBig(self.max_message));
                     }
-                    so_far.extend_from_slice(&self.buf[frame.payload]);
+                    partial.extend(&self.buf[frame.payload])?;
                     if !frame.fin {
                         continue;
                     }
-                    let Some((kind, whole)) = self.partial.take() else {
+                    let Some(Partial { kind, bytes, .. }) = self.partial.take() else {
                         continue;
                     };
-                    self.assembled = whole;
+                    self.assembled = bytes;
                     return message(kind, &self.assembled).map(Some);
                 }
                 _ => return Err(FrameError::Protocol("unknown opcode")),
@@ -229,52 +375,34 @@ impl Reader {
 
     /// Takes the next whole frame off the buffer and unmasks it in place.
     fn parse(&mut self) -> Result<Option<Frame>, FrameError> {
-        let bytes = &self.buf[self.start..];
-        let Some(&[first, second]) = bytes.get(..2) else {
+        let Some((header, size)) = Header::parse(&self.buf[self.start..])? else {
             return Ok(None);
         };
-        if first & 0x70 != 0 {
+        if header.rsv != 0 {
             return Err(FrameError::Protocol("reserved bits set"));
         }
-        if second & 0x80 == 0 {
+        let Some(mask) = header.mask else {
             return Err(FrameError::Protocol("client frames must be masked"));
-        }
-        let opcode = first & 0x0f;
-        let fin = first & 0x80 != 0;
-        let (len, header) = match second & 0x7f {
-            126 => match bytes.get(2..4) {
-                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-                None => return Ok(None),
-            },
-            127 => match bytes.get(2..10) {
-                Some(b) => (u64::from_be_bytes(b.try_into().unwrap_or_default()), 10),
-                None => return Ok(None),
-            },
-            short => (u64::from(short), 2),
         };
-        if opcode & 0x8 != 0 && (!fin || len > 125) {
+        if header.is_control() && (!header.fin || header.len > 125) {
             return Err(FrameError::Protocol("control frames are short and whole"));
         }
-        let len = match usize::try_from(len) {
+        let len = match usize::try_from(header.len) {
             Ok(len) if len <= self.max_message => len,
             _ => return Err(FrameError::TooBig(self.max_message)),
         };
-        let Some(mask) = bytes.get(header..header + 4) else {
-            return Ok(None);
-        };
-        let mask = [mask[0], mask[1], mask[2], mask[3]];
-        let begin = self.start + header + 4;
+        let begin = self.start + size;
         let end = begin + len;
         if self.buf.len() < end {
             // Room for the rest of a large frame, so it arrives in few reads.
             self.buf.reserve(end - self.buf.len());
             return Ok(None);
         }
-        unmask(&mut self.buf[begin..end], mask);
+        apply_mask(&mut self.buf[begin..end], mask);
         self.start = end;
         Ok(Some(Frame {
-            fin,
-            opcode,
+            fin: header.fin,
+            opcode: header.opcode,
             payload: begin..end,
         }))
     }
@@ -290,20 +418,34 @@ fn message(kind: u8, payload: &[u8]) -> Result<Incoming<'_>, FrameError> {
         .map_err(|_| FrameError::NotUtf8)
 }
 
-/// The status code of a close frame's payload, checking its reason is UTF-8.
+/// The status code of a close frame's payload, checking it is one that may be sent and
+/// that its reason is UTF-8.
 fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
     match payload {
         [] => Ok(None),
         [_] => Err(FrameError::Protocol("a close payload of one byte")),
         [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !close_code_may_be_sent(code) {
+                return Err(FrameError::Protocol("a close code that may not be sent"));
+            }
             std::str::from_utf8(reason).map_err(|_| FrameError::NotUtf8)?;
-            Ok(Some(u16::from_be_bytes([*high, *low])))
+            Ok(Some(code))
         }
     }
 }
 
-/// XORs `payload` with the client's mask, in blocks the compiler turns into vector XORs.
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Whether a close frame may carry `code` (RFC 6455, section 7.4, and the IANA registry):
+/// the defined codes but 1004-1006 and 1015, which only name what an endpoint saw, and the
+/// codes for libraries (3000-3999) and applications (4000-4999). Any other fails the
+/// connection.
+pub fn close_code_may_be_sent(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// XORs `payload` with `mask` (masking and unmasking are the same), in blocks the compiler
+/// turns into vector XORs.
+pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
     const BLOCK: usize = 32;
     let wide: [u8; BLOCK] = std::array::from_fn(|i| mask[i % 4]);
     let mut blocks = payload.chunks_exact_mut(BLOCK);
@@ -319,29 +461,15 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// Appends a whole, unmasked frame (servers do not mask) to `out`.
 pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.reserve(header_len(payload.len()) + payload.len());
-    out.push(0x80 | opcode);
-    match payload.len() {
-        len @ 0..=125 => out.push(len as u8),
-        len @ 126..=0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
+    let header = Header::server(opcode, payload.len());
+    out.reserve(header.size() + payload.len());
+    header.write(out);
     out.extend_from_slice(payload);
 }
 
-/// The bytes of a frame header for a payload of `len` bytes.
-pub fn header_len(len: usize) -> usize {
-    match len {
-        0..=125 => 2,
-        126..=0xffff => 4,
-        _ => 10,
-    }
+/// The bytes of a frame the relay sends with a payload of `len` bytes.
+pub fn frame_len(len: usize) -> usize {
+    Header::server(opcode::TEXT, len).size() + len
 }
 
 /// The payload of a close frame.
@@ -358,16 +486,90 @@ mod tests {
     /// A masked client frame.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x12, 0x34, 0x56, 0x78];
+        let header = Header {
+            fin: first & 0x80 != 0,
+            rsv: (first >> 4) & 0x7,
+            opcode: first & 0x0f,
+            mask: Some(mask),
+            len: payload.len() as u64,
+        };
         let mut frame = Vec::new();
-        encode(&mut frame, 0, payload);
-        frame[0] = first;
-        frame[1] |= 0x80;
-        let at = frame.len() - payload.len();
-        frame.splice(at..at, mask);
-        for (i, byte) in frame[at + 4..].iter_mut().enumerate() {
-            *byte ^= mask[i % 4];
-        }
+        header.write(&mut frame);
+        let at = frame.len();
+        frame.extend_from_slice(payload);
+        apply_mask(&mut frame[at..], mask);
         frame
+    }
+
+    #[test]
+    fn a_header_reads_back_what_it_wrote_in_the_shortest_form() {
+        for len in [
+            0,
+            1,
+            125,
+            126,
+            127,
+            0xffff,
+            0x10000,
+            u64::from(u32::MAX) + 1,
+        ] {
+            for mask in [None, Some([1, 2, 3, 4])] {
+                for (fin, rsv, op) in [(true, 0, opcode::TEXT), (false, 0b101, 0xB)] {
+                    let header = Header {
+                        fin,
+                        rsv,
+                        opcode: op,
+                        mask,
+                        len,
+                    };
+                    let mut out = Vec::new();
+                    header.write(&mut out);
+                    assert_eq!(out.len(), header.size());
+                    let shortest = match len {
+                        0..=125 => 2,
+                        126..=0xffff => 4,
+                        _ => 10,
+                    };
+                    assert_eq!(header.size(), shortest + if mask.is_some() { 4 } else { 0 });
+                    assert_eq!(Header::parse(&out), Ok(Some((header, out.len()))));
+                    for cut in 0..out.len() {
+                        assert_eq!(Header::parse(&out[..cut]), Ok(None), "{len} cut at {cut}");
+                    }
+                }
+            }
+        }
+        let top_bit = [0x81, 127, 0x80, 0, 0, 0, 0, 0, 0, 1];
+        assert!(Header::parse(&top_bit).is_err());
+    }
+
+    #[test]
+    fn close_codes_that_may_not_be_sent_fail_the_connection() {
+        for code in [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+            let frame = client(0x88, &close_payload(code, "ok"));
+            assert_eq!(
+                reader(&frame).next_message(),
+                Ok(Some(Incoming::Close(Some(code))))
+            );
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+            let frame = client(0x88, &close_payload(code, ""));
+            let error = reader(&frame).next_message().expect_err("refused");
+            assert_eq!(error.close_code(), 1002, "code {code}");
+        }
+    }
+
+    #[test]
+    fn bad_utf8_in_a_first_fragment_fails_before_the_rest_comes() {
+        // A character cut at a fragment's end waits for the next; a byte no character
+        // starts with fails at once.
+        let cut = client(0x01, &"é".as_bytes()[..1]);
+        assert_eq!(reader(&cut).next_message(), Ok(None));
+        let bad = client(0x01, &[b'o', b'k', 0xff]);
+        assert_eq!(reader(&bad).next_message(), Err(FrameError::NotUtf8));
+        let mut late = client(0x01, b"fine so far");
+        late.extend(client(0x00, &[0xc3]));
+        late.extend(client(0x00, &[0x28]));
+        assert_eq!(reader(&late).next_message(), Err(FrameError::NotUtf8));
     }
 
     /// The lost wakeup of a short read: bytes that arrive after a read returned, once the
@@ -458,11 +660,16 @@ mod tests {
     #[test]
     fn refuses_an_oversized_length_before_its_bytes_arrive() {
         let mut header = vec![0x81, 0x80 | 127];
-        header.extend_from_slice(&u64::MAX.to_be_bytes());
+        header.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
         assert_eq!(
             reader(&header).next_message(),
             Err(FrameError::TooBig(1024))
         );
+        // A length with its top bit set is no length at all (RFC 6455, section 5.2).
+        header[2] = 0x80;
+        let error = reader(&header).next_message().expect_err("refused");
+        assert_eq!(error.close_code(), 1002);
     }
 
     #[test]
@@ -475,7 +682,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, b)| b ^ mask[i % 4])
                 .collect();
-            unmask(&mut masked, mask);
+            apply_mask(&mut masked, mask);
             assert_eq!(masked, plain, "{len} bytes");
         }
     }
@@ -485,7 +692,7 @@ mod tests {
         for len in [0, 125, 126, 0xffff, 0x10000] {
             let mut out = Vec::new();
             encode(&mut out, opcode::TEXT, &vec![b'a'; len]);
-            assert_eq!(out.len(), header_len(len) + len);
+            assert_eq!(out.len(), frame_len(len));
             assert_eq!(out[0], 0x81);
         }
     }
