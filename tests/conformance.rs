@@ -26,7 +26,8 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
-use signalroom_server::ws::{apply_mask, opcode, Header};
+use signalroom_server::ws::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+use signalroom_server::ws::{apply_mask, Header};
 use signalroom_server::Config;
 use support::{room_name, Relay, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,7 +100,7 @@ fn header_size(len: usize) -> usize {
     let header = Header {
         fin: FIN,
         rsv: 0,
-        opcode: opcode::TEXT,
+        opcode: TEXT,
         mask: Some(MASK),
         len: len as u64,
     };
@@ -137,7 +138,7 @@ fn fragmented(opcode: u8, payload: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<usize
         if i > 0 {
             starts.push(bytes.len());
         }
-        let kind = if i == 0 { opcode } else { opcode::CONTINUATION };
+        let kind = if i == 0 { opcode } else { CONTINUATION };
         let last = i + 2 == bounds.len();
         bytes.extend(frame(last, 0, kind, &payload[piece[0]..piece[1]]));
     }
@@ -299,14 +300,14 @@ impl Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = String::from_utf8_lossy(&self.payload);
         match (self.opcode, self.payload.as_slice()) {
-            (opcode::CLOSE, [high, low, reason @ ..]) => write!(
+            (CLOSE, [high, low, reason @ ..]) => write!(
                 f,
                 "close {} {:?}",
                 u16::from_be_bytes([*high, *low]),
                 String::from_utf8_lossy(reason)
             ),
-            (opcode::TEXT, _) => write!(f, "text {}", brief(text)),
-            (opcode::PONG, _) => write!(f, "pong {}", brief(text)),
+            (TEXT, _) => write!(f, "text {}", brief(text)),
+            (PONG, _) => write!(f, "pong {}", brief(text)),
             (opcode, _) => write!(f, "opcode {opcode:#x} {}", brief(text)),
         }
     }
@@ -327,21 +328,21 @@ fn check(header: &Header, size: usize, payload: &[u8]) -> Result<()> {
     );
     ensure!(header.fin, "a fragment (the relay never fragments)");
     match header.opcode {
-        opcode::TEXT => {
+        TEXT => {
             ensure!(
                 std::str::from_utf8(payload).is_ok(),
                 "a text frame not in UTF-8"
             );
         }
-        opcode::BINARY => {}
-        opcode::PING | opcode::PONG => {
+        BINARY => {}
+        PING | PONG => {
             ensure!(
                 payload.len() <= 125,
                 "a control frame of {} bytes",
                 payload.len()
             );
         }
-        opcode::CLOSE => match payload {
+        CLOSE => match payload {
             [] => {}
             [_] => bail!("a close payload of one byte"),
             [high, low, reason @ ..] => {
@@ -371,6 +372,8 @@ struct Raw {
     stream: TcpStream,
     /// Bytes read from the relay and not parsed yet.
     read: Vec<u8>,
+    /// Whether the client has written a close frame (so it answers none).
+    sent_close: bool,
 }
 
 impl Raw {
@@ -379,7 +382,15 @@ impl Raw {
         let key = new_key();
         let (head, stream, read) = handshake(addr, &get_ws(addr, &upgrade_headers(&key))).await?;
         head.check_accepts(&key)?;
-        Ok(Self { stream, read })
+        Ok(Self::new(stream, read))
+    }
+
+    fn new(stream: TcpStream, read: Vec<u8>) -> Self {
+        Self {
+            stream,
+            read,
+            sent_close: false,
+        }
     }
 
     /// Writes `bytes` in pieces cut at `cuts` (ascending offsets), each its own TCP write
@@ -399,6 +410,7 @@ impl Raw {
                 .context("the relay does not read")??;
             from = cut;
         }
+        self.sent_close |= holds_close(bytes);
         Ok(())
     }
 
@@ -417,7 +429,7 @@ impl Raw {
                     self.read.drain(..end);
                     check(&header, size, &payload)
                         .with_context(|| format!("the relay sent {header:?}"))?;
-                    if header.opcode == opcode::PING {
+                    if header.opcode == PING {
                         continue;
                     }
                     return Ok(Frame {
@@ -437,10 +449,7 @@ impl Raw {
     /// The relay's next frame, which must be a text frame holding an event.
     async fn event(&mut self) -> Result<Event<Value>> {
         let frame = self.next_frame().await?;
-        ensure!(
-            frame.opcode == opcode::TEXT,
-            "expected an event, got {frame:?}"
-        );
+        ensure!(frame.opcode == TEXT, "expected an event, got {frame:?}");
         Ok(serde_json::from_slice(&frame.payload)?)
     }
 
@@ -454,35 +463,62 @@ impl Raw {
     async fn expect_pong(&mut self, payload: &[u8]) -> Result<()> {
         let frame = self.next_frame().await?;
         ensure!(
-            frame.opcode == opcode::PONG && frame.payload == payload,
+            frame.opcode == PONG && frame.payload == payload,
             "expected a pong with {}, got {frame:?}",
             brief(String::from_utf8_lossy(payload))
         );
         Ok(())
     }
 
-    /// Expects the relay's close frame with one of `codes` next, then nothing but the end of
-    /// TCP, within [`CLOSE_WITHIN`]. The client does not answer the close: after a client's
-    /// close there is nothing to answer, and a server failing a connection closes TCP
-    /// without waiting for an answer (RFC 6455 7.1.7).
+    /// The closing handshake as Autobahn's client does it: expects the relay's close frame
+    /// with one of `codes` next; answers it with the same code unless the client sent a
+    /// close first (RFC 6455 5.5.1); then expects nothing but the end of TCP, within
+    /// [`CLOSE_WITHIN`].
     async fn expect_close(&mut self, codes: &[u16]) -> Result<()> {
+        let code = self.close_frame(codes).await?;
+        if !self.sent_close {
+            let answer = frame(FIN, 0, CLOSE, &close_payload(code, b""));
+            // The relay may have closed TCP already: that is for `expect_end` to judge.
+            let _ = self.stream.write_all(&answer).await;
+        }
+        self.expect_end(code).await
+    }
+
+    /// Expects the relay's next frame to be a close frame with one of `codes`.
+    async fn close_frame(&mut self, codes: &[u16]) -> Result<u16> {
         let frame = self.next_frame().await?;
-        let code = match frame.payload.as_slice() {
-            [high, low, ..] if frame.opcode == opcode::CLOSE => u16::from_be_bytes([*high, *low]),
+        match frame.payload.as_slice() {
+            [high, low, ..] if frame.opcode == CLOSE => {
+                let code = u16::from_be_bytes([*high, *low]);
+                ensure!(
+                    codes.contains(&code),
+                    "expected close {codes:?}, got {frame:?}"
+                );
+                Ok(code)
+            }
             _ => bail!("expected close {codes:?}, got {frame:?}"),
-        };
-        ensure!(
-            codes.contains(&code),
-            "expected close {codes:?}, got {frame:?}"
-        );
+        }
+    }
+
+    /// Expects nothing more from the relay, which closed with `code`, but the end of TCP
+    /// within [`CLOSE_WITHIN`].
+    async fn expect_end(&mut self, code: u16) -> Result<()> {
         ensure!(
             self.read.is_empty(),
             "bytes after the close frame: {}",
             brief(&self.read)
         );
         let mut after = [0; 64];
-        match timeout(CLOSE_WITHIN, self.stream.read(&mut after)).await {
-            Err(_) => bail!("close {code} came, then TCP stayed open over {CLOSE_WITHIN:?}"),
+        let start = tokio::time::Instant::now();
+        // Waits past the bound only to say how late the end came.
+        let read = timeout(PATIENCE, self.stream.read(&mut after)).await;
+        let late = start.elapsed() > CLOSE_WITHIN;
+        match read {
+            Err(_) => bail!("close {code} came, then TCP stayed open over {PATIENCE:?}"),
+            Ok(Ok(0)) if late => bail!(
+                "close {code} came, then TCP stayed open {:.1} s (over {CLOSE_WITHIN:?})",
+                start.elapsed().as_secs_f64()
+            ),
             Ok(Ok(0)) => Ok(()),
             Ok(Ok(n)) => bail!("bytes after the close frame: {}", brief(&after[..n])),
             Ok(Err(error)) => bail!("after close {code}, TCP ended uncleanly: {error}"),
@@ -490,9 +526,24 @@ impl Raw {
     }
 
     async fn join(&mut self, room: &str) -> Result<Event<Value>> {
-        self.send(opcode::TEXT, &join_request(room)).await?;
+        self.send(TEXT, &join_request(room)).await?;
         self.event().await
     }
+}
+
+/// Whether `bytes`, frames a client writes, hold a close frame.
+fn holds_close(mut bytes: &[u8]) -> bool {
+    while let Ok(Some((header, size))) = Header::parse(bytes) {
+        if header.opcode == CLOSE {
+            return true;
+        }
+        let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+        match bytes.get(size.saturating_add(len)..) {
+            Some(rest) => bytes = rest,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Two raw clients in a room of their own: A sends, B receives.
@@ -556,15 +607,11 @@ impl Pair {
     async fn deliver(&mut self, len: usize, cuts: &[usize]) -> Result<()> {
         if len < EMPTY_MESSAGE.len() {
             let spaces = vec![b' '; len];
-            self.a
-                .write(&frame(FIN, 0, opcode::TEXT, &spaces), cuts)
-                .await?;
+            self.a.write(&frame(FIN, 0, TEXT, &spaces), cuts).await?;
             return self.a.expect_error(ErrorCode::MalformedJson).await;
         }
         let (text, data) = message_of_len(len);
-        self.a
-            .write(&frame(FIN, 0, opcode::TEXT, &text), cuts)
-            .await?;
+        self.a.write(&frame(FIN, 0, TEXT, &text), cuts).await?;
         self.relayed(&data).await
     }
 }
@@ -592,20 +639,21 @@ where
 }
 
 /// Each case, on a connection of its own: a ping, then the case's bytes, in one write; the
-/// relay must answer the ping, then fail the connection with the case's close code.
-async fn each_fails(
+/// relay must answer the ping, then fail the connection with close `code`.
+async fn each_fails<N: Into<String>>(
     addr: SocketAddr,
-    cases: impl IntoIterator<Item = (String, Vec<u8>, u16)>,
+    code: u16,
+    cases: impl IntoIterator<Item = (N, Vec<u8>)>,
 ) -> Result<()> {
-    all(cases.into_iter().map(|(name, bytes, code)| {
+    all(cases.into_iter().map(|(name, bytes)| {
         let run = async move {
             let mut client = Raw::connect(addr).await?;
-            let bytes = [frame(FIN, 0, opcode::PING, b"first"), bytes].concat();
+            let bytes = [frame(FIN, 0, PING, b"first"), bytes].concat();
             client.write(&bytes, &[]).await?;
             client.expect_pong(b"first").await?;
             client.expect_close(&[code]).await
         };
-        (name, run)
+        (name.into(), run)
     }))
     .await
 }
@@ -643,8 +691,8 @@ mod handshake {
                 let request = get_ws(addr, &headers.replace("{key}", &key));
                 let (head, stream, read) = handshake(addr, &request).await?;
                 head.check_accepts(&key)?;
-                let mut client = Raw { stream, read };
-                client.send(opcode::PING, b"open?").await?;
+                let mut client = Raw::new(stream, read);
+                client.send(PING, b"open?").await?;
                 client.expect_pong(b"open?").await
             };
             (name.to_owned(), run)
@@ -785,12 +833,12 @@ mod ping_pong {
         for len in [0, 1, 125] {
             // Bytes, not text: a ping carries any payload.
             let payload: Vec<u8> = (0..len).map(|i| (0x80 + 7 * i) as u8).collect();
-            client.send(opcode::PING, &payload).await?;
+            client.send(PING, &payload).await?;
             let context = || format!("a ping of {len} bytes");
             client.expect_pong(&payload).await.with_context(context)?;
         }
         let payload = [0xfe; 125];
-        let ping = frame(FIN, 0, opcode::PING, &payload);
+        let ping = frame(FIN, 0, PING, &payload);
         let every_byte: Vec<usize> = (1..ping.len()).collect();
         client.write(&ping, &every_byte).await?;
         let context = "a ping of 125 bytes written a byte at a time";
@@ -800,17 +848,17 @@ mod ping_pong {
     #[tokio::test]
     async fn a_ping_over_125_bytes_fails_with_1002() -> Result<()> {
         let relay = relay().await?;
-        let ping = frame(FIN, 0, opcode::PING, &[b'p'; 126]);
-        each_fails(relay.addr, [("126 bytes".to_owned(), ping, 1002)]).await
+        let ping = frame(FIN, 0, PING, &[b'p'; 126]);
+        each_fails(relay.addr, 1002, [("126 bytes", ping)]).await
     }
 
     #[tokio::test]
     async fn an_unsolicited_pong_is_ignored() -> Result<()> {
         let relay = relay().await?;
         let mut client = Raw::connect(relay.addr).await?;
-        client.send(opcode::PONG, b"unsolicited").await?;
-        client.send(opcode::PONG, b"").await?;
-        client.send(opcode::PING, b"after").await?;
+        client.send(PONG, b"unsolicited").await?;
+        client.send(PONG, b"").await?;
+        client.send(PING, b"after").await?;
         client.expect_pong(b"after").await
     }
 
@@ -821,7 +869,7 @@ mod ping_pong {
         let payloads: Vec<String> = (0..10).map(|i| format!("ping {i}")).collect();
         let pings: Vec<u8> = payloads
             .iter()
-            .flat_map(|p| frame(FIN, 0, opcode::PING, p.as_bytes()))
+            .flat_map(|p| frame(FIN, 0, PING, p.as_bytes()))
             .collect();
         let every_byte: Vec<usize> = (1..pings.len()).collect();
         for cuts in [&[][..], &every_byte[..]] {
@@ -847,32 +895,28 @@ mod reserved_bits {
         let relay = relay().await?;
         let text = message(&json!("reserved bits"));
         let cases: Vec<(u8, u8, Vec<u8>)> = vec![
-            (0b100, opcode::TEXT, text.clone()),
-            (0b010, opcode::TEXT, text.clone()),
-            (0b001, opcode::TEXT, text.clone()),
-            (0b110, opcode::TEXT, text.clone()),
-            (0b101, opcode::BINARY, vec![0, 1, 2]),
-            (0b011, opcode::PING, b"ping".to_vec()),
-            (0b100, opcode::PONG, b"pong".to_vec()),
-            (0b111, opcode::CLOSE, close_payload(1000, b"")),
+            (0b100, TEXT, text.clone()),
+            (0b010, TEXT, text.clone()),
+            (0b001, TEXT, text.clone()),
+            (0b110, TEXT, text.clone()),
+            (0b101, BINARY, vec![0, 1, 2]),
+            (0b011, PING, b"ping".to_vec()),
+            (0b100, PONG, b"pong".to_vec()),
+            (0b111, CLOSE, close_payload(1000, b"")),
         ];
         let mut cases: Vec<_> = cases
             .into_iter()
             .map(|(rsv, op, payload)| {
                 let name = format!("RSV {rsv:03b} on opcode {op:#x}");
-                (name, frame(FIN, rsv, op, &payload), 1002)
+                (name, frame(FIN, rsv, op, &payload))
             })
             .collect();
         let continued = [
-            frame(MORE, 0, opcode::TEXT, b"{\"type\":"),
-            frame(FIN, 0b100, opcode::CONTINUATION, b"\"leave\"}"),
+            frame(MORE, 0, TEXT, b"{\"type\":"),
+            frame(FIN, 0b100, CONTINUATION, b"\"leave\"}"),
         ];
-        cases.push((
-            "RSV 100 on a continuation".to_owned(),
-            continued.concat(),
-            1002,
-        ));
-        each_fails(relay.addr, cases).await
+        cases.push(("RSV 100 on a continuation".to_owned(), continued.concat()));
+        each_fails(relay.addr, 1002, cases).await
     }
 }
 
@@ -888,10 +932,10 @@ mod opcodes {
             .flat_map(|op| {
                 [&b""[..], &b"reserved"[..]].map(|payload| {
                     let name = format!("opcode {op:#x} with {} payload bytes", payload.len());
-                    (name, frame(FIN, 0, op, payload), 1002)
+                    (name, frame(FIN, 0, op, payload))
                 })
             });
-        each_fails(relay.addr, cases).await
+        each_fails(relay.addr, 1002, cases).await
     }
 }
 
@@ -915,7 +959,7 @@ mod fragmentation {
             ("empty fragments throughout", vec![0, 0, n / 2, n / 2, n, n]),
         ];
         for (name, cuts) in &splits {
-            let (bytes, starts) = fragmented(opcode::TEXT, &text, cuts);
+            let (bytes, starts) = fragmented(TEXT, &text, cuts);
             pair.a.write(&bytes, &[]).await?;
             pair.relayed(&data).await.context(*name)?;
             pair.a.write(&bytes, &starts).await?;
@@ -923,10 +967,10 @@ mod fragmentation {
             pair.relayed(&data).await.with_context(context)?;
         }
         // A fragmented binary message is one message: refused once.
-        let (binary, _) = fragmented(opcode::BINARY, &[1, 2, 3, 4], &[1, 2]);
+        let (binary, _) = fragmented(BINARY, &[1, 2, 3, 4], &[1, 2]);
         pair.a.write(&binary, &[]).await?;
         pair.a.expect_error(ErrorCode::BinaryUnsupported).await?;
-        pair.a.send(opcode::PING, b"only once").await?;
+        pair.a.send(PING, b"only once").await?;
         pair.a.expect_pong(b"only once").await
     }
 
@@ -938,19 +982,19 @@ mod fragmentation {
         let text = message(&data);
         let third = text.len() / 3;
         let first = [
-            frame(MORE, 0, opcode::TEXT, &text[..third]),
-            frame(FIN, 0, opcode::PING, b"one"),
+            frame(MORE, 0, TEXT, &text[..third]),
+            frame(FIN, 0, PING, b"one"),
         ];
         pair.a.write(&first.concat(), &[]).await?;
         pair.a.expect_pong(b"one").await?;
         let second = [
-            frame(MORE, 0, opcode::CONTINUATION, &text[third..2 * third]),
-            frame(FIN, 0, opcode::PONG, b"unsolicited"),
-            frame(FIN, 0, opcode::PING, b"two"),
+            frame(MORE, 0, CONTINUATION, &text[third..2 * third]),
+            frame(FIN, 0, PONG, b"unsolicited"),
+            frame(FIN, 0, PING, b"two"),
         ];
         pair.a.write(&second.concat(), &[]).await?;
         pair.a.expect_pong(b"two").await?;
-        let last = frame(FIN, 0, opcode::CONTINUATION, &text[2 * third..]);
+        let last = frame(FIN, 0, CONTINUATION, &text[2 * third..]);
         pair.a.write(&last, &[]).await?;
         pair.relayed(&data).await
     }
@@ -958,7 +1002,7 @@ mod fragmentation {
     #[tokio::test]
     async fn a_continuation_of_nothing_fails_with_1002() -> Result<()> {
         let relay = relay().await?;
-        let cont = |fin, payload: &[u8]| frame(fin, 0, opcode::CONTINUATION, payload);
+        let cont = |fin, payload: &[u8]| frame(fin, 0, CONTINUATION, payload);
         let cases = [
             ("a final continuation", cont(FIN, b"orphan")),
             ("an unfinished continuation", cont(MORE, b"orphan")),
@@ -967,15 +1011,11 @@ mod fragmentation {
                 [cont(MORE, b"or"), cont(FIN, b"phan")].concat(),
             ),
         ];
-        each_fails(
-            relay.addr,
-            cases.map(|(name, bytes)| (name.to_owned(), bytes, 1002)),
-        )
-        .await?;
+        each_fails(relay.addr, 1002, cases).await?;
         // After a whole message: the message is refused (binary), then the continuation
         // fails the connection.
         let mut client = Raw::connect(relay.addr).await?;
-        let bytes = [frame(FIN, 0, opcode::BINARY, b"whole"), cont(FIN, b"more")];
+        let bytes = [frame(FIN, 0, BINARY, b"whole"), cont(FIN, b"more")];
         client.write(&bytes.concat(), &[]).await?;
         client.expect_error(ErrorCode::BinaryUnsupported).await?;
         let context = "a continuation after a whole message";
@@ -985,47 +1025,40 @@ mod fragmentation {
     #[tokio::test]
     async fn a_new_message_inside_a_fragmented_one_fails_with_1002() -> Result<()> {
         let relay = relay().await?;
-        let start = frame(MORE, 0, opcode::TEXT, br#"{"type":"#);
+        let start = frame(MORE, 0, TEXT, br#"{"type":"#);
         let cases = [
-            ("text in text", frame(FIN, 0, opcode::TEXT, br#""leave"}"#)),
-            ("binary in text", frame(FIN, 0, opcode::BINARY, b"bytes")),
-            (
-                "unfinished text in text",
-                frame(MORE, 0, opcode::TEXT, b"\"le"),
-            ),
+            ("text in text", frame(FIN, 0, TEXT, br#""leave"}"#)),
+            ("binary in text", frame(FIN, 0, BINARY, b"bytes")),
+            ("unfinished text in text", frame(MORE, 0, TEXT, b"\"le")),
             (
                 "text after a continuation",
                 [
-                    frame(MORE, 0, opcode::CONTINUATION, b"\"le"),
-                    frame(FIN, 0, opcode::TEXT, b"ave\"}"),
+                    frame(MORE, 0, CONTINUATION, b"\"le"),
+                    frame(FIN, 0, TEXT, b"ave\"}"),
                 ]
                 .concat(),
             ),
         ];
-        let cases = cases.map(|(name, rest)| (name.to_owned(), [&start[..], &rest].concat(), 1002));
-        each_fails(relay.addr, cases).await
+        let cases = cases.map(|(name, rest)| (name, [&start[..], &rest].concat()));
+        each_fails(relay.addr, 1002, cases).await
     }
 
     #[tokio::test]
     async fn a_fragmented_control_frame_fails_with_1002() -> Result<()> {
         let relay = relay().await?;
-        let end = frame(FIN, 0, opcode::CONTINUATION, b"rest");
+        let end = frame(FIN, 0, CONTINUATION, b"rest");
         let close = close_payload(1000, b"");
         let cases = [
-            ("ping", frame(MORE, 0, opcode::PING, b"ping")),
-            ("pong", frame(MORE, 0, opcode::PONG, b"pong")),
-            ("close", frame(MORE, 0, opcode::CLOSE, &close)),
+            ("ping", frame(MORE, 0, PING, b"ping")),
+            ("pong", frame(MORE, 0, PONG, b"pong")),
+            ("close", frame(MORE, 0, CLOSE, &close)),
             (
                 "ping inside a text message",
-                [
-                    frame(MORE, 0, opcode::TEXT, b"{"),
-                    frame(MORE, 0, opcode::PING, b"ping"),
-                ]
-                .concat(),
+                [frame(MORE, 0, TEXT, b"{"), frame(MORE, 0, PING, b"ping")].concat(),
             ),
         ];
-        let cases = cases.map(|(name, bytes)| (name.to_owned(), [&bytes[..], &end].concat(), 1002));
-        each_fails(relay.addr, cases).await
+        let cases = cases.map(|(name, bytes)| (name, [&bytes[..], &end].concat()));
+        each_fails(relay.addr, 1002, cases).await
     }
 }
 
@@ -1049,23 +1082,23 @@ mod utf8 {
         let mut pair = Pair::new(relay.addr).await?;
         let data = json!(VALID);
         let text = message(&data);
-        pair.a.send(opcode::TEXT, &text).await?;
+        pair.a.send(TEXT, &text).await?;
         pair.relayed(&data).await.context("whole")?;
-        let whole = frame(FIN, 0, opcode::TEXT, &text);
+        let whole = frame(FIN, 0, TEXT, &text);
         let every_byte: Vec<usize> = (1..whole.len()).collect();
         pair.a.write(&whole, &every_byte).await?;
         pair.relayed(&data).await.context("a TCP write per byte")?;
         // Two fragments cut at every byte: most cuts split a character.
         for cut in 1..text.len() {
             pair.a
-                .write(&fragmented(opcode::TEXT, &text, &[cut]).0, &[])
+                .write(&fragmented(TEXT, &text, &[cut]).0, &[])
                 .await?;
             let context = || format!("two fragments cut at {cut}");
             pair.relayed(&data).await.with_context(context)?;
         }
         let every_byte: Vec<usize> = (1..text.len()).collect();
         pair.a
-            .write(&fragmented(opcode::TEXT, &text, &every_byte).0, &[])
+            .write(&fragmented(TEXT, &text, &every_byte).0, &[])
             .await?;
         pair.relayed(&data).await.context("a fragment per byte")
     }
@@ -1076,16 +1109,16 @@ mod utf8 {
         let mut cases = Vec::new();
         for (name, bytes) in INVALID_UTF8 {
             let text = text_with(bytes);
-            let whole = frame(FIN, 0, opcode::TEXT, &text);
-            cases.push((format!("{name} in one frame"), whole, 1007));
+            let whole = frame(FIN, 0, TEXT, &text);
+            cases.push((format!("{name} in one frame"), whole));
             // Cut inside the sequence when it has more than one byte.
             let cut = TEXT_BEFORE.len() + bytes.len() / 2;
-            let (split, _) = fragmented(opcode::TEXT, &text, &[cut]);
-            cases.push((format!("{name} across two fragments"), split, 1007));
+            let (split, _) = fragmented(TEXT, &text, &[cut]);
+            cases.push((format!("{name} across two fragments"), split));
         }
-        let cut_short = frame(FIN, 0, opcode::TEXT, b"ends inside \xe2\x82");
-        cases.push(("text ending inside a character".to_owned(), cut_short, 1007));
-        each_fails(relay.addr, cases).await
+        let cut_short = frame(FIN, 0, TEXT, b"ends inside \xe2\x82");
+        cases.push(("text ending inside a character".to_owned(), cut_short));
+        each_fails(relay.addr, 1007, cases).await
     }
 
     /// Fail fast: a message already invalid is failed at once, without its other fragments.
@@ -1094,22 +1127,14 @@ mod utf8 {
         let relay = relay().await?;
         let mut cases = Vec::new();
         for (name, bytes) in INVALID_UTF8 {
-            let first = frame(MORE, 0, opcode::TEXT, &text_with(bytes));
-            cases.push((format!("{name} in the first fragment"), first, 1007));
+            let first = frame(MORE, 0, TEXT, &text_with(bytes));
+            cases.push((format!("{name} in the first fragment"), first));
+            let rest = &text_with(bytes)[TEXT_BEFORE.len()..];
             let middle = [
-                frame(MORE, 0, opcode::TEXT, TEXT_BEFORE),
-                frame(
-                    MORE,
-                    0,
-                    opcode::CONTINUATION,
-                    &text_with(bytes)[TEXT_BEFORE.len()..],
-                ),
+                frame(MORE, 0, TEXT, TEXT_BEFORE),
+                frame(MORE, 0, CONTINUATION, rest),
             ];
-            cases.push((
-                format!("{name} in a middle fragment"),
-                middle.concat(),
-                1007,
-            ));
+            cases.push((format!("{name} in a middle fragment"), middle.concat()));
         }
         // Cut short by the fragment's end, but no continuation can make them UTF-8.
         let prefixes: [(&str, &[u8]); 5] = [
@@ -1120,10 +1145,10 @@ mod utf8 {
             ("a prefix past U+10FFFF", b"\xf4\x90"),
         ];
         for (name, bytes) in prefixes {
-            let first = frame(MORE, 0, opcode::TEXT, &[TEXT_BEFORE, bytes].concat());
-            cases.push((format!("a first fragment ending in {name}"), first, 1007));
+            let first = frame(MORE, 0, TEXT, &[TEXT_BEFORE, bytes].concat());
+            cases.push((format!("a first fragment ending in {name}"), first));
         }
-        each_fails(relay.addr, cases).await
+        each_fails(relay.addr, 1007, cases).await
     }
 }
 
@@ -1164,7 +1189,7 @@ mod close {
         all(cases.into_iter().map(|(name, payload, codes)| {
             let run = async move {
                 let mut client = Raw::connect(addr).await?;
-                client.send(opcode::CLOSE, &payload).await?;
+                client.send(CLOSE, &payload).await?;
                 client.expect_close(&codes).await
             };
             (name, run)
@@ -1176,54 +1201,55 @@ mod close {
     async fn a_close_code_that_may_not_be_sent_fails_with_1002() -> Result<()> {
         let relay = relay().await?;
         let cases = FORBIDDEN_CODES.map(|code| {
-            let close = frame(FIN, 0, opcode::CLOSE, &close_payload(code, b""));
-            (format!("code {code}"), close, 1002)
+            let close = frame(FIN, 0, CLOSE, &close_payload(code, b""));
+            (format!("code {code}"), close)
         });
-        each_fails(relay.addr, cases).await
+        each_fails(relay.addr, 1002, cases).await
     }
 
     #[tokio::test]
     async fn a_malformed_close_payload_fails_the_connection() -> Result<()> {
         let relay = relay().await?;
-        let cases: [(&str, Vec<u8>, u16); 5] = [
-            ("one byte", vec![0x03], 1002),
-            ("a 124-byte reason", close_payload(1000, &[b'r'; 124]), 1002),
-            ("the reason 0xFF", close_payload(1000, b"\xff"), 1007),
+        let close = |payload: &[u8]| frame(FIN, 0, CLOSE, payload);
+        let malformed = [
+            ("one byte", close(&[0x03])),
             (
-                "a surrogate in the reason",
-                close_payload(1000, b"\xed\xa0\x80"),
-                1007,
-            ),
-            (
-                "a reason cut inside a character",
-                close_payload(1000, &"κόσμε".as_bytes()[..9]),
-                1007,
+                "a 124-byte reason",
+                close(&close_payload(1000, &[b'r'; 124])),
             ),
         ];
-        let cases = cases.map(|(name, payload, code)| {
+        let not_utf8 = [
+            ("the reason 0xFF", close(&close_payload(1000, b"\xff"))),
+            ("a surrogate", close(&close_payload(1000, b"\xed\xa0\x80"))),
             (
-                name.to_owned(),
-                frame(FIN, 0, opcode::CLOSE, &payload),
-                code,
-            )
-        });
-        each_fails(relay.addr, cases).await
+                "a cut character",
+                close(&close_payload(1000, &"κόσμε".as_bytes()[..9])),
+            ),
+        ];
+        let (malformed, not_utf8) = tokio::join!(
+            each_fails(relay.addr, 1002, malformed),
+            each_fails(relay.addr, 1007, not_utf8)
+        );
+        match (malformed, not_utf8) {
+            (Err(a), Err(b)) => bail!("{a:#}\n{b:#}"),
+            (a, b) => a.and(b),
+        }
     }
 
     #[tokio::test]
     async fn nothing_a_client_sends_after_its_close_is_handled() -> Result<()> {
         let relay = relay().await?;
-        let close = frame(FIN, 0, opcode::CLOSE, &close_payload(1000, b""));
+        let close = frame(FIN, 0, CLOSE, &close_payload(1000, b""));
         // A ping after the close gets no pong.
         let mut client = Raw::connect(relay.addr).await?;
-        let late_ping = frame(FIN, 0, opcode::PING, b"too late");
+        let late_ping = frame(FIN, 0, PING, b"too late");
         client
             .write(&[&close[..], &late_ping].concat(), &[])
             .await?;
         client.expect_close(&[1000]).await?;
         // A message after the close is not relayed: B hears that A left, and nothing more.
         let mut pair = Pair::new(relay.addr).await?;
-        let late_message = frame(FIN, 0, opcode::TEXT, &message(&json!("too late")));
+        let late_message = frame(FIN, 0, TEXT, &message(&json!("too late")));
         pair.a
             .write(&[&close[..], &late_message].concat(), &[])
             .await?;
@@ -1242,9 +1268,9 @@ mod size_limit {
         let max = relay_config().max_frame_bytes;
         let mut pair = Pair::new(relay.addr).await?;
         let (text, data) = message_of_len(max);
-        pair.a.send(opcode::TEXT, &text).await?;
+        pair.a.send(TEXT, &text).await?;
         pair.relayed(&data).await.context("at the limit, whole")?;
-        let (bytes, _) = fragmented(opcode::TEXT, &text, &[max / 3, 2 * max / 3]);
+        let (bytes, _) = fragmented(TEXT, &text, &[max / 3, 2 * max / 3]);
         pair.a.write(&bytes, &[]).await?;
         pair.relayed(&data)
             .await
@@ -1253,25 +1279,15 @@ mod size_limit {
         let (over, _) = message_of_len(max + 1);
         let small_pieces: Vec<usize> = (1..=max / 1000).map(|i| i * 1000).collect();
         let cases = [
-            ("one frame", frame(FIN, 0, opcode::TEXT, &over)),
-            (
-                "two fragments",
-                fragmented(opcode::TEXT, &over, &[max / 2]).0,
-            ),
+            ("one frame", frame(FIN, 0, TEXT, &over)),
+            ("two fragments", fragmented(TEXT, &over, &[max / 2]).0),
             (
                 "1000-byte fragments",
-                fragmented(opcode::TEXT, &over, &small_pieces).0,
+                fragmented(TEXT, &over, &small_pieces).0,
             ),
-            (
-                "one binary frame",
-                frame(FIN, 0, opcode::BINARY, &vec![0; max + 1]),
-            ),
+            ("one binary frame", frame(FIN, 0, BINARY, &vec![0; max + 1])),
         ];
-        each_fails(
-            relay.addr,
-            cases.map(|(name, bytes)| (name.to_owned(), bytes, 1009)),
-        )
-        .await
+        each_fails(relay.addr, 1009, cases).await
     }
 }
 
@@ -1284,29 +1300,19 @@ mod masking {
         let relay = relay().await?;
         let unmasked = |fin, op, payload: &[u8]| encode(None, fin, 0, op, payload);
         let cases = [
-            (
-                "text",
-                unmasked(FIN, opcode::TEXT, &message(&json!("bare"))),
-            ),
-            ("ping", unmasked(FIN, opcode::PING, b"bare")),
-            (
-                "close",
-                unmasked(FIN, opcode::CLOSE, &close_payload(1000, b"")),
-            ),
+            ("text", unmasked(FIN, TEXT, &message(&json!("bare")))),
+            ("ping", unmasked(FIN, PING, b"bare")),
+            ("close", unmasked(FIN, CLOSE, &close_payload(1000, b""))),
             (
                 "a continuation",
                 [
-                    frame(MORE, 0, opcode::TEXT, b"{"),
-                    unmasked(FIN, opcode::CONTINUATION, b"}"),
+                    frame(MORE, 0, TEXT, b"{"),
+                    unmasked(FIN, CONTINUATION, b"}"),
                 ]
                 .concat(),
             ),
         ];
-        each_fails(
-            relay.addr,
-            cases.map(|(name, bytes)| (name.to_owned(), bytes, 1002)),
-        )
-        .await
+        each_fails(relay.addr, 1002, cases).await
     }
 }
 
@@ -1320,18 +1326,24 @@ mod failure {
         let mut pair = Pair::new(relay.addr).await?;
         let first = json!("before the broken frame");
         let frames = [
-            frame(FIN, 0, opcode::TEXT, &message(&first)),
-            frame(FIN, 0b100, opcode::TEXT, &message(&json!("RSV1 set"))),
-            frame(
-                FIN,
-                0,
-                opcode::TEXT,
-                &message(&json!("after the broken frame")),
-            ),
+            frame(FIN, 0, TEXT, &message(&first)),
+            frame(FIN, 0b100, TEXT, &message(&json!("RSV1 set"))),
+            frame(FIN, 0, TEXT, &message(&json!("after the broken frame"))),
         ];
         pair.a.write(&frames.concat(), &[]).await?;
         pair.relayed(&first).await?;
         pair.a.expect_close(&[1002]).await?;
         pair.a_left().await
+    }
+
+    /// RFC 6455 7.1.7: a server failing a connection closes TCP, and does not process even
+    /// a close frame answering its own; so a client that does not answer does not keep it.
+    #[tokio::test]
+    async fn a_failed_connection_ends_without_waiting_for_the_clients_answer() -> Result<()> {
+        let relay = relay().await?;
+        let mut client = Raw::connect(relay.addr).await?;
+        client.write(&frame(FIN, 0b100, PING, b"RSV1"), &[]).await?;
+        let code = client.close_frame(&[1002]).await?;
+        client.expect_end(code).await
     }
 }

@@ -70,6 +70,10 @@ enum Cmd {
         /// How clients write the frames they have ready.
         #[arg(long, value_enum, default_value_t = Writes::Batched)]
         writes: Writes,
+        /// The relay binary to measure; by default the `signalroom` beside this benchmark.
+        /// Another build's, to compare two versions on the same machine.
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
     },
     /// Connections joined in rooms of two and held: the relay's memory per connection.
     Idle {
@@ -109,8 +113,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, idle_timeout, stall, writes } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, idle_timeout, stall, writes, relay_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -121,7 +125,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200).await
             }
@@ -145,6 +149,8 @@ struct Work {
     stall: Duration,
     /// How clients write.
     writes: Writes,
+    /// The relay binary, if not the one beside the benchmark.
+    relay_bin: Option<PathBuf>,
 }
 
 /// A server process under test; killed when dropped.
@@ -170,11 +176,20 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-async fn start(kind: Kind, max_connections: usize, idle_timeout: Duration) -> Result<Server> {
+async fn start(
+    kind: Kind,
+    max_connections: usize,
+    idle_timeout: Duration,
+    relay_bin: Option<&PathBuf>,
+) -> Result<Server> {
     let addr = free_addr()?;
     let mut command = match kind {
         Kind::Relay => {
-            let mut c = Command::new(sibling("signalroom").context("relay binary")?);
+            let relay = match relay_bin {
+                Some(path) => path.clone(),
+                None => sibling("signalroom").context("relay binary")?,
+            };
+            let mut c = Command::new(relay);
             let max = max_connections.to_string();
             c.args([
                 "--addr",
@@ -253,7 +268,13 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
-    let server = start(kind, 2 * rooms + 100, work.idle_timeout).await?;
+    let server = start(
+        kind,
+        2 * rooms + 100,
+        work.idle_timeout,
+        work.relay_bin.as_ref(),
+    )
+    .await?;
     let pid = server.child.id();
     let mut pairs = connect_all(server.addr, kind, rooms).await?;
     let joins = match kind {
@@ -472,7 +493,7 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
 
 async fn idle(connections: usize) -> Result<()> {
     let rooms = connections / 2;
-    let server = start(Kind::Relay, connections + 100, IDLE_TIMEOUT).await?;
+    let server = start(Kind::Relay, connections + 100, IDLE_TIMEOUT, None).await?;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = proc::rss_kib(pid)?;

@@ -47,8 +47,8 @@ enum End {
     /// The client sent a close frame: the relay answers with its code and closes TCP
     /// as soon as the answer is written (RFC 6455, section 7.1.1: the server closes first).
     ClientClosed(Option<u16>),
-    /// The relay closes: its close frame follows every frame already queued, then the
-    /// client's answer is awaited, briefly, before TCP is closed.
+    /// The relay closes, or fails the connection: its close frame follows every frame
+    /// already queued.
     Close { code: u16, reason: &'static str },
     /// The client's stream ended or failed: there is nobody to tell.
     Lost(&'static str),
@@ -182,13 +182,20 @@ pub async fn serve<R: Rooms>(
     tracing::info!(%peer, reason = %end, "disconnected");
 }
 
-/// How long a closing connection may take to deliver its last frames and hear the
-/// client's answer to its close.
+/// How long a closing connection may take to deliver its last frames, and then to see the
+/// client close its side.
 const LAST_WORDS: Duration = Duration::from_secs(2);
 
-/// Delivers what is still queued and the close frame `end` calls for, within
-/// [`LAST_WORDS`]; a client that stopped reading or is gone gets nothing more. When the
-/// relay closed first, waits for the client's close frame, so that it closes TCP first.
+/// Delivers what is still queued and the close frame `end` calls for, then closes the
+/// relay's side of TCP at once (RFC 6455, section 7.1.1: the server closes first) and
+/// discards what the client still sends until it closes too, within [`LAST_WORDS`]. A
+/// client that stopped reading or is gone gets nothing more.
+///
+/// The relay does not wait for the client's close frame: when it failed the connection it
+/// must not read one (section 7.1.7), and a client that closed first has sent its own. The
+/// FIN after the close frame tells the client at once; reading on until the client's own
+/// FIN keeps unread bytes from turning the close into a reset that could cost the client
+/// the close frame.
 async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Reader) {
     let (code, reason) = match end {
         End::Lost(_) | End::Dropped(_) => return,
@@ -199,36 +206,21 @@ async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Rea
     outbox.push_close(code, reason, &mut batch);
     batch.flush();
     let _ = tokio::time::timeout(LAST_WORDS, async {
-        if socket.write_last(LAST_WORDS).await.is_ok() && matches!(end, End::Close { .. }) {
-            await_answer(socket, reader).await;
+        if socket.write_last(LAST_WORDS).await.is_ok() && socket.shut_writes().is_ok() {
+            drain(socket, reader).await;
         }
     })
     .await;
 }
 
-/// Reads until the client answers the relay's close frame with its own, closes TCP, or
-/// fails. Nothing it sends is handled any more; what was left of the read that ended the
-/// connection is not even parsed, as it may be what broke the framing.
-async fn await_answer(socket: &Socket, reader: &mut Reader) {
-    reader.discard();
+/// Reads and discards until the client closes its side.
+async fn drain(socket: &Socket, reader: &mut Reader) {
     while socket.readable().await.is_ok() {
         match reader.read_from(socket.stream()) {
             Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(_) => reader.discard(),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
-        }
-        loop {
-            match reader.next_message() {
-                Ok(Some(Incoming::Close(_))) => return,
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                // Past a broken frame nothing can be read: wait for the client to close TCP.
-                Err(_) => {
-                    reader.discard();
-                    break;
-                }
-            }
         }
     }
 }

@@ -427,6 +427,12 @@ impl Socket {
         self.write_waiting(within).await
     }
 
+    /// Closes the relay's side of the stream (a FIN): the client reads to the end of what
+    /// was written, then sees it closed. Reading goes on.
+    pub fn shut_writes(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.shared.stream).shutdown(std::net::Shutdown::Write)
+    }
+
     async fn overflowed(&self) {
         std::future::poll_fn(|cx| {
             self.shared.waker.register(cx.waker());
