@@ -40,6 +40,11 @@ if [[ "${1:-}" == "--test" ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
     fi
+    if ! command -v redis-server >/dev/null; then
+        say "installing redis-server (the tests start their own on free ports)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+    fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then
         say "installing the end-to-end test driver"
         npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e"

@@ -1,7 +1,9 @@
 //! Random sequences of joins, leaves, messages (to the room and directed) and dropped
 //! connections across several rooms, checked frame by frame against a model: nothing
 //! reaches the sender or anyone outside its room, `to` never crosses rooms, every remaining
-//! member hears `left` exactly once, and no room exceeds its capacity.
+//! member hears `left` exactly once, and no room exceeds its capacity. Run against one
+//! relay, and against three relays sharing rooms through Redis with the clients spread
+//! over them.
 
 mod support;
 
@@ -43,7 +45,8 @@ struct Slot {
 }
 
 struct World {
-    relay: Relay,
+    /// Slot `s` is served by relay `s % relays.len()`.
+    relays: Vec<Relay>,
     clients: Vec<Client>,
     slots: Vec<Slot>,
     members: HashMap<usize, Vec<usize>>,
@@ -51,18 +54,23 @@ struct World {
 }
 
 impl World {
-    async fn new() -> Result<Self> {
-        let relay = Relay::start(Config {
+    /// One relay of its own, or `relays` relays sharing rooms through `redis`.
+    async fn new(relays: usize, redis: Option<&RedisServer>) -> Result<Self> {
+        let config = Config {
             room_capacity: CAPACITY,
+            redis_url: redis.map(|r| r.url.clone()),
             ..Config::default()
-        })
-        .await?;
+        };
+        let mut started = Vec::new();
+        for _ in 0..relays {
+            started.push(Relay::start(config.clone()).await?);
+        }
         let mut clients = Vec::new();
-        for _ in 0..SLOTS {
-            clients.push(relay.client().await?);
+        for s in 0..SLOTS {
+            clients.push(started[s % relays].client().await?);
         }
         Ok(Self {
-            relay,
+            relays: started,
             clients,
             slots: vec![Slot::default(); SLOTS],
             members: HashMap::new(),
@@ -177,7 +185,7 @@ impl World {
                 }
             }
             Op::Drop(s) => {
-                let fresh = self.relay.client().await?;
+                let fresh = self.relays[s % self.relays.len()].client().await?;
                 drop(std::mem::replace(&mut self.clients[s], fresh));
                 if self.slots[s].room.is_some() {
                     self.depart(s).await?;
@@ -226,19 +234,56 @@ impl World {
         self.check_stats().await
     }
 
-    /// The relay's counts settle to the model's.
+    /// The relays' counts settle to the model's: each counts its own connections and
+    /// members, and each room once for every relay that serves a member of it.
     async fn check_stats(&self) -> Result<()> {
         ensure!(self.members.values().all(|m| m.len() <= CAPACITY));
-        let members = self.members.values().map(Vec::len).sum();
-        let want = Stats {
-            connections: SLOTS,
-            rooms: self.members.len(),
-            members,
-        };
-        let got = self.relay.settled_stats(want).await?;
-        ensure!(got == want, "relay holds {got:?}, model {want:?}");
+        for (r, relay) in self.relays.iter().enumerate() {
+            let here = |s: &usize| s % self.relays.len() == r;
+            let members: usize = self
+                .members
+                .values()
+                .map(|m| m.iter().filter(|s| here(s)).count())
+                .sum();
+            let want = Stats {
+                connections: (0..SLOTS).filter(here).count(),
+                rooms: self.members.values().filter(|m| m.iter().any(here)).count(),
+                members,
+            };
+            let got = relay.settled_stats(want).await?;
+            ensure!(got == want, "relay {r} holds {got:?}, model {want:?}");
+        }
         Ok(())
     }
+}
+
+/// Runs `ops` against `relays` relays (sharing rooms through their own Redis when more
+/// than one), checking every frame against the model.
+fn check(ops: &[Op], relays: usize) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome: Result<()> = runtime.block_on(async {
+        let redis = match relays {
+            1 => None,
+            _ => Some(RedisServer::start().await?),
+        };
+        let mut world = World::new(relays, redis.as_ref()).await?;
+        for (i, op) in ops.iter().enumerate() {
+            world
+                .apply(op)
+                .await
+                .map_err(|e| e.context(format!("op {i}: {op:?}")))?;
+            world.sync(op).await?;
+            // Requests on different connections race inside the relays (a leave and a
+            // join, a message and a join, a drop nobody is told of): let each op settle
+            // before the next.
+            world
+                .check_stats()
+                .await
+                .map_err(|e| e.context(format!("after op {i}")))?;
+        }
+        world.finish().await
+    });
+    outcome.map_err(|error| TestCaseError::fail(format!("{error:#}")))
 }
 
 proptest! {
@@ -246,21 +291,13 @@ proptest! {
 
     #[test]
     fn frames_never_leave_their_room(ops in proptest::collection::vec(op(), 1..40)) {
-        let runtime = tokio::runtime::Runtime::new()?;
-        let outcome: Result<()> = runtime.block_on(async {
-            let mut world = World::new().await?;
-            for (i, op) in ops.iter().enumerate() {
-                world.apply(op).await.map_err(|e| e.context(format!("op {i}: {op:?}")))?;
-                world.sync(op).await?;
-                // Requests on different connections race inside the relay (a leave and a
-                // join, a message and a join, a drop nobody is told of): let each op
-                // settle before the next.
-                world.check_stats().await.map_err(|e| e.context(format!("after op {i}")))?;
-            }
-            world.finish().await
-        });
-        if let Err(error) = outcome {
-            return Err(TestCaseError::fail(format!("{error:#}")));
-        }
+        check(&ops, 1)?;
+    }
+
+    #[test]
+    fn frames_never_leave_their_room_across_three_relays(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        check(&ops, 3)?;
     }
 }

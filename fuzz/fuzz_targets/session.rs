@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
             // The relay writes only to sockets known to be writable.
             server.writable().await.expect("writable");
             let (outbox, socket) = Outbox::new(server, 64, 1 << 20);
-            let id = rooms.connect(outbox).await;
+            let id = rooms.connect(outbox).await.expect("in-process rooms always connect");
             peers.push(Peer { id, _socket: socket, client, received: Vec::new() });
         }
         for line in text.lines() {

@@ -120,6 +120,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The relay holds as many rooms as it may; only existing rooms can be joined.
     TooManyRooms,
+    /// The relay cannot reach what it shares rooms through (other relays' Redis) just now;
+    /// try again shortly.
+    Unavailable,
     /// A code this version of the crate does not know yet (sent by a newer relay).
     #[serde(other)]
     Unknown,
@@ -139,6 +142,7 @@ impl ErrorCode {
             Self::BinaryUnsupported => "binary_unsupported",
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Unavailable => "unavailable",
             Self::Unknown => "unknown",
         }
     }

@@ -33,6 +33,9 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 30.0;
 pub const DEFAULT_JOIN_TIMEOUT_SECS: f64 = 30.0;
 /// Seconds a client has to send its HTTP request head (and so its upgrade).
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
+/// Seconds a relay sharing rooms through Redis may go without renewing its liveness before
+/// the other relays take its members out of their rooms.
+pub const DEFAULT_RELAY_TIMEOUT_SECS: f64 = 10.0;
 
 /// signalroom: a WebRTC signaling relay.
 ///
@@ -154,6 +157,23 @@ pub struct Config {
         value_parser = parse_ice_server,
     )]
     pub ice_servers: Vec<IceServer>,
+
+    /// Share rooms with every relay started with the same Redis (redis://HOST:PORT[/DB]):
+    /// pages on different relays meet in the same room. Without it, rooms live in this
+    /// process alone. Redis 7 or later.
+    #[arg(long, env = "SIGNALROOM_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// With --redis-url: seconds this relay may go without renewing its liveness in Redis
+    /// (it renews every quarter of it) before the other relays take its members out of
+    /// their rooms and tell the rooms `left`.
+    #[arg(
+        long,
+        env = "SIGNALROOM_RELAY_TIMEOUT",
+        default_value_t = DEFAULT_RELAY_TIMEOUT_SECS,
+        value_parser = parse_secs,
+    )]
+    pub relay_timeout: f64,
 }
 
 impl Default for Config {
@@ -174,6 +194,8 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
+            redis_url: None,
+            relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
         }
     }
 }

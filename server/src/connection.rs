@@ -39,6 +39,7 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Why a connection ends, which says what the client is told on the way out.
@@ -107,7 +108,18 @@ pub async fn serve<R: Rooms>(
 ) {
     let (outbox, socket) = Outbox::new(stream, limits.outbox_frames, limits.outbox_bytes);
     let mut reader = Reader::new(limits.max_message_bytes, early);
-    let peer = rooms.connect(outbox.clone()).await;
+    let peer = match rooms.connect(outbox.clone()).await {
+        Ok(peer) => peer,
+        Err(error) => {
+            tracing::warn!(%error, "refused a connection");
+            let end = End::Close {
+                code: close::TRY_AGAIN_LATER,
+                reason: "rooms unavailable",
+            };
+            last_words(end, &outbox, &socket, &mut reader).await;
+            return;
+        }
+    };
     tracing::debug!(%peer, "connected");
 
     let now = Instant::now();

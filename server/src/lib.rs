@@ -4,7 +4,8 @@
 //! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
 //! interface and its in-process backend; [`connection`] the per-connection task and its
 //! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
-//! framing; `spare` the buffers they reuse; [`codec`] request decoding and refusals, with
+//! framing; `spare` the buffers they reuse; [`redis_rooms`] the backend that shares rooms
+//! between relays through Redis; [`codec`] request decoding and refusals, with
 //! [`json`] checking the data the relay forwards; [`routes`] the HTTP surface, with
 //! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
 
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod http;
 pub mod json;
 pub mod outbox;
+pub mod redis_rooms;
 pub mod rooms;
 pub mod routes;
 mod spare;
@@ -24,23 +26,41 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use config::Config;
+pub use redis_rooms::RedisRooms;
 pub use rooms::{LocalRooms, Rooms, Stats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Serves the relay on `listener` with the in-process rooms until `shutdown` completes, then
-/// closes every WebSocket with 1001 (going away) and returns.
+/// Serves the relay on `listener` until `shutdown` completes, then closes every WebSocket
+/// with 1001 (going away) and returns. Rooms live in this process, or in Redis with
+/// `config.redis_url`, which fails only if Redis cannot be reached at the start.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let rooms = LocalRooms::new(
-        config.room_capacity,
-        config.max_rooms,
-        config.ice_servers.clone(),
-    );
-    run_with(listener, config, rooms, shutdown).await;
+) -> Result<(), redis::RedisError> {
+    match &config.redis_url {
+        Some(url) => {
+            let rooms = RedisRooms::connect(
+                url,
+                config.room_capacity,
+                config.max_rooms,
+                config.ice_servers.clone(),
+                Duration::from_secs_f64(config.relay_timeout),
+            )
+            .await?;
+            run_with(listener, config, rooms, shutdown).await;
+        }
+        None => {
+            let rooms = LocalRooms::new(
+                config.room_capacity,
+                config.max_rooms,
+                config.ice_servers.clone(),
+            );
+            run_with(listener, config, rooms, shutdown).await;
+        }
+    }
+    Ok(())
 }
 
 /// [`run`] with another rooms backend.

@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
         "signalroom relay listening; page at http://{}/",
         config.addr
     );
-    signalroom_server::run(listener, config, shutdown_signal()).await;
+    signalroom_server::run(listener, config, shutdown_signal())
+        .await
+        .context("could not reach Redis (--redis-url)")?;
     tracing::info!("stopped");
     Ok(())
 }

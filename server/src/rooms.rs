@@ -36,6 +36,9 @@ pub enum RoomError {
     /// Creating a room would exceed the relay's room limit.
     #[error("the relay holds as many rooms as it may ({0}); try again later")]
     TooManyRooms(usize),
+    /// The backend cannot reach what it shares rooms through.
+    #[error("rooms are unavailable just now; try again shortly")]
+    Unavailable,
 }
 
 impl RoomError {
@@ -46,6 +49,7 @@ impl RoomError {
             Self::NotInRoom => ErrorCode::NotInRoom,
             Self::UnknownPeer(_) => ErrorCode::UnknownPeer,
             Self::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            Self::Unavailable => ErrorCode::Unavailable,
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct Stats {
 /// Room membership and delivery. One instance is shared by every connection.
 pub trait Rooms: Clone + Send + Sync + 'static {
     /// Registers a new connection and assigns its id.
-    fn connect(&self, outbox: Outbox) -> impl Future<Output = PeerId> + Send;
+    fn connect(&self, outbox: Outbox) -> impl Future<Output = Result<PeerId, RoomError>> + Send;
 
     /// Puts `peer` into `room` and tells it, and the members inside, what happened.
     fn join(
@@ -307,13 +311,13 @@ impl State {
 }
 
 impl Rooms for LocalRooms {
-    async fn connect(&self, outbox: Outbox) -> PeerId {
+    async fn connect(&self, outbox: Outbox) -> Result<PeerId, RoomError> {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let peer = PeerId::new(n).expect("2^53 connections outlast any process");
         self.state()
             .peers
             .insert(peer, Member { outbox, room: None });
-        peer
+        Ok(peer)
     }
 
     async fn join(

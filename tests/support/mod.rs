@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
@@ -43,9 +43,7 @@ impl Relay {
 
     /// A client that, like a browser, sends each frame at once (no Nagle delay).
     pub async fn client(&self) -> Result<Client> {
-        let url = format!("ws://{}/ws", self.addr);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-        Ok(Client { ws })
+        client_at(self.addr).await
     }
 
     pub async fn stats(&self) -> Result<Stats> {
@@ -68,6 +66,67 @@ impl Relay {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A client of the relay at `addr`, sending each frame at once (no Nagle delay).
+pub async fn client_at(addr: SocketAddr) -> Result<Client> {
+    let url = format!("ws://{addr}/ws");
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    Ok(Client { ws })
+}
+
+/// The relay binary (`signalroom`, built beside the tests by `cargo test --workspace`) run
+/// as a process of its own, for tests that kill it; killed when dropped.
+pub struct RelayProcess {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl RelayProcess {
+    pub async fn start(args: &[&str]) -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let binary = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join("signalroom"))
+            .context("the target directory")?;
+        ensure!(
+            binary.is_file(),
+            "{} is missing: build it with `cargo build -p signalroom-server`",
+            binary.display()
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let child = std::process::Command::new(binary)
+            .arg("--addr")
+            .arg(addr.to_string())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting the relay")?;
+        let relay = Self { addr, child };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the relay did not start on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(relay)
+    }
+
+    /// SIGKILL: the relay stops without a word to anyone.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -186,5 +245,63 @@ pub async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> 
     match client.join(room).await? {
         Event::Joined { peer, peers, .. } if peers == inside => Ok(peer),
         other => bail!("expected joined with {inside:?}, got {other:?}"),
+    }
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence;
+/// killed when dropped.
+pub struct RedisServer {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    pub async fn start() -> Result<Self> {
+        let port = free_port()?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-server (scripts/setup.sh --test installs it)")?;
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("redis-server did not start on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(server)
+    }
+
+    /// The server's pid, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on loopback just now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A relay's config that shares rooms through `redis`.
+pub fn shared(redis: &RedisServer) -> Config {
+    Config {
+        redis_url: Some(redis.url.clone()),
+        ..Config::default()
     }
 }

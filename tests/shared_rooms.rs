@@ -1,0 +1,250 @@
+//! Several relays on one Redis share one set of rooms (`--redis-url`): pages on different
+//! relays meet, capacity stays exact when joins race at different relays, ids never repeat,
+//! each peer's frames keep their order, nothing crosses rooms, and the members of a relay
+//! that is killed leave their rooms. Each test starts its own `redis-server`.
+
+mod support;
+
+use std::collections::HashSet;
+
+use anyhow::{bail, ensure, Context, Result};
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use signalroom_protocol::{Event, PeerId};
+use signalroom_server::Config;
+use support::*;
+
+/// The id a join gave, whatever the room said.
+fn joined_id(event: &Event<Value>) -> Option<PeerId> {
+    match event {
+        Event::Created { peer, .. } | Event::Joined { peer, .. } => Some(*peer),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn pages_on_two_relays_meet_in_one_room() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let (one, two) = (
+        Relay::start(shared(&redis)).await?,
+        Relay::start(shared(&redis)).await?,
+    );
+    let (mut a, mut b, mut c) = (
+        one.client().await?,
+        two.client().await?,
+        one.client().await?,
+    );
+    let a_id = created_peer(a.join("foo").await?)?;
+    let b_id = joined_peer(&mut b, "foo", &[a_id]).await?;
+    match a.recv().await? {
+        Event::Join { peer, .. } if peer == b_id => {}
+        other => bail!("expected join of {b_id}, got {other:?}"),
+    }
+    match c.join("foo").await? {
+        Event::Full { .. } => {}
+        other => bail!("expected full, got {other:?}"),
+    }
+    a.say(json!({"sdp": "offer"}), None).await?;
+    match b.recv().await? {
+        Event::Message { from, data, .. } if from == a_id && data == json!({"sdp": "offer"}) => {}
+        other => bail!("expected a's offer, got {other:?}"),
+    }
+    b.say(json!("answer"), Some(a_id)).await?;
+    match a.recv().await? {
+        Event::Message { from, data, .. } if from == b_id && data == json!("answer") => {}
+        other => bail!("expected b's answer, got {other:?}"),
+    }
+    c.expect_silence().await?;
+    b.send(&signalroom_protocol::Request::Leave).await?;
+    match a.recv().await? {
+        Event::Left { peer, .. } if peer == b_id => {}
+        other => bail!("expected b to leave, got {other:?}"),
+    }
+    // The seat b left is free again, for a page on either relay.
+    joined_peer(&mut c, "foo", &[a_id]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn capacity_is_exact_when_joins_race_at_two_relays() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let (one, two) = (
+        Relay::start(shared(&redis)).await?,
+        Relay::start(shared(&redis)).await?,
+    );
+    for round in 0..5 {
+        let room = format!("race-{round}");
+        let mut clients = Vec::new();
+        for n in 0..10 {
+            clients.push(if n % 2 == 0 {
+                one.client().await?
+            } else {
+                two.client().await?
+            });
+        }
+        let answers = join_all(clients.iter_mut().map(|c| c.join(&room))).await;
+        let mut inside = 0;
+        let mut full = 0;
+        for answer in answers {
+            match answer? {
+                Event::Created { .. } | Event::Joined { .. } => inside += 1,
+                Event::Full { .. } => full += 1,
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+        ensure!(
+            (inside, full) == (2, 8),
+            "{room}: {inside} inside, {full} full"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn peer_ids_never_repeat_across_relays_or_restarts() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut seen = HashSet::new();
+    let mut clients = Vec::new();
+    for restart in 0..2 {
+        let relays = [
+            Relay::start(shared(&redis)).await?,
+            Relay::start(shared(&redis)).await?,
+        ];
+        for (r, relay) in relays.iter().enumerate() {
+            for n in 0..10 {
+                let mut client = relay.client().await?;
+                let event = client.join(&format!("ids-{restart}-{r}-{n}")).await?;
+                let id = joined_id(&event).context("a join answer")?;
+                ensure!(seen.insert(id), "id {id} handed out twice");
+                ensure!(id.get() <= PeerId::MAX, "id {id} is not a safe JSON number");
+                // Still connected while the relays restart: their ids are still held.
+                clients.push(client);
+            }
+        }
+        for relay in relays {
+            let _ = relay.stop.send(());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn frames_keep_their_order_across_relays() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let config = Config {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    meet(&mut a, &mut b, "order").await?;
+    const COUNT: u64 = 300;
+    for n in 0..COUNT {
+        a.say(json!(n), None).await?;
+    }
+    for n in 0..COUNT {
+        match b.recv().await? {
+            Event::Message { data, .. } if data == json!(n) => {}
+            other => bail!("expected message {n}, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn directed_messages_reach_only_their_target_on_any_relay() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let config = Config {
+        room_capacity: 3,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b, mut c) = (
+        one.client().await?,
+        two.client().await?,
+        one.client().await?,
+    );
+    let (a_id, b_id) = meet(&mut a, &mut b, "trio").await?;
+    let c_id = joined_peer(&mut c, "trio", &[a_id, b_id]).await?;
+    a.recv().await?;
+    b.recv().await?;
+    // Another room on the same relays hears nothing of this one.
+    let (mut x, mut y) = (two.client().await?, one.client().await?);
+    meet(&mut x, &mut y, "elsewhere").await?;
+    directed(&mut a, a_id, (b_id, &mut b), &mut c).await?;
+    directed(&mut a, a_id, (c_id, &mut c), &mut b).await?;
+    x.expect_silence().await?;
+    y.expect_silence().await?;
+    Ok(())
+}
+
+/// `a` sends to `to` alone: `target` gets it, `other` hears nothing.
+async fn directed(
+    a: &mut Client,
+    a_id: PeerId,
+    (to, target): (PeerId, &mut Client),
+    other: &mut Client,
+) -> Result<()> {
+    let text = json!(format!("for {to}"));
+    a.say(text.clone(), Some(to)).await?;
+    match target.recv().await? {
+        Event::Message { from, data, .. } if from == a_id && data == text => {}
+        unexpected => bail!("expected a's message, got {unexpected:?}"),
+    }
+    other.expect_silence().await
+}
+
+#[tokio::test]
+async fn the_members_of_a_killed_relay_leave_their_rooms() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let survivor = Relay::start(Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    })
+    .await?;
+    let mut doomed =
+        RelayProcess::start(&["--redis-url", &redis.url, "--relay-timeout", "2"]).await?;
+    let (mut a, mut b) = (survivor.client().await?, client_at(doomed.addr).await?);
+    let (a_id, b_id) = meet(&mut a, &mut b, "failover").await?;
+    doomed.kill()?;
+    // Its liveness lapses after 2 s; the survivor sweeps every half second.
+    match a.recv().await? {
+        Event::Left { peer, .. } if peer == b_id => {}
+        other => bail!("expected the killed relay's member to leave, got {other:?}"),
+    }
+    // Its seat is free: the room is not kept full by a member nobody serves.
+    let mut c = survivor.client().await?;
+    joined_peer(&mut c, "failover", &[a_id]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_redis_requests_are_refused_not_queued() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let relay = Relay::start(shared(&redis)).await?;
+    let (mut a, mut b) = (relay.client().await?, relay.client().await?);
+    meet(&mut a, &mut b, "outage").await?;
+    let mut late = relay.client().await?;
+    drop(redis);
+    // Redis is gone: the relay says so at once instead of holding the request.
+    late.send(&signalroom_protocol::Request::CreateOrJoin {
+        room: room_name("outage-2"),
+    })
+    .await?;
+    late.expect_error(signalroom_protocol::ErrorCode::Unavailable)
+        .await?;
+    a.say(json!("anyone?"), None).await?;
+    a.expect_error(signalroom_protocol::ErrorCode::Unavailable)
+        .await?;
+    // A new connection cannot get an id: it is told to come back later.
+    let mut newcomer = relay.client().await?;
+    ensure!(newcomer.expect_close().await? == Some(1013));
+    Ok(())
+}
