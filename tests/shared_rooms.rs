@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use futures_util::future::join_all;
@@ -226,25 +227,90 @@ async fn the_members_of_a_killed_relay_leave_their_rooms() -> Result<()> {
 }
 
 #[tokio::test]
-async fn without_redis_requests_are_refused_not_queued() -> Result<()> {
+async fn without_redis_joins_are_refused_and_a_relays_own_rooms_go_on() -> Result<()> {
     let redis = RedisServer::start().await?;
     let relay = Relay::start(shared(&redis)).await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
-    meet(&mut a, &mut b, "outage").await?;
+    let (a_id, _) = meet(&mut a, &mut b, "outage").await?;
     let mut late = relay.client().await?;
     drop(redis);
-    // Redis is gone: the relay says so at once instead of holding the request.
+    // Redis is gone: a join, which needs it, is refused at once instead of held...
     late.send(&signalroom_protocol::Request::CreateOrJoin {
         room: room_name("outage-2"),
     })
     .await?;
     late.expect_error(signalroom_protocol::ErrorCode::Unavailable)
         .await?;
-    a.say(json!("anyone?"), None).await?;
-    a.expect_error(signalroom_protocol::ErrorCode::Unavailable)
-        .await?;
-    // A new connection cannot get an id: it is told to come back later.
-    let mut newcomer = relay.client().await?;
-    ensure!(newcomer.expect_close().await? == Some(1013));
+    // ...while members on the same relay still reach each other.
+    a.say(json!("still here"), None).await?;
+    match b.recv().await? {
+        Event::Message { from, data, .. } if from == a_id && data == json!("still here") => {}
+        other => bail!("expected a's message, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn rooms_come_back_when_redis_restarts_empty() -> Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
+    redis.restart().await?;
+    // A few heartbeats (every half second) for the relays to reconnect, resubscribe and
+    // put their members back; no page reconnects.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.say(json!("still there?"), None).await?;
+    match b.recv().await? {
+        Event::Message { from, data, .. } if from == a_id && data == json!("still there?") => {}
+        other => bail!("expected a's message after the restart, got {other:?}"),
+    }
+    // The room is as full as before.
+    let mut c = two.client().await?;
+    match c.join("phoenix").await? {
+        Event::Full { .. } => {}
+        other => bail!("expected full, got {other:?}"),
+    }
+    // A relay started now takes ids past those still held, as Redis's counter was put back.
+    let three = Relay::start(shared(&redis)).await?;
+    let mut d = three.client().await?;
+    let id = joined_id(&d.join("phoenix-2").await?).context("an id")?;
+    ensure!(
+        id.get() > a_id.get().max(b_id.get()),
+        "id {id} after the restart while {a_id} and {b_id} are held"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_relay_paused_past_its_timeout_closes_the_members_it_lost() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let survivor = Relay::start(Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    })
+    .await?;
+    let paused = RelayProcess::start(&["--redis-url", &redis.url, "--relay-timeout", "2"]).await?;
+    let (mut a, mut b) = (survivor.client().await?, client_at(paused.addr).await?);
+    let (_, b_id) = meet(&mut a, &mut b, "sleeper").await?;
+    paused.signal("STOP")?;
+    match a.recv().await? {
+        Event::Left { peer, .. } if peer == b_id => {}
+        other => bail!("expected the paused relay's member to leave, got {other:?}"),
+    }
+    // Woken, the relay finds it was given up for dead: the member it lost is told to
+    // come back (1012), rather than left in a room that no longer has it.
+    paused.signal("CONT")?;
+    ensure!(
+        b.expect_close().await? == Some(1012),
+        "b was not closed with 1012"
+    );
     Ok(())
 }

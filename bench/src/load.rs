@@ -35,6 +35,10 @@ pub enum Kind {
     Floor,
     /// The least any forwarder can do (`bare.rs`).
     Bare,
+    /// One relay sharing rooms through a `redis-server`, both pages of a pair on it.
+    RedisLocal,
+    /// Two relays sharing rooms through a `redis-server`, every pair split across them.
+    RedisSplit,
 }
 
 impl Kind {
@@ -43,16 +47,20 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::Floor => "floor",
             Kind::Bare => "bare",
+            Kind::RedisLocal => "redis-local",
+            Kind::RedisSplit => "redis-split",
         }
+    }
+
+    /// Whether it has rooms to join (the forwarders pair by arrival).
+    pub fn has_rooms(self) -> bool {
+        !matches!(self, Kind::Floor | Kind::Bare)
     }
 }
 
-/// Opens the two connections of pair `n`.
-pub async fn connect_pair(target: SocketAddr, n: usize) -> Result<(Conn, Conn)> {
-    Ok((
-        connect(target, 2 * n).await?,
-        connect(target, 2 * n + 1).await?,
-    ))
+/// Opens the two connections of pair `n`, A's to `a` and B's to `b`.
+pub async fn connect_pair(a: SocketAddr, b: SocketAddr, n: usize) -> Result<(Conn, Conn)> {
+    Ok((connect(a, 2 * n).await?, connect(b, 2 * n + 1).await?))
 }
 
 /// Puts pair `n` into room `n`; returns the two join latencies (A creates, B joins).

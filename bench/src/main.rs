@@ -70,6 +70,11 @@ enum Cmd {
         /// How clients write the frames they have ready.
         #[arg(long, value_enum, default_value_t = Writes::Batched)]
         writes: Writes,
+        /// Also run relays sharing rooms through a `redis-server` of the benchmark's own:
+        /// one relay with both pages of each pair on it, and two relays with every pair
+        /// split across them (their CPU and memory include redis-server's).
+        #[arg(long)]
+        redis: bool,
         /// The relay binary to measure; by default the `signalroom` beside this benchmark.
         /// Another build's, to compare two versions on the same machine.
         #[arg(long)]
@@ -113,8 +118,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, idle_timeout, stall, writes, relay_bin } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, idle_timeout, stall, writes, relay_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -125,7 +130,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200).await
             }
@@ -143,6 +148,8 @@ struct Work {
     runs: usize,
     /// Whether the bare forwarder runs too.
     bare: bool,
+    /// Whether relays sharing rooms through Redis run too.
+    redis: bool,
     /// The relay's idle timeout (it pings every third of it).
     idle_timeout: Duration,
     /// The longest round trip a healthy run has.
@@ -153,16 +160,51 @@ struct Work {
     relay_bin: Option<PathBuf>,
 }
 
-/// A server process under test; killed when dropped.
+/// The processes of a server under test (a redis-server first, where there is one), and
+/// where pairs connect: A to the first address, B to the last. Killed when dropped.
 struct Server {
-    child: Child,
-    addr: SocketAddr,
+    children: Vec<Child>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// The CPU seconds of all its processes.
+    fn cpu_seconds(&self) -> Result<f64> {
+        self.pids().into_iter().map(proc::cpu_seconds).sum()
+    }
+
+    /// The resident memory of all its processes.
+    fn rss_kib(&self) -> Result<u64> {
+        self.pids().into_iter().map(proc::rss_kib).sum()
+    }
+
+    /// Starts `command` as one more process and waits for it to listen on `addr`.
+    async fn spawn(&mut self, mut command: Command, addr: SocketAddr) -> Result<()> {
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting a server")?;
+        self.children.push(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("{command:?} did not start on {addr}")
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -182,48 +224,60 @@ async fn start(
     idle_timeout: Duration,
     relay_bin: Option<&PathBuf>,
 ) -> Result<Server> {
-    let addr = free_addr()?;
-    let mut command = match kind {
-        Kind::Relay => {
-            let relay = match relay_bin {
-                Some(path) => path.clone(),
-                None => sibling("signalroom").context("relay binary")?,
-            };
-            let mut c = Command::new(relay);
-            let max = max_connections.to_string();
-            c.args([
-                "--addr",
-                &addr.to_string(),
-                "--max-connections",
-                &max,
-                "--max-rooms",
-                &max,
-            ]);
-            // The benchmark measures forwarding, not the abuse limits.
-            c.args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"]);
-            let idle = idle_timeout.as_secs_f64().to_string();
-            c.args(["--idle-timeout", &idle, "--join-timeout", &idle]);
-            c.env("RUST_LOG", "warn");
-            c
-        }
+    let mut server = Server {
+        children: Vec::new(),
+        addrs: Vec::new(),
+    };
+    let (relays, redis) = match kind {
         Kind::Floor | Kind::Bare => {
+            let addr = free_addr()?;
             let mut c = Command::new(std::env::current_exe()?);
             c.args([kind.name(), "--addr", &addr.to_string()]);
-            c
-        }
-    };
-    let child = command
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting the server")?;
-    let server = Server { child, addr };
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            server.spawn(c, addr).await?;
+            server.addrs.push(addr);
             return Ok(server);
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        Kind::Relay => (1, false),
+        Kind::RedisLocal => (1, true),
+        Kind::RedisSplit => (2, true),
+    };
+    let mut redis_url = None;
+    if redis {
+        let addr = free_addr()?;
+        let mut c = Command::new("redis-server");
+        c.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1"]);
+        c.args(["--save", "", "--appendonly", "no"]);
+        server.spawn(c, addr).await?;
+        redis_url = Some(format!("redis://{addr}"));
     }
-    bail!("{kind:?} did not start on {addr}")
+    for _ in 0..relays {
+        let addr = free_addr()?;
+        let relay = match relay_bin {
+            Some(path) => path.clone(),
+            None => sibling("signalroom").context("relay binary")?,
+        };
+        let mut c = Command::new(relay);
+        let max = max_connections.to_string();
+        c.args([
+            "--addr",
+            &addr.to_string(),
+            "--max-connections",
+            &max,
+            "--max-rooms",
+            &max,
+        ]);
+        // The benchmark measures forwarding, not the abuse limits.
+        c.args(["--rate-per-sec", "1000000", "--rate-burst", "1000000"]);
+        let idle = idle_timeout.as_secs_f64().to_string();
+        c.args(["--idle-timeout", &idle, "--join-timeout", &idle]);
+        if let Some(url) = &redis_url {
+            c.args(["--redis-url", url]);
+        }
+        c.env("RUST_LOG", "warn");
+        server.spawn(c, addr).await?;
+        server.addrs.push(addr);
+    }
+    Ok(server)
 }
 
 /// Figures of one run.
@@ -275,12 +329,12 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         work.relay_bin.as_ref(),
     )
     .await?;
-    let pid = server.child.id();
-    let mut pairs = connect_all(server.addr, kind, rooms).await?;
-    let joins = match kind {
-        Kind::Relay => join_all(&mut pairs).await?,
-        // The forwarders have no rooms: their pairs are made by arrival.
-        Kind::Floor | Kind::Bare => Vec::new(),
+    let mut pairs = connect_all(&server, kind, rooms).await?;
+    // The forwarders have no rooms: their pairs are made by arrival.
+    let joins = if kind.has_rooms() {
+        join_all(&mut pairs).await?
+    } else {
+        Vec::new()
     };
     let tally = Arc::new(Tally::default());
     let drivers: Vec<_> = pairs
@@ -297,7 +351,7 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         })
         .collect();
     tokio::time::sleep(work.warmup).await;
-    let cpu_before = proc::cpu_seconds(pid)?;
+    let cpu_before = server.cpu_seconds()?;
     let generator_before = proc::cpu_seconds(std::process::id())?;
     let segments_before = proc::Segments::now()?;
     let started = Instant::now();
@@ -305,10 +359,10 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     tokio::time::sleep(work.window).await;
     tally.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = proc::cpu_seconds(pid)? - cpu_before;
+    let cpu = server.cpu_seconds()? - cpu_before;
     let generator_cpu = proc::cpu_seconds(std::process::id())? - generator_before;
     let segments = proc::Segments::now()?.since(segments_before);
-    let rss_kib = proc::rss_kib(pid)?;
+    let rss_kib = server.rss_kib()?;
     tally.stop.store(true, Ordering::Relaxed);
     let mut rtts = Vec::new();
     for driver in drivers {
@@ -325,7 +379,9 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
         cpu_us_per_message: per_message(cpu * 1e6),
         generator_cpu_us_per_message: per_message(generator_cpu * 1e6),
         segments_per_message: per_message(segments.sent as f64),
-        dataless_segments_per_message: per_message((segments.sent - segments.with_data) as f64),
+        dataless_segments_per_message: per_message(
+            segments.sent.saturating_sub(segments.with_data) as f64,
+        ),
         rss_kib,
     })
 }
@@ -333,13 +389,14 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
 /// Opens `rooms` pairs of connections. The forwarders pair by arrival, so for them they connect
 /// strictly one pair at a time.
 async fn connect_all(
-    addr: SocketAddr,
+    server: &Server,
     kind: Kind,
     rooms: usize,
 ) -> Result<Vec<(wire::Conn, wire::Conn)>> {
-    let at_once = if kind == Kind::Relay { 64 } else { 1 };
+    let at_once = if kind.has_rooms() { 64 } else { 1 };
+    let (a, b) = (server.addrs[0], server.addrs[server.addrs.len() - 1]);
     stream::iter(0..rooms)
-        .map(|n| load::connect_pair(addr, n))
+        .map(|n| load::connect_pair(a, b, n))
         .buffered(at_once)
         .try_collect()
         .await
@@ -393,6 +450,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     let mut kinds = vec![Kind::Relay, Kind::Floor];
     if work.bare {
         kinds.push(Kind::Bare);
+    }
+    if work.redis {
+        kinds.extend([Kind::RedisLocal, Kind::RedisSplit]);
     }
     // Alternating spreads the machine's slow moments over all of them.
     let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();
@@ -494,13 +554,12 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
 async fn idle(connections: usize) -> Result<()> {
     let rooms = connections / 2;
     let server = start(Kind::Relay, connections + 100, IDLE_TIMEOUT, None).await?;
-    let pid = server.child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = proc::rss_kib(pid)?;
-    let mut pairs = connect_all(server.addr, Kind::Relay, rooms).await?;
+    let before = server.rss_kib()?;
+    let mut pairs = connect_all(&server, Kind::Relay, rooms).await?;
     join_all(&mut pairs).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = proc::rss_kib(pid)?;
+    let after = server.rss_kib()?;
     let held = 2 * pairs.len();
     println!();
     println!("idle: {held} connections joined in rooms of two");

@@ -13,25 +13,34 @@
 //!   through the channel, to which it subscribed before running the script.
 //! - **Leaving** (or disconnecting) runs the other script: it removes the member and, if it
 //!   was there, publishes `L`. It is idempotent, so several relays may clean up at once.
-//! - **Messages** are published as `M`, already framed as the members will receive them.
-//! - **Peer ids** come from one Redis counter, so they are unique across relays and across
-//!   a relay's restarts.
+//! - **Messages** go straight to the members on this relay, without Redis; they are
+//!   published as `M` (already framed as the members will receive them) only when the room
+//!   has members elsewhere, whose relays deliver them. So a room whose members all sit on
+//!   one relay relays as fast as the in-process rooms.
+//! - **One queue toward Redis**, bounded in commands and bytes, carries the scripts and
+//!   publishes in the order the relay decided them; one task sends what waits in one
+//!   pipeline. A message that finds it full is refused (`rate_limited`), never buffered.
+//! - **Peer ids** come from one Redis counter, reserved in blocks, so they are unique across
+//!   relays and across a relay's restarts.
 //! - **A relay that dies** stops renewing a key that expires after `relay_timeout`; the
 //!   others notice it in their sweep, run the leave script for each member it had (each
 //!   relay keeps the set of its members in Redis) and forget it.
+//! - **Redis restarted empty**: the heartbeat sees the epoch key gone, and the relay puts
+//!   its members back, unannounced, and the id counters past what it handed out; the
+//!   connection manager reconnects and resubscribes. A relay that was given up for dead
+//!   (paused past its timeout) closes the members it lost with 1012 instead.
 //!
-//! What this backend does not do yet is written in the README: Redis Cluster, a relay's own
-//! rooms without a Redis hop, and recovery from a Redis outage beyond refusing requests.
+//! What this backend does not do yet is written in the README: Redis Cluster.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, PushKind, Script, Value};
+use redis::{AsyncCommands, PushKind, Value};
 use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::json::RawJson;
 use crate::outbox::{encode, lock, Batch, Outbox};
@@ -78,8 +87,14 @@ struct Shared {
     max_rooms: usize,
     ice_servers: Vec<IceServer>,
     relay_timeout: Duration,
-    join: Script,
-    leave: Script,
+    /// The queue toward Redis, and the bytes in it.
+    commands: mpsc::Sender<Command>,
+    queued_bytes: AtomicUsize,
+    /// Peer ids reserved from Redis and not handed out yet.
+    ids: Mutex<std::ops::Range<u64>>,
+    /// The epoch of Redis's data when this relay last registered: a new one means Redis
+    /// lost its data.
+    epoch: Mutex<String>,
     stopping: AtomicBool,
     /// This relay's view; its lock is never held across an `.await` or a Redis call.
     state: Mutex<State>,
@@ -137,6 +152,36 @@ fn relay_alive_key(relay: u64) -> String {
     format!("{PREFIX}:relay:{relay}:alive")
 }
 
+/// Commands the queue toward Redis holds at most.
+const QUEUED_COMMANDS: usize = 4096;
+/// Bytes of messages the queue toward Redis holds at most.
+const QUEUED_BYTES: usize = 4 << 20;
+/// Commands sent in one pipeline at most.
+const PIPELINE: usize = 256;
+/// Peer ids reserved from Redis at a time: one round trip per this many connections.
+const ID_BLOCK: u64 = 64;
+
+/// What the queue toward Redis carries, in the order the relay decided it.
+enum Command {
+    /// A room event: `channel` gets `payload`.
+    Publish { channel: String, payload: String },
+    /// A Lua script with three keys, whose reply (or failure) goes to `reply`.
+    Script {
+        code: &'static str,
+        keys: [String; 3],
+        args: Vec<String>,
+        reply: oneshot::Sender<Result<Value, ()>>,
+    },
+}
+
+/// Raises KEYS[1] to ARGV[1] if it is lower (or missing).
+const RAISE: &str = r#"
+if (tonumber(redis.call('GET', KEYS[1])) or 0) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"#;
+
+const EPOCH_KEY: &str = "signalroom:epoch";
 const RELAYS_KEY: &str = "signalroom:relays";
 const PEER_IDS_KEY: &str = "signalroom:peer-ids";
 const RELAY_IDS_KEY: &str = "signalroom:relay-ids";
@@ -144,6 +189,26 @@ const RELAY_IDS_KEY: &str = "signalroom:relay-ids";
 /// A member's entry in its relay's set: the peer and its room's channel.
 fn registry_entry(peer: impl std::fmt::Display, channel: &str) -> String {
     format!("{peer} {channel}")
+}
+
+/// The keys and arguments of [`LEAVE`] for `peer` of `relay` in `channel`'s room.
+fn leave_command(
+    relay: u64,
+    peer: impl std::fmt::Display,
+    channel: &str,
+    announce: bool,
+) -> ([String; 3], Vec<String>) {
+    let keys = [
+        members_key(channel),
+        relay_members_key(relay),
+        channel.to_owned(),
+    ];
+    let args = vec![
+        peer.to_string(),
+        registry_entry(peer, channel),
+        String::from(if announce { "1" } else { "0" }),
+    ];
+    (keys, args)
 }
 
 fn unavailable(error: redis::RedisError) -> RoomError {
@@ -181,6 +246,7 @@ impl RedisRooms {
             .set_max_delay(Duration::from_millis(500));
         let mut redis = client.get_connection_manager_with_config(config).await?;
         let relay: u64 = redis.incr(RELAY_IDS_KEY, 1).await?;
+        let (commands, queued) = mpsc::channel(QUEUED_COMMANDS);
         let rooms = Self {
             shared: Arc::new(Shared {
                 redis,
@@ -189,18 +255,86 @@ impl RedisRooms {
                 max_rooms,
                 ice_servers,
                 relay_timeout,
-                join: Script::new(JOIN),
-                leave: Script::new(LEAVE),
+                commands,
+                queued_bytes: AtomicUsize::new(0),
+                ids: Mutex::new(0..0),
+                epoch: Mutex::new(String::new()),
                 stopping: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
                 subscriptions: tokio::sync::Mutex::new(()),
             }),
         };
-        rooms.heartbeat().await?;
+        rooms.register().await?;
         tracing::info!(relay, "sharing rooms through Redis");
         tokio::spawn(rooms.clone().read_channels(received));
         tokio::spawn(rooms.clone().keep_alive());
+        tokio::spawn(rooms.clone().send_commands(queued));
         Ok(rooms)
+    }
+
+    /// Sends the queue's commands to Redis, each time all that wait (up to [`PIPELINE`])
+    /// in one pipeline: one write carries many frames.
+    async fn send_commands(self, mut queued: mpsc::Receiver<Command>) {
+        let mut redis = self.redis();
+        let mut batch = Vec::with_capacity(PIPELINE);
+        while queued.recv_many(&mut batch, PIPELINE).await > 0 {
+            let mut pipe = redis::pipe();
+            let mut bytes = 0;
+            for command in &batch {
+                match command {
+                    Command::Publish { channel, payload } => {
+                        bytes += payload.len();
+                        pipe.publish(channel, payload).ignore();
+                    }
+                    Command::Script {
+                        code, keys, args, ..
+                    } => {
+                        pipe.cmd("EVAL")
+                            .arg(*code)
+                            .arg(keys.len())
+                            .arg(keys)
+                            .arg(args);
+                    }
+                }
+            }
+            let replies = pipe.query_async::<Vec<Value>>(&mut redis).await;
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if let Err(error) = &replies {
+                tracing::warn!(%error, commands = batch.len(), "Redis refused a pipeline");
+            }
+            let mut replies = replies.ok().map(Vec::into_iter);
+            for command in batch.drain(..) {
+                if let Command::Script { reply, .. } = command {
+                    let value = replies.as_mut().and_then(Iterator::next).ok_or(());
+                    let _ = reply.send(value);
+                }
+            }
+        }
+    }
+
+    /// Runs a script through the queue, after everything queued before it.
+    async fn script(
+        &self,
+        code: &'static str,
+        keys: [String; 3],
+        args: Vec<String>,
+    ) -> Result<Value, RoomError> {
+        let (reply, replied) = oneshot::channel();
+        let command = Command::Script {
+            code,
+            keys,
+            args,
+            reply,
+        };
+        self.shared
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| RoomError::Unavailable)?;
+        replied
+            .await
+            .map_err(|_| RoomError::Unavailable)?
+            .map_err(|()| RoomError::Unavailable)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -211,17 +345,114 @@ impl RedisRooms {
         self.shared.redis.clone()
     }
 
-    /// Renews this relay's liveness key and registers it.
-    async fn heartbeat(&self) -> redis::RedisResult<()> {
+    /// Registers this relay: its liveness key and its place among the relays, and the
+    /// epoch of Redis's data (set by the first relay to come, kept by the rest).
+    async fn register(&self) -> redis::RedisResult<()> {
         let relay = self.shared.relay;
-        let ttl = u64::try_from(self.shared.relay_timeout.as_millis()).unwrap_or(u64::MAX);
-        redis::pipe()
-            .pset_ex(relay_alive_key(relay), 1, ttl)
+        let fresh = format!("{relay}-{:?}", std::time::SystemTime::now());
+        let (epoch,): (String,) = redis::pipe()
+            .pset_ex(relay_alive_key(relay), 1, self.ttl_ms())
             .ignore()
             .sadd(RELAYS_KEY, relay)
             .ignore()
-            .query_async::<()>(&mut self.redis())
-            .await
+            .cmd("SET")
+            .arg(EPOCH_KEY)
+            .arg(fresh)
+            .arg("NX")
+            .ignore()
+            .get(EPOCH_KEY)
+            .query_async(&mut self.redis())
+            .await?;
+        *lock(&self.shared.epoch) = epoch;
+        Ok(())
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.shared.relay_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Renews this relay's liveness key, only while it exists. A key gone means Redis lost
+    /// its data (restarted empty: the epoch is gone or new) or the other relays gave this
+    /// one up for dead and took its members out of their rooms. After a loss of data the
+    /// relay registers itself and its members again, unannounced, as they were, so no page
+    /// notices; members the others took out are closed with 1012, and their pages
+    /// reconnect and join again.
+    async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let relay = self.shared.relay;
+        let (renewed, epoch): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(relay_alive_key(relay))
+            .arg(1)
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .arg("XX")
+            .get(EPOCH_KEY)
+            .query_async(&mut self.redis())
+            .await?;
+        if renewed.is_some() {
+            return Ok(());
+        }
+        let lost = epoch.as_deref() != Some(lock(&self.shared.epoch).as_str());
+        self.register().await?;
+        if lost {
+            tracing::warn!(
+                relay,
+                "Redis lost its data; registering this relay's members again"
+            );
+            self.register_members().await
+        } else {
+            tracing::warn!(
+                relay,
+                "this relay was given up for dead; closing what it lost"
+            );
+            self.close_lost_members().await
+        }
+    }
+
+    /// Puts every member of this relay back into its room in Redis, and the id counters
+    /// past every peer id this relay handed out and past its own id.
+    async fn register_members(&self) -> redis::RedisResult<()> {
+        let relay = self.shared.relay;
+        let mut pipe = redis::pipe();
+        for (peer, member) in &self.state().peers {
+            if let Some((_, channel)) = &member.room {
+                pipe.hset(members_key(channel), peer.get(), relay).ignore();
+                pipe.sadd(relay_members_key(relay), registry_entry(peer, channel))
+                    .ignore();
+            }
+        }
+        let handed_out = lock(&self.shared.ids).end;
+        for (counter, at_least) in [(PEER_IDS_KEY, handed_out), (RELAY_IDS_KEY, relay)] {
+            pipe.cmd("EVAL")
+                .arg(RAISE)
+                .arg(1)
+                .arg(counter)
+                .arg(at_least)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis()).await
+    }
+
+    /// Closes (1012) the members of this relay that Redis no longer has in their rooms.
+    async fn close_lost_members(&self) -> redis::RedisResult<()> {
+        let registered: std::collections::HashSet<String> = self
+            .redis()
+            .smembers(relay_members_key(self.shared.relay))
+            .await?;
+        let mut batch = Batch::new();
+        for (peer, member) in &self.state().peers {
+            if let Some((_, channel)) = &member.room {
+                if !registered.contains(&registry_entry(peer, channel)) {
+                    member.outbox.push_close(
+                        1012,
+                        "the relay lost its rooms; join again",
+                        &mut batch,
+                    );
+                }
+            }
+        }
+        batch.flush();
+        Ok(())
     }
 
     /// Renews the liveness key a few times per timeout and cleans up after relays whose
@@ -260,30 +491,14 @@ impl RedisRooms {
                 let Some((peer, channel)) = entry.split_once(' ') else {
                     continue;
                 };
-                self.leave_script(relay, peer, channel, true).await?;
+                let (keys, args) = leave_command(relay, peer, channel, true);
+                if self.script(LEAVE, keys, args).await.is_err() {
+                    return Ok(());
+                }
             }
             redis.srem::<_, _, ()>(RELAYS_KEY, relay).await?;
         }
         Ok(())
-    }
-
-    async fn leave_script(
-        &self,
-        relay: u64,
-        peer: &str,
-        channel: &str,
-        announce: bool,
-    ) -> redis::RedisResult<usize> {
-        self.shared
-            .leave
-            .key(members_key(channel))
-            .key(relay_members_key(relay))
-            .key(channel)
-            .arg(peer)
-            .arg(registry_entry(peer, channel))
-            .arg(if announce { "1" } else { "0" })
-            .invoke_async(&mut self.redis())
-            .await
     }
 
     /// Takes `peer` out of its room in Redis, announced unless the relay is stopping, and
@@ -297,11 +512,10 @@ impl RedisRooms {
             }
         }
         let announce = !self.shared.stopping.load(Ordering::Relaxed);
-        let left = self
-            .leave_script(self.shared.relay, &peer.to_string(), &channel, announce)
-            .await;
+        let (keys, args) = leave_command(self.shared.relay, peer, &channel, announce);
+        let left = self.script(LEAVE, keys, args).await;
         self.lose_interest(&channel).await;
-        left.map(|_| ()).map_err(unavailable)
+        left.map(|_| ())
     }
 
     /// One local peer fewer in `channel`'s room: at none, unsubscribe and forget it.
@@ -408,12 +622,16 @@ impl RedisRooms {
                 }
             }
             "M " => {
-                let mut parts = rest.splitn(3, ' ');
-                let (Some(from), Some(to), Some(frame)) =
-                    (parts.next(), parts.next(), parts.next())
+                let mut parts = rest.splitn(4, ' ');
+                let (Some(relay), Some(from), Some(to), Some(frame)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
                     return;
                 };
+                if relay.parse() == Ok(self.shared.relay) {
+                    // Delivered here already, when it was sent.
+                    return;
+                }
                 let from = parse_peer(from);
                 let to = parse_peer(to);
                 for (peer, outbox) in &view.here {
@@ -437,11 +655,21 @@ fn parse_peer(text: &str) -> Option<PeerId> {
 
 impl Rooms for RedisRooms {
     async fn connect(&self, outbox: Outbox) -> Result<PeerId, RoomError> {
-        let n: u64 = self
-            .redis()
-            .incr(PEER_IDS_KEY, 1)
-            .await
-            .map_err(unavailable)?;
+        let reserved = lock(&self.shared.ids).next();
+        let n = match reserved {
+            Some(n) => n,
+            None => {
+                // A block of ids at a time: one round trip per [`ID_BLOCK`] connections.
+                let last: u64 = self
+                    .redis()
+                    .incr(PEER_IDS_KEY, ID_BLOCK)
+                    .await
+                    .map_err(unavailable)?;
+                let mut ids = lock(&self.shared.ids);
+                *ids = last + 1 - ID_BLOCK..last + 1;
+                ids.next().ok_or(RoomError::Unavailable)?
+            }
+        };
         let peer = PeerId::new(n).map_err(|_| RoomError::Unavailable)?;
         self.state()
             .peers
@@ -483,29 +711,31 @@ impl Rooms for RedisRooms {
             }
         }
         // Subscribed before joining, so the join's own `J` and all that follows arrive.
-        let mut redis = self.redis();
-        let subscribed = redis.subscribe(&channel).await;
+        let subscribed = self.redis().subscribe(&channel).await;
         drop(order);
         let joined = match subscribed {
             Ok(()) => {
-                let registry = registry_entry(peer, &channel);
                 // Marked in the room first: the `J` may come back before the script's reply.
                 if let Some(member) = self.state().peers.get_mut(&peer) {
                     member.room = Some((room.clone(), channel.clone()));
                 }
-                self.shared
-                    .join
-                    .key(members_key(&channel))
-                    .key(relay_members_key(self.shared.relay))
-                    .key(&channel)
-                    .arg(peer.to_string())
-                    .arg(self.shared.relay)
-                    .arg(self.shared.capacity)
-                    .arg(registry)
-                    .invoke_async::<Option<Vec<String>>>(&mut redis)
-                    .await
+                let keys = [
+                    members_key(&channel),
+                    relay_members_key(self.shared.relay),
+                    channel.clone(),
+                ];
+                let args = vec![
+                    peer.to_string(),
+                    self.shared.relay.to_string(),
+                    self.shared.capacity.to_string(),
+                    registry_entry(peer, &channel),
+                ];
+                self.script(JOIN, keys, args).await.and_then(|reply| {
+                    redis::from_redis_value::<Option<Vec<String>>>(reply)
+                        .map_err(|_| RoomError::Unavailable)
+                })
             }
-            Err(error) => Err(error),
+            Err(error) => Err(unavailable(error)),
         };
         let outcome = match joined {
             Ok(Some(before)) => Ok(if before.is_empty() {
@@ -519,7 +749,7 @@ impl Rooms for RedisRooms {
                 }
                 Ok(JoinOutcome::Full)
             }
-            Err(error) => Err(unavailable(error)),
+            Err(error) => Err(error),
         };
         if !matches!(outcome, Ok(JoinOutcome::Created | JoinOutcome::Joined(_))) {
             if let Some(member) = self.state().peers.get_mut(&peer) {
@@ -547,8 +777,20 @@ impl Rooms for RedisRooms {
         from: PeerId,
         to: Option<PeerId>,
         data: RawJson<'_>,
-        _batch: &mut Batch,
+        batch: &mut Batch,
     ) -> Result<(), RoomError> {
+        // The frame as members receive it, written once, after the event's head if it
+        // goes to Redis too: `M relay from to `.
+        let mut event = String::with_capacity(data.get().len() + 96);
+        event.push_str("M ");
+        event.push_str(&self.shared.relay.to_string());
+        event.push(' ');
+        event.push_str(&from.to_string());
+        event.push(' ');
+        event.push_str(&to.map_or_else(|| "-".to_owned(), |to| to.to_string()));
+        event.push(' ');
+        let head = event.len();
+        signalroom_protocol::write_message_json(&mut event, from, data.get());
         let channel = {
             let state = self.state();
             let (_, channel) = state
@@ -562,19 +804,44 @@ impl Rooms for RedisRooms {
                     return Err(RoomError::UnknownPeer(to));
                 }
             }
+            // Members here get it now; Redis carries it only to members elsewhere.
+            let frame = &event[head..];
+            for (peer, outbox) in &view.here {
+                let addressed = match to {
+                    Some(to) => *peer == to,
+                    None => *peer != from,
+                };
+                if addressed {
+                    outbox.push_text(frame, batch);
+                }
+            }
+            let elsewhere = |p: &PeerId| *p != from && !view.here.iter().any(|(h, _)| h == p);
+            let needs_redis = match to {
+                Some(to) => elsewhere(&to),
+                None => view.members.iter().any(elsewhere),
+            };
+            if !needs_redis {
+                return Ok(());
+            }
             channel.clone()
         };
-        let mut event = String::with_capacity(data.get().len() + 64);
-        event.push_str("M ");
-        event.push_str(&from.to_string());
-        event.push(' ');
-        event.push_str(&to.map_or_else(|| "-".to_owned(), |to| to.to_string()));
-        event.push(' ');
-        signalroom_protocol::write_message_json(&mut event, from, data.get());
-        self.redis()
-            .publish::<_, _, ()>(&channel, event)
-            .await
-            .map_err(unavailable)
+        // Bounded in bytes and in commands: a full queue refuses, it never grows.
+        let len = event.len();
+        let queued = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = queued + len <= QUEUED_BYTES
+            && self
+                .shared
+                .commands
+                .try_send(Command::Publish {
+                    channel,
+                    payload: event,
+                })
+                .is_ok();
+        if !sent {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(RoomError::Backlogged);
+        }
+        Ok(())
     }
 
     async fn disconnect(&self, peer: PeerId, _batch: &mut Batch) {

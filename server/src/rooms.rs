@@ -39,6 +39,9 @@ pub enum RoomError {
     /// The backend cannot reach what it shares rooms through.
     #[error("rooms are unavailable just now; try again shortly")]
     Unavailable,
+    /// The backend's queue toward the other relays is full: the message was dropped.
+    #[error("the relay cannot pass messages on that fast; this one was dropped")]
+    Backlogged,
 }
 
 impl RoomError {
@@ -50,6 +53,7 @@ impl RoomError {
             Self::UnknownPeer(_) => ErrorCode::UnknownPeer,
             Self::TooManyRooms(_) => ErrorCode::TooManyRooms,
             Self::Unavailable => ErrorCode::Unavailable,
+            Self::Backlogged => ErrorCode::RateLimited,
         }
     }
 }

@@ -1,7 +1,7 @@
 // Starts the relay binary on a free loopback port serving the built page, and launches
 // headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { after, before } from 'node:test';
@@ -21,12 +21,15 @@ function freePort() {
   });
 }
 
-/** Starts the relay (on `port`, or a free one); resolves once it accepts connections. */
-export async function startRelay(port) {
+/**
+ * Starts the relay (on `port`, or a free one, with `args` besides); resolves once it accepts
+ * connections.
+ */
+export async function startRelay(port, args = []) {
   port ??= await freePort();
   const bin = process.env.SIGNALROOM_BIN ?? `${root}target/release/signalroom`;
   const dist = process.env.SIGNALROOM_DIST ?? `${root}dist`;
-  const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--static-dir', dist], {
+  const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--static-dir', dist, ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
@@ -42,6 +45,59 @@ export async function startRelay(port) {
   }
   child.kill('SIGKILL');
   throw new Error(`relay did not start on ${url}`);
+}
+
+/** Resolves once something accepts TCP connections on loopback `port`. */
+async function listening(port, what) {
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => resolve(socket.end() && true));
+      socket.once('error', () => resolve(false));
+    });
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what} did not start on port ${port}`);
+}
+
+/** A redis-server of the test's own on a free port, without persistence. */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', `${port}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  await listening(port, 'redis-server');
+  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+/**
+ * A TCP load balancer on a free port, as an operator puts in front of several relays: each
+ * connection goes to the first of `ports` that accepts it.
+ */
+export async function startBalancer(ports) {
+  const server = createServer((client) => {
+    const attempt = (i) => {
+      if (i >= ports.length) return client.destroy();
+      const upstream = connect(ports[i], '127.0.0.1');
+      let connected = false;
+      upstream.once('connect', () => {
+        connected = true;
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+      upstream.on('error', () => (connected ? client.destroy() : attempt(i + 1)));
+      upstream.on('close', () => connected && client.destroy());
+      client.on('close', () => upstream.destroy());
+      client.on('error', () => upstream.destroy());
+    };
+    attempt(0);
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { port, close: () => server.close() };
 }
 
 /**

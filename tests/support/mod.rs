@@ -115,6 +115,16 @@ impl RelayProcess {
         Ok(relay)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the relay with kill(1).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
     /// SIGKILL: the relay stops without a word to anyone.
     pub fn kill(&mut self) -> Result<()> {
         self.child.kill()?;
@@ -252,22 +262,28 @@ pub async fn joined_peer(client: &mut Client, room: &str, inside: &[PeerId]) -> 
 /// killed when dropped.
 pub struct RedisServer {
     pub url: String,
+    port: u16,
     child: std::process::Child,
 }
 
 impl RedisServer {
     pub async fn start() -> Result<Self> {
         let port = free_port()?;
+        let child = Self::spawn(port).await?;
+        Ok(Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child,
+        })
+    }
+
+    async fn spawn(port: u16) -> Result<std::process::Child> {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting redis-server (scripts/setup.sh --test installs it)")?;
-        let server = Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            child,
-        };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             if tokio::time::Instant::now() > deadline {
@@ -275,7 +291,15 @@ impl RedisServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(server)
+        Ok(child)
+    }
+
+    /// Kills the server and starts a new one, empty, on the same port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(self.port).await?;
+        Ok(())
     }
 
     /// The server's pid, for signals.

@@ -1,0 +1,55 @@
+// Two relays sharing rooms through one redis-server, behind a load balancer: pages connected
+// to different relays call each other, and when one relay is killed its page reconnects
+// through the balancer to the other relay and the call comes back.
+import { test } from 'node:test';
+import {
+  launchBrowser,
+  openPage,
+  startBalancer,
+  startRedis,
+  startRelay,
+  statusIs,
+  artifacts,
+} from './harness.mjs';
+
+const callConnected = (page, timeout = 20000) =>
+  page.waitForSelector('#remote-tile[data-call="connected"]', { timeout });
+const remoteVideoPlays = (page) =>
+  page.waitForFunction(() => document.querySelector('#remote-video').videoWidth > 0, null, {
+    timeout: 20000,
+  });
+
+test('pages on two relays call each other and survive the death of one relay', async () => {
+  const redis = await startRedis();
+  // A dead relay's members are let go after 2 s; a page turned away as `full` meanwhile
+  // (its own old seat) is closed after 3 s and tries again.
+  const args = ['--redis-url', redis.url, '--relay-timeout', '2', '--join-timeout', '3'];
+  const one = await startRelay(undefined, args);
+  const two = await startRelay(undefined, args);
+  const balancer = await startBalancer([two.port, one.port]);
+  const browser = await launchBrowser();
+  try {
+    const a = await openPage(browser, `${one.url}/?room=two-relays`, 'unused');
+    await statusIs(a, 'waiting');
+    const viaBalancer = `ws://127.0.0.1:${balancer.port}/ws`;
+    const b = await openPage(browser, `${two.url}/?room=two-relays&relay=${viaBalancer}`, 'unused');
+    await Promise.all([callConnected(a), callConnected(b)]);
+    await Promise.all([remoteVideoPlays(a), remoteVideoPlays(b)]);
+    await b.screenshot({ path: `${artifacts}two-relays-call.png` });
+
+    // B's relay dies without a word; the balancer sends B's next connection to relay one.
+    two.child.kill('SIGKILL');
+    await b.waitForFunction(() => document.querySelector('#log').textContent.includes('retrying'));
+    // A hears B's old self leave once relay one gives relay two up for dead...
+    await statusIs(a, 'waiting', 20000);
+    // ...and B, back through the balancer with a new id, calls A again.
+    await Promise.all([callConnected(a, 40000), callConnected(b, 40000)]);
+    await Promise.all([statusIs(a, 'connected'), statusIs(b, 'connected')]);
+  } finally {
+    await browser.close();
+    one.stop();
+    two.child.kill('SIGKILL');
+    balancer.close();
+    redis.stop();
+  }
+});
