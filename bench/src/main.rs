@@ -520,11 +520,12 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
             .join(", ")
     });
     row("longest round trip, each run", longest.collect(), blank());
-    if let Some(join) = &medians[0].join {
-        let mut cells = vec![String::new(); kinds.len()];
-        cells[0] = format!("{} / {}", ms(join.p50), ms(join.p99));
-        row("join p50 / p99", cells, blank());
-    }
+    // The forwarders have no joins.
+    let join = |f: &Figures| match &f.join {
+        Some(join) => format!("{} / {}", ms(join.p50), ms(join.p99)),
+        None => String::new(),
+    };
+    row("join p50 / p99", each(&join), blank());
     row(
         "resident memory",
         each(&|f| format!("{} KiB", f.rss_kib)),

@@ -280,15 +280,30 @@ impl RedisRooms {
         while queued.recv_many(&mut batch, PIPELINE).await > 0 {
             let mut pipe = redis::pipe();
             let mut bytes = 0;
+            // Events in a row for one room go in one PUBLISH (`events` takes them apart).
+            let mut pending: Option<(&str, String)> = None;
             for command in &batch {
                 match command {
                     Command::Publish { channel, payload } => {
                         bytes += payload.len();
-                        pipe.publish(channel, payload).ignore();
+                        match &mut pending {
+                            Some((to, events)) if to == channel => push_event(events, payload),
+                            _ => {
+                                if let Some((to, events)) = pending.take() {
+                                    pipe.publish(to, events).ignore();
+                                }
+                                let mut events = String::with_capacity(2 * payload.len() + 8);
+                                push_event(&mut events, payload);
+                                pending = Some((channel, events));
+                            }
+                        }
                     }
                     Command::Script {
                         code, keys, args, ..
                     } => {
+                        if let Some((to, events)) = pending.take() {
+                            pipe.publish(to, events).ignore();
+                        }
                         pipe.cmd("EVAL")
                             .arg(*code)
                             .arg(keys.len())
@@ -296,6 +311,9 @@ impl RedisRooms {
                             .arg(args);
                     }
                 }
+            }
+            if let Some((to, events)) = pending.take() {
+                pipe.publish(to, events).ignore();
             }
             let replies = pipe.query_async::<Vec<Value>>(&mut redis).await;
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -543,29 +561,38 @@ impl RedisRooms {
 
     /// Delivers each event published in a room this relay has members in.
     async fn read_channels(self, mut received: mpsc::UnboundedReceiver<redis::PushInfo>) {
-        while let Some(push) = received.recv().await {
-            if push.kind != PushKind::Message {
-                continue;
-            }
-            let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
-            else {
-                continue;
-            };
-            let (Ok(channel), Ok(payload)) =
-                (std::str::from_utf8(channel), std::str::from_utf8(payload))
-            else {
-                continue;
-            };
+        let mut pushes = Vec::with_capacity(PIPELINE);
+        // All the events that arrived together are delivered under one lock, and what
+        // they push leaves in one write per member.
+        while received.recv_many(&mut pushes, PIPELINE).await > 0 {
             let mut batch = Batch::new();
-            self.deliver(channel, payload, &mut batch);
+            {
+                let mut state = self.state();
+                for push in pushes.drain(..) {
+                    if push.kind != PushKind::Message {
+                        continue;
+                    }
+                    let [Value::BulkString(channel), Value::BulkString(payload)] =
+                        push.data.as_slice()
+                    else {
+                        continue;
+                    };
+                    let (Ok(channel), Ok(payload)) =
+                        (std::str::from_utf8(channel), std::str::from_utf8(payload))
+                    else {
+                        continue;
+                    };
+                    for event in events(payload) {
+                        self.deliver(&mut state, channel, event, &mut batch);
+                    }
+                }
+            }
             batch.flush();
         }
     }
 
     /// Carries out one event of a room's channel for this relay's members.
-    fn deliver(&self, channel: &str, payload: &str, batch: &mut Batch) {
-        let mut state = self.state();
-        let state = &mut *state;
+    fn deliver(&self, state: &mut State, channel: &str, payload: &str, batch: &mut Batch) {
         let Some(view) = state.rooms.get_mut(channel) else {
             return;
         };
@@ -647,6 +674,33 @@ impl RedisRooms {
             _ => tracing::warn!(channel, "an event this relay does not know"),
         }
     }
+}
+
+/// Appends one event to a published batch of them: `LEN:EVENT`, the length in bytes.
+fn push_event(events: &mut String, event: &str) {
+    events.push_str(&event.len().to_string());
+    events.push(':');
+    events.push_str(event);
+}
+
+/// The events of a published payload (see [`push_event`]); a payload that is not such a
+/// batch is one event by itself (the scripts publish those).
+fn events(payload: &str) -> impl Iterator<Item = &str> {
+    let mut rest = payload;
+    let batched = payload.starts_with(|c: char| c.is_ascii_digit());
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if !batched {
+            return Some(std::mem::take(&mut rest));
+        }
+        let (len, tail) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let event = tail.get(..len)?;
+        rest = &tail[len..];
+        Some(event)
+    })
 }
 
 fn parse_peer(text: &str) -> Option<PeerId> {
@@ -862,5 +916,28 @@ impl Rooms for RedisRooms {
             rooms: state.rooms.values().filter(|v| !v.here.is_empty()).count(),
             members: state.rooms.values().map(|v| v.here.len()).sum(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_events_come_apart_whole_whatever_they_hold() {
+        let single = [
+            "J 7 1,2",
+            "M 3 1 - {\"a\":\"1:2 x\"}",
+            "M 3 1 - [\"é\\n9:\"]",
+        ];
+        let mut batch = String::new();
+        for event in single {
+            push_event(&mut batch, event);
+        }
+        assert_eq!(events(&batch).collect::<Vec<_>>(), single);
+        // What the scripts publish is one event.
+        assert_eq!(events("L 12").collect::<Vec<_>>(), ["L 12"]);
+        // A cut batch yields what is whole and stops.
+        assert_eq!(events(&batch[..batch.len() - 1]).count(), 2);
     }
 }
