@@ -314,3 +314,51 @@ async fn a_relay_paused_past_its_timeout_closes_the_members_it_lost() -> Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_paused_redis_fills_a_bounded_queue_and_senders_are_told() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    // Room for what the queue toward Redis releases at once, in b's outbox.
+    let config = Config {
+        rate_per_sec: 1_000_000,
+        rate_burst: 1_000_000,
+        outbox_frames: 1024,
+        outbox_bytes: 8 << 20,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    meet(&mut a, &mut b, "backlog").await?;
+    redis.signal("STOP")?;
+    // Far more than the queue toward Redis holds (4 MiB): once it is full, messages are
+    // refused, not buffered.
+    let data = json!("x".repeat(16_000));
+    for _ in 0..400 {
+        a.say(data.clone(), None).await?;
+    }
+    let refused = match a.recv().await? {
+        Event::Error { code, .. } => code,
+        other => bail!("expected a refusal, got {other:?}"),
+    };
+    // A full queue says `rate_limited`; once a pipeline has timed out, `unavailable`.
+    use signalroom_protocol::ErrorCode::{RateLimited, Unavailable};
+    ensure!(
+        matches!(refused, RateLimited | Unavailable),
+        "refused with {refused}"
+    );
+    redis.signal("CONT")?;
+    // Redis back: the room works again, and no client was dropped meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut drained = 0;
+    while let Ok(Ok(Event::Message { .. })) =
+        tokio::time::timeout(Duration::from_secs(3), b.recv()).await
+    {
+        drained += 1;
+    }
+    ensure!(drained > 0, "nothing queued before the pause arrived");
+    a.say(json!("after"), None).await?;
+    Ok(())
+}

@@ -90,6 +90,9 @@ struct Shared {
     /// The queue toward Redis, and the bytes in it.
     commands: mpsc::Sender<Command>,
     queued_bytes: AtomicUsize,
+    /// Whether Redis answered the last pipeline or heartbeat: while it does not, messages
+    /// for other relays are refused rather than queued to be lost.
+    reachable: AtomicBool,
     /// Peer ids reserved from Redis and not handed out yet.
     ids: Mutex<std::ops::Range<u64>>,
     /// The epoch of Redis's data when this relay last registered: a new one means Redis
@@ -257,6 +260,7 @@ impl RedisRooms {
                 relay_timeout,
                 commands,
                 queued_bytes: AtomicUsize::new(0),
+                reachable: AtomicBool::new(true),
                 ids: Mutex::new(0..0),
                 epoch: Mutex::new(String::new()),
                 stopping: AtomicBool::new(false),
@@ -317,6 +321,9 @@ impl RedisRooms {
             }
             let replies = pipe.query_async::<Vec<Value>>(&mut redis).await;
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared
+                .reachable
+                .store(replies.is_ok(), Ordering::Relaxed);
             if let Err(error) = &replies {
                 tracing::warn!(%error, commands = batch.len(), "Redis refused a pipeline");
             }
@@ -480,7 +487,9 @@ impl RedisRooms {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.shared.stopping.load(Ordering::Relaxed) {
             tick.tick().await;
-            if let Err(error) = self.heartbeat().await {
+            let beat = self.heartbeat().await;
+            self.shared.reachable.store(beat.is_ok(), Ordering::Relaxed);
+            if let Err(error) = beat {
                 tracing::warn!(%error, "could not renew this relay's liveness in Redis");
                 continue;
             }
@@ -879,6 +888,9 @@ impl Rooms for RedisRooms {
             }
             channel.clone()
         };
+        if !self.shared.reachable.load(Ordering::Relaxed) {
+            return Err(RoomError::Unavailable);
+        }
         // Bounded in bytes and in commands: a full queue refuses, it never grows.
         let len = event.len();
         let queued = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);

@@ -117,12 +117,7 @@ impl RelayProcess {
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to the relay with kill(1).
     pub fn signal(&self, signal: &str) -> Result<()> {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()?;
-        ensure!(status.success(), "kill -{signal} failed");
-        Ok(())
+        send_signal(self.child.id(), signal)
     }
 
     /// SIGKILL: the relay stops without a word to anyone.
@@ -294,6 +289,11 @@ impl RedisServer {
         Ok(child)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the server with kill(1).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        send_signal(self.child.id(), signal)
+    }
+
     /// Kills the server and starts a new one, empty, on the same port.
     pub async fn restart(&mut self) -> Result<()> {
         self.child.kill()?;
@@ -313,6 +313,16 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` to process `pid` with kill(1).
+fn send_signal(pid: u32, signal: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }
 
 /// A port free on loopback just now.
