@@ -605,7 +605,10 @@ impl RedisRooms {
         let Some(view) = state.rooms.get_mut(channel) else {
             return;
         };
-        let (kind, rest) = payload.split_at(payload.len().min(2));
+        // What Redis delivers is read, never trusted to be well formed.
+        let (Some(kind), Some(rest)) = (payload.get(..2), payload.get(2..)) else {
+            return;
+        };
         match kind {
             "J " => {
                 let (peer, before) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -105,13 +105,7 @@ impl RelayProcess {
             .spawn()
             .context("starting the relay")?;
         let relay = Self { addr, child };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while TcpStream::connect(addr).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("the relay did not start on {addr}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        listening(addr, "the relay").await?;
         Ok(relay)
     }
 
@@ -279,13 +273,7 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting redis-server (scripts/setup.sh --test installs it)")?;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                bail!("redis-server did not start on port {port}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        listening(([127, 0, 0, 1], port).into(), "redis-server").await?;
         Ok(child)
     }
 
@@ -313,6 +301,18 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until something accepts connections at `addr` (`what`, for the error).
+async fn listening(addr: SocketAddr, what: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} did not start on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Sends `signal` to process `pid` with kill(1).
