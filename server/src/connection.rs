@@ -45,8 +45,9 @@ mod close {
 /// Why a connection ends, which says what the client is told on the way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// The client sent a close frame: the relay answers with its code and closes TCP
-    /// as soon as the answer is written (RFC 6455, section 7.1.1: the server closes first).
+    /// The client sent a close frame: the relay answers with its code and shuts its side
+    /// of TCP as soon as the answer is written (RFC 6455, section 7.1.1: the server closes
+    /// first).
     ClientClosed(Option<u16>),
     /// The relay closes, or fails the connection: its close frame follows every frame
     /// already queued.
