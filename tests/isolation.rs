@@ -2,8 +2,8 @@
 //! connections across several rooms, checked frame by frame against a model: nothing
 //! reaches the sender or anyone outside its room, `to` never crosses rooms, every remaining
 //! member hears `left` exactly once, and no room exceeds its capacity. Run against one
-//! relay, and against three relays sharing rooms through Redis with the clients spread
-//! over them.
+//! relay, and against three relays sharing rooms through a Redis server and through a Redis
+//! Cluster, with the clients spread over them.
 
 mod support;
 
@@ -55,11 +55,10 @@ struct World {
 
 impl World {
     /// One relay of its own, or `relays` relays sharing rooms through `redis`.
-    async fn new(relays: usize, redis: Option<&RedisServer>) -> Result<Self> {
+    async fn new(relays: usize, redis: Option<&SharedRedis>) -> Result<Self> {
         let config = Config {
             room_capacity: CAPACITY,
-            redis_url: redis.map(|r| r.url.clone()),
-            ..Config::default()
+            ..redis.map_or_else(Config::default, SharedRedis::config)
         };
         let mut started = Vec::new();
         for _ in 0..relays {
@@ -257,15 +256,28 @@ impl World {
     }
 }
 
-/// Runs `ops` against `relays` relays (sharing rooms through their own Redis when more
-/// than one), checking every frame against the model.
-fn check(ops: &[Op], relays: usize) -> Result<(), TestCaseError> {
+/// How the relays of a run share rooms.
+#[derive(Clone, Copy)]
+enum Sharing {
+    /// One relay, rooms in its process.
+    Alone,
+    /// Three relays on one Redis server.
+    Server,
+    /// Three relays on a Redis Cluster.
+    Cluster,
+}
+
+/// Runs `ops` against the relays `sharing` calls for, checking every frame against the
+/// model.
+fn check(ops: &[Op], sharing: Sharing) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome: Result<()> = runtime.block_on(async {
-        let redis = match relays {
-            1 => None,
-            _ => Some(RedisServer::start().await?),
+        let redis = match sharing {
+            Sharing::Alone => None,
+            Sharing::Server => Some(SharedRedis::server().await?),
+            Sharing::Cluster => Some(SharedRedis::cluster().await?),
         };
+        let relays = if redis.is_some() { 3 } else { 1 };
         let mut world = World::new(relays, redis.as_ref()).await?;
         for (i, op) in ops.iter().enumerate() {
             world
@@ -291,13 +303,25 @@ proptest! {
 
     #[test]
     fn frames_never_leave_their_room(ops in proptest::collection::vec(op(), 1..40)) {
-        check(&ops, 1)?;
+        check(&ops, Sharing::Alone)?;
     }
 
     #[test]
     fn frames_never_leave_their_room_across_three_relays(
         ops in proptest::collection::vec(op(), 1..40)
     ) {
-        check(&ops, 3)?;
+        check(&ops, Sharing::Server)?;
+    }
+}
+
+proptest! {
+    // Each case builds a cluster of three redis-servers: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn frames_never_leave_their_room_across_three_relays_on_a_cluster(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        check(&ops, Sharing::Cluster)?;
     }
 }

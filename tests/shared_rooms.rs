@@ -1,7 +1,9 @@
 //! Several relays on one Redis share one set of rooms (`--redis-url`): pages on different
 //! relays meet, capacity stays exact when joins race at different relays, ids never repeat,
 //! each peer's frames keep their order, nothing crosses rooms, and the members of a relay
-//! that is killed leave their rooms. Each test starts its own `redis-server`.
+//! that is killed leave their rooms, on one Redis server and on a Redis Cluster; and what
+//! relays do when Redis stops, pauses or restarts empty, or a relay is paused. Each test
+//! starts its own `redis-server` (or three, for a cluster).
 
 mod support;
 
@@ -23,12 +25,10 @@ fn joined_id(event: &Event<Value>) -> Option<PeerId> {
     }
 }
 
-#[tokio::test]
-async fn pages_on_two_relays_meet_in_one_room() -> Result<()> {
-    let redis = RedisServer::start().await?;
+async fn pages_on_two_relays_meet_in_one_room(redis: SharedRedis) -> Result<()> {
     let (one, two) = (
-        Relay::start(shared(&redis)).await?,
-        Relay::start(shared(&redis)).await?,
+        Relay::start(redis.config()).await?,
+        Relay::start(redis.config()).await?,
     );
     let (mut a, mut b, mut c) = (
         one.client().await?,
@@ -66,12 +66,10 @@ async fn pages_on_two_relays_meet_in_one_room() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn capacity_is_exact_when_joins_race_at_two_relays() -> Result<()> {
-    let redis = RedisServer::start().await?;
+async fn capacity_is_exact_when_joins_race_at_two_relays(redis: SharedRedis) -> Result<()> {
     let (one, two) = (
-        Relay::start(shared(&redis)).await?,
-        Relay::start(shared(&redis)).await?,
+        Relay::start(redis.config()).await?,
+        Relay::start(redis.config()).await?,
     );
     for round in 0..5 {
         let room = format!("race-{round}");
@@ -129,13 +127,11 @@ async fn peer_ids_never_repeat_across_relays_or_restarts() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn frames_keep_their_order_across_relays() -> Result<()> {
-    let redis = RedisServer::start().await?;
+async fn frames_keep_their_order_across_relays(redis: SharedRedis) -> Result<()> {
     let config = Config {
         rate_per_sec: 100_000,
         rate_burst: 100_000,
-        ..shared(&redis)
+        ..redis.config()
     };
     let (one, two) = (
         Relay::start(config.clone()).await?,
@@ -156,12 +152,10 @@ async fn frames_keep_their_order_across_relays() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn directed_messages_reach_only_their_target_on_any_relay() -> Result<()> {
-    let redis = RedisServer::start().await?;
+async fn directed_messages_reach_only_their_target_on_any_relay(redis: SharedRedis) -> Result<()> {
     let config = Config {
         room_capacity: 3,
-        ..shared(&redis)
+        ..redis.config()
     };
     let (one, two) = (
         Relay::start(config.clone()).await?,
@@ -202,16 +196,15 @@ async fn directed(
     other.expect_silence().await
 }
 
-#[tokio::test]
-async fn the_members_of_a_killed_relay_leave_their_rooms() -> Result<()> {
-    let redis = RedisServer::start().await?;
+async fn the_members_of_a_killed_relay_leave_their_rooms(redis: SharedRedis) -> Result<()> {
     let survivor = Relay::start(Config {
         relay_timeout: 2.0,
-        ..shared(&redis)
+        ..redis.config()
     })
     .await?;
-    let mut doomed =
-        RelayProcess::start(&["--redis-url", &redis.url, "--relay-timeout", "2"]).await?;
+    let mut args = redis.relay_args();
+    args.extend(["--relay-timeout".into(), "2".into()]);
+    let mut doomed = RelayProcess::start(&args).await?;
     let (mut a, mut b) = (survivor.client().await?, client_at(doomed.addr).await?);
     let (a_id, b_id) = meet(&mut a, &mut b, "failover").await?;
     doomed.kill()?;
@@ -297,7 +290,8 @@ async fn a_relay_paused_past_its_timeout_closes_the_members_it_lost() -> Result<
         ..shared(&redis)
     })
     .await?;
-    let paused = RelayProcess::start(&["--redis-url", &redis.url, "--relay-timeout", "2"]).await?;
+    let args = ["--redis-url", &redis.url, "--relay-timeout", "2"].map(String::from);
+    let paused = RelayProcess::start(&args).await?;
     let (mut a, mut b) = (survivor.client().await?, client_at(paused.addr).await?);
     let (_, b_id) = meet(&mut a, &mut b, "sleeper").await?;
     paused.signal("STOP")?;
@@ -362,3 +356,34 @@ async fn a_paused_redis_fills_a_bounded_queue_and_senders_are_told() -> Result<(
     a.say(json!("after"), None).await?;
     Ok(())
 }
+
+/// The stories every way of sharing rooms must tell, on one Redis server and on a Redis
+/// Cluster of three masters (sharded pub/sub, each room in its own hash slot).
+macro_rules! on_each_redis {
+    ($($story:ident),* $(,)?) => {
+        mod server {
+            $(
+                #[tokio::test]
+                async fn $story() -> anyhow::Result<()> {
+                    super::$story(super::SharedRedis::server().await?).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $story() -> anyhow::Result<()> {
+                    super::$story(super::SharedRedis::cluster().await?).await
+                }
+            )*
+        }
+    };
+}
+
+on_each_redis!(
+    pages_on_two_relays_meet_in_one_room,
+    capacity_is_exact_when_joins_race_at_two_relays,
+    frames_keep_their_order_across_relays,
+    directed_messages_reach_only_their_target_on_any_relay,
+    the_members_of_a_killed_relay_leave_their_rooms,
+);

@@ -164,6 +164,12 @@ pub struct Config {
     #[arg(long, env = "SIGNALROOM_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// With --redis-url: Redis is a Redis Cluster, and the URL lists some of its nodes,
+    /// comma-separated (redis://10.0.0.1:7000,redis://10.0.0.2:7000). Each room's keys and
+    /// channel sit in one hash slot, and rooms talk over sharded pub/sub.
+    #[arg(long, env = "SIGNALROOM_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
     /// With --redis-url: seconds this relay may go without renewing its liveness in Redis
     /// (it renews every quarter of it) before the other relays take its members out of
     /// their rooms and tell the rooms `left`.
@@ -195,6 +201,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
             redis_url: None,
+            redis_cluster: false,
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
         }
     }

@@ -43,6 +43,7 @@ pub async fn run(
         Some(url) => {
             let rooms = RedisRooms::connect(
                 url,
+                config.redis_cluster,
                 config.room_capacity,
                 config.max_rooms,
                 config.ice_servers.clone(),

@@ -1,4 +1,4 @@
-//! Rooms shared by every relay on one Redis server ([`RedisRooms`]).
+//! Rooms shared by every relay on one Redis server or Redis Cluster ([`RedisRooms`]).
 //!
 //! Redis holds who is in each room, and each room has a pub/sub channel that carries
 //! everything that happens in it, in one order: joins, departures and messages. A relay
@@ -29,8 +29,9 @@
 //!   its members back, unannounced, and the id counters past what it handed out; the
 //!   connection manager reconnects and resubscribes. A relay that was given up for dead
 //!   (paused past its timeout) closes the members it lost with 1012 instead.
-//!
-//! What this backend does not do yet is written in the README: Redis Cluster.
+//! - **On a cluster**, each script touches one room's slot (its members and channel share
+//!   the room's hash tag), rooms use sharded pub/sub, and the relays' own keys share the
+//!   `{signalroom}` tag; see [`Link`] and [`Command::tag`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, PushKind, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, Pipeline, PushKind, RedisFuture, Value};
 use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,24 +53,22 @@ const PREFIX: &str = "signalroom";
 
 /// Adds `peer` to the room if it has room; publishes `J peer member,member,...` (the
 /// members before it). Returns the members before it, or false when the room is full.
-/// KEYS: the room's members, the relay's members, the room's channel.
-/// ARGV: peer, relay, capacity, registry entry.
+/// KEYS: the room's members, the room's channel (one hash slot).
+/// ARGV: peer, relay, capacity, the publish command (`PUBLISH`, or `SPUBLISH` in a cluster).
 const JOIN: &str = r#"
 local members = redis.call('HKEYS', KEYS[1])
 if #members >= tonumber(ARGV[3]) then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[4])
-redis.call('PUBLISH', KEYS[3], 'J ' .. ARGV[1] .. ' ' .. table.concat(members, ','))
+redis.call(ARGV[4], KEYS[2], 'J ' .. ARGV[1] .. ' ' .. table.concat(members, ','))
 return members
 "#;
 
-/// Removes `peer` from the room; if it was there and ARGV[3] is 1, publishes `L peer`.
-/// KEYS: the room's members, the relay's members, the room's channel.
-/// ARGV: peer, registry entry, announce.
+/// Removes `peer` from the room; if it was there and ARGV[2] is 1, publishes `L peer`.
+/// KEYS: the room's members, the room's channel (one hash slot).
+/// ARGV: peer, announce, the publish command.
 const LEAVE: &str = r#"
-redis.call('SREM', KEYS[2], ARGV[2])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[3] == '1' then
-  redis.call('PUBLISH', KEYS[3], 'L ' .. ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' then
+  redis.call(ARGV[3], KEYS[2], 'L ' .. ARGV[1])
 end
 return redis.call('HLEN', KEYS[1])
 "#;
@@ -80,7 +80,7 @@ pub struct RedisRooms {
 }
 
 struct Shared {
-    redis: ConnectionManager,
+    redis: Link,
     /// This relay's id, from Redis: names its liveness key and its members' set.
     relay: u64,
     capacity: usize,
@@ -148,11 +148,11 @@ fn members_key(channel: &str) -> String {
 }
 
 fn relay_members_key(relay: u64) -> String {
-    format!("{PREFIX}:relay:{relay}:members")
+    format!("{{{PREFIX}}}:relay:{relay}:members")
 }
 
 fn relay_alive_key(relay: u64) -> String {
-    format!("{PREFIX}:relay:{relay}:alive")
+    format!("{{{PREFIX}}}:relay:{relay}:alive")
 }
 
 /// Commands the queue toward Redis holds at most.
@@ -168,13 +168,95 @@ const ID_BLOCK: u64 = 64;
 enum Command {
     /// A room event: `channel` gets `payload`.
     Publish { channel: String, payload: String },
-    /// A Lua script with three keys, whose reply (or failure) goes to `reply`.
-    Script {
-        code: &'static str,
-        keys: [String; 3],
-        args: Vec<String>,
-        reply: oneshot::Sender<Result<Value, ()>>,
+    /// Any other command, on keys of hash tag `tag`; its reply (or failure) goes to
+    /// `reply` when someone waits for it.
+    Call {
+        cmd: Cmd,
+        tag: String,
+        reply: Option<oneshot::Sender<Result<Value, ()>>>,
     },
+}
+
+impl Command {
+    /// The hash tag of the keys it touches: commands of one tag are in one slot.
+    fn tag(&self) -> &str {
+        match self {
+            Command::Publish { channel, .. } => hash_tag(channel),
+            Command::Call { tag, .. } => tag,
+        }
+    }
+}
+
+/// The hash tag of `key`: what stands between its first `{` and the next `}`.
+fn hash_tag(key: &str) -> &str {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(key, |(tag, _)| tag)
+}
+
+/// The connection to Redis: one server, or a cluster.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    fn cluster(&self) -> bool {
+        matches!(self, Link::Cluster(_))
+    }
+
+    /// The command that publishes to a room's channel: sharded in a cluster, so that a
+    /// message goes to the shard that holds the room, not to every node.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Link::Single(redis) => redis.subscribe(channel).await,
+            Link::Cluster(redis) => redis.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Link::Single(redis) => redis.unsubscribe(channel).await,
+            Link::Cluster(redis) => redis.sunsubscribe(channel).await,
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(redis) => redis.req_packed_command(cmd),
+            Link::Cluster(redis) => redis.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(redis) => redis.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(redis) => redis.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(redis) => redis.get_db(),
+            Link::Cluster(redis) => redis.get_db(),
+        }
+    }
 }
 
 /// Raises KEYS[1] to ARGV[1] if it is lower (or missing).
@@ -184,34 +266,44 @@ if (tonumber(redis.call('GET', KEYS[1])) or 0) < tonumber(ARGV[1]) then
 end
 "#;
 
-const EPOCH_KEY: &str = "signalroom:epoch";
-const RELAYS_KEY: &str = "signalroom:relays";
-const PEER_IDS_KEY: &str = "signalroom:peer-ids";
-const RELAY_IDS_KEY: &str = "signalroom:relay-ids";
+// The relays' own keys share one hash tag, so in a cluster they sit in one slot and go
+// together in a pipeline; each room's keys and channel share the room's tag.
+const EPOCH_KEY: &str = "{signalroom}:epoch";
+const RELAYS_KEY: &str = "{signalroom}:relays";
+const PEER_IDS_KEY: &str = "{signalroom}:peer-ids";
+const RELAY_IDS_KEY: &str = "{signalroom}:relay-ids";
+/// The hash tag of the relays' own keys.
+const RELAYS_TAG: &str = "signalroom";
 
 /// A member's entry in its relay's set: the peer and its room's channel.
 fn registry_entry(peer: impl std::fmt::Display, channel: &str) -> String {
     format!("{peer} {channel}")
 }
 
-/// The keys and arguments of [`LEAVE`] for `peer` of `relay` in `channel`'s room.
-fn leave_command(
-    relay: u64,
-    peer: impl std::fmt::Display,
-    channel: &str,
-    announce: bool,
-) -> ([String; 3], Vec<String>) {
-    let keys = [
-        members_key(channel),
-        relay_members_key(relay),
-        channel.to_owned(),
-    ];
-    let args = vec![
-        peer.to_string(),
-        registry_entry(peer, channel),
-        String::from(if announce { "1" } else { "0" }),
-    ];
-    (keys, args)
+/// A Lua script on a room's members and channel, as a command for the queue.
+fn room_script(code: &str, channel: &str, args: &[String]) -> Command {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(code)
+        .arg(2)
+        .arg(members_key(channel))
+        .arg(channel)
+        .arg(args);
+    Command::Call {
+        cmd,
+        tag: hash_tag(channel).to_owned(),
+        reply: None,
+    }
+}
+
+/// Adds `entry` to `relay`'s set of members, or takes it out.
+fn registry(relay: u64, entry: String, add: bool) -> Command {
+    let mut cmd = redis::cmd(if add { "SADD" } else { "SREM" });
+    cmd.arg(relay_members_key(relay)).arg(entry);
+    Command::Call {
+        cmd,
+        tag: RELAYS_TAG.to_owned(),
+        reply: None,
+    }
 }
 
 fn unavailable(error: redis::RedisError) -> RoomError {
@@ -220,34 +312,47 @@ fn unavailable(error: redis::RedisError) -> RoomError {
 }
 
 impl RedisRooms {
-    /// Connects to Redis at `url`, registers this relay and starts its heartbeat, sweep and
-    /// channel reader.
+    /// Connects to Redis at `url` (with `cluster`, to the Redis Cluster whose nodes `url`
+    /// lists, comma-separated), registers this relay and starts its heartbeat, sweep,
+    /// channel reader and the sender of its queue.
     pub async fn connect(
         url: &str,
+        cluster: bool,
         capacity: usize,
         max_rooms: usize,
         ice_servers: Vec<IceServer>,
         relay_timeout: Duration,
     ) -> redis::RedisResult<Self> {
-        let info: redis::ConnectionInfo = url.parse()?;
-        // Pushes (pub/sub messages) arrive on the same connection as replies with RESP3.
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(resp3);
-        let client = redis::Client::open(info)?;
         let (pushes, received) = mpsc::unbounded_channel();
+        // Pushes (pub/sub messages) arrive on the same connections as replies with RESP3.
         // A request while Redis is away fails within about a second, to be refused with
         // `unavailable`; the next one tries to reconnect again.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_push_sender(pushes)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let mut redis = client.get_connection_manager_with_config(config).await?;
+        let mut redis = if cluster {
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .connection_timeout(Duration::from_millis(500))
+                .response_timeout(Duration::from_secs(1))
+                .retries(1)
+                .build()?;
+            Link::Cluster(client.get_async_connection().await?)
+        } else {
+            let info: redis::ConnectionInfo = url.parse()?;
+            let resp3 = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let client = redis::Client::open(info.set_redis_settings(resp3))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_push_sender(pushes)
+                .set_automatic_resubscription()
+                .set_connection_timeout(Some(Duration::from_millis(500)))
+                .set_response_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            Link::Single(client.get_connection_manager_with_config(config).await?)
+        };
         let relay: u64 = redis.incr(RELAY_IDS_KEY, 1).await?;
         let (commands, queued) = mpsc::channel(QUEUED_COMMANDS);
         let rooms = Self {
@@ -277,85 +382,99 @@ impl RedisRooms {
     }
 
     /// Sends the queue's commands to Redis, each time all that wait (up to [`PIPELINE`])
-    /// in one pipeline: one write carries many frames.
+    /// in one pipeline: one write carries many frames. In a cluster, a pipeline holds one
+    /// hash slot's commands, so what waits goes as runs of one tag each, in order.
     async fn send_commands(self, mut queued: mpsc::Receiver<Command>) {
         let mut redis = self.redis();
         let mut batch = Vec::with_capacity(PIPELINE);
         while queued.recv_many(&mut batch, PIPELINE).await > 0 {
-            let mut pipe = redis::pipe();
-            let mut bytes = 0;
-            // Events in a row for one room go in one PUBLISH (`events` takes them apart).
-            let mut pending: Option<(&str, String)> = None;
-            for command in &batch {
-                match command {
-                    Command::Publish { channel, payload } => {
-                        bytes += payload.len();
-                        match &mut pending {
-                            Some((to, events)) if to == channel => push_event(events, payload),
-                            _ => {
-                                if let Some((to, events)) = pending.take() {
-                                    pipe.publish(to, events).ignore();
-                                }
-                                let mut events = String::with_capacity(2 * payload.len() + 8);
-                                push_event(&mut events, payload);
-                                pending = Some((channel, events));
-                            }
-                        }
-                    }
-                    Command::Script {
-                        code, keys, args, ..
-                    } => {
-                        if let Some((to, events)) = pending.take() {
-                            pipe.publish(to, events).ignore();
-                        }
-                        pipe.cmd("EVAL")
-                            .arg(*code)
-                            .arg(keys.len())
-                            .arg(keys)
-                            .arg(args);
-                    }
-                }
-            }
-            if let Some((to, events)) = pending.take() {
-                pipe.publish(to, events).ignore();
-            }
-            let replies = pipe.query_async::<Vec<Value>>(&mut redis).await;
-            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.shared
-                .reachable
-                .store(replies.is_ok(), Ordering::Relaxed);
-            if let Err(error) = &replies {
-                tracing::warn!(%error, commands = batch.len(), "Redis refused a pipeline");
-            }
-            let mut replies = replies.ok().map(Vec::into_iter);
+            let mut runs: Vec<Vec<Command>> = Vec::new();
             for command in batch.drain(..) {
-                if let Command::Script { reply, .. } = command {
-                    let value = replies.as_mut().and_then(Iterator::next).ok_or(());
-                    let _ = reply.send(value);
+                match runs.last_mut() {
+                    Some(run) if !redis.cluster() || run[0].tag() == command.tag() => {
+                        run.push(command);
+                    }
+                    _ => runs.push(vec![command]),
                 }
+            }
+            for run in runs {
+                self.send_run(&mut redis, run).await;
             }
         }
     }
 
-    /// Runs a script through the queue, after everything queued before it.
-    async fn script(
-        &self,
-        code: &'static str,
-        keys: [String; 3],
-        args: Vec<String>,
-    ) -> Result<Value, RoomError> {
-        let (reply, replied) = oneshot::channel();
-        let command = Command::Script {
-            code,
-            keys,
-            args,
-            reply,
-        };
+    /// Sends `run` in one pipeline, events in a row for one room in one publish (`events`
+    /// takes them apart), and hands each waiting command its reply.
+    async fn send_run(&self, redis: &mut Link, run: Vec<Command>) {
+        let publish = redis.publish_command();
+        let mut pipe = redis::pipe();
+        let mut bytes = 0;
+        let mut replies_to = Vec::new();
+        let mut pending: Option<(String, String)> = None;
+        for command in run {
+            match command {
+                Command::Publish { channel, payload } => {
+                    bytes += payload.len();
+                    if let Some((_, events)) = pending.as_mut().filter(|(to, _)| *to == channel) {
+                        push_event(events, &payload);
+                        continue;
+                    }
+                    if let Some((to, events)) = pending.take() {
+                        pipe.cmd(publish).arg(to).arg(events).ignore();
+                    }
+                    let mut events = String::with_capacity(2 * payload.len() + 8);
+                    push_event(&mut events, &payload);
+                    pending = Some((channel, events));
+                }
+                Command::Call { cmd, reply, .. } => {
+                    if let Some((to, events)) = pending.take() {
+                        pipe.cmd(publish).arg(to).arg(events).ignore();
+                    }
+                    pipe.add_command(cmd);
+                    match reply {
+                        Some(reply) => replies_to.push(reply),
+                        None => {
+                            pipe.ignore();
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((to, events)) = pending.take() {
+            pipe.cmd(publish).arg(to).arg(events).ignore();
+        }
+        let replies = pipe.query_async::<Vec<Value>>(redis).await;
+        self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.shared
+            .reachable
+            .store(replies.is_ok(), Ordering::Relaxed);
+        if let Err(error) = &replies {
+            tracing::warn!(%error, "Redis refused a pipeline");
+        }
+        let mut replies = replies.ok().map(Vec::into_iter);
+        for reply in replies_to {
+            let value = replies.as_mut().and_then(Iterator::next).ok_or(());
+            let _ = reply.send(value);
+        }
+    }
+
+    /// Queues `command` after everything queued before it.
+    async fn queue(&self, command: Command) -> Result<(), RoomError> {
         self.shared
             .commands
             .send(command)
             .await
-            .map_err(|_| RoomError::Unavailable)?;
+            .map_err(|_| RoomError::Unavailable)
+    }
+
+    /// Queues `command` (a [`Command::Call`]) and waits for its reply.
+    async fn call(&self, command: Command) -> Result<Value, RoomError> {
+        let Command::Call { cmd, tag, .. } = command else {
+            return Err(RoomError::Unavailable);
+        };
+        let (reply, replied) = oneshot::channel();
+        let reply = Some(reply);
+        self.queue(Command::Call { cmd, tag, reply }).await?;
         replied
             .await
             .map_err(|_| RoomError::Unavailable)?
@@ -366,7 +485,7 @@ impl RedisRooms {
         lock(&self.shared.state)
     }
 
-    fn redis(&self) -> ConnectionManager {
+    fn redis(&self) -> Link {
         self.shared.redis.clone()
     }
 
@@ -438,24 +557,33 @@ impl RedisRooms {
     /// past every peer id this relay handed out and past its own id.
     async fn register_members(&self) -> redis::RedisResult<()> {
         let relay = self.shared.relay;
-        let mut pipe = redis::pipe();
-        for (peer, member) in &self.state().peers {
-            if let Some((_, channel)) = &member.room {
-                pipe.hset(members_key(channel), peer.get(), relay).ignore();
-                pipe.sadd(relay_members_key(relay), registry_entry(peer, channel))
-                    .ignore();
-            }
+        let members: Vec<(PeerId, String)> = self
+            .state()
+            .peers
+            .iter()
+            .filter_map(|(peer, m)| m.room.as_ref().map(|(_, channel)| (*peer, channel.clone())))
+            .collect();
+        // One command at a time: in a cluster, the rooms' keys are in many slots.
+        let mut redis = self.redis();
+        for (peer, channel) in members {
+            redis
+                .hset::<_, _, _, ()>(members_key(&channel), peer.get(), relay)
+                .await?;
+            redis
+                .sadd::<_, _, ()>(relay_members_key(relay), registry_entry(peer, &channel))
+                .await?;
         }
         let handed_out = lock(&self.shared.ids).end;
         for (counter, at_least) in [(PEER_IDS_KEY, handed_out), (RELAY_IDS_KEY, relay)] {
-            pipe.cmd("EVAL")
+            redis::cmd("EVAL")
                 .arg(RAISE)
                 .arg(1)
                 .arg(counter)
                 .arg(at_least)
-                .ignore();
+                .exec_async(&mut redis)
+                .await?;
         }
-        pipe.query_async::<()>(&mut self.redis()).await
+        Ok(())
     }
 
     /// Closes (1012) the members of this relay that Redis no longer has in their rooms.
@@ -518,10 +646,15 @@ impl RedisRooms {
                 let Some((peer, channel)) = entry.split_once(' ') else {
                     continue;
                 };
-                let (keys, args) = leave_command(relay, peer, channel, true);
-                if self.script(LEAVE, keys, args).await.is_err() {
+                let args = [
+                    peer.to_owned(),
+                    "1".to_owned(),
+                    redis.publish_command().to_owned(),
+                ];
+                if self.call(room_script(LEAVE, channel, &args)).await.is_err() {
                     return Ok(());
                 }
+                let _ = self.queue(registry(relay, entry.clone(), false)).await;
             }
             redis.srem::<_, _, ()>(RELAYS_KEY, relay).await?;
         }
@@ -539,8 +672,16 @@ impl RedisRooms {
             }
         }
         let announce = !self.shared.stopping.load(Ordering::Relaxed);
-        let (keys, args) = leave_command(self.shared.relay, peer, &channel, announce);
-        let left = self.script(LEAVE, keys, args).await;
+        let args = [
+            peer.to_string(),
+            String::from(if announce { "1" } else { "0" }),
+            self.shared.redis.publish_command().to_owned(),
+        ];
+        let left = self.call(room_script(LEAVE, &channel, &args)).await;
+        // Out of the registry after the room: a relay that dies in between leaves an entry
+        // whose leave does nothing.
+        let entry = registry_entry(peer, &channel);
+        let _ = self.queue(registry(self.shared.relay, entry, false)).await;
         self.lose_interest(&channel).await;
         left.map(|_| ())
     }
@@ -578,7 +719,7 @@ impl RedisRooms {
             {
                 let mut state = self.state();
                 for push in pushes.drain(..) {
-                    if push.kind != PushKind::Message {
+                    if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
                         continue;
                     }
                     let [Value::BulkString(channel), Value::BulkString(payload)] =
@@ -785,18 +926,20 @@ impl Rooms for RedisRooms {
                 if let Some(member) = self.state().peers.get_mut(&peer) {
                     member.room = Some((room.clone(), channel.clone()));
                 }
-                let keys = [
-                    members_key(&channel),
-                    relay_members_key(self.shared.relay),
-                    channel.clone(),
-                ];
-                let args = vec![
+                // Into the registry before the room: a relay that dies in between leaves an
+                // entry whose leave does nothing, never a member nobody would take out.
+                let entry = registry_entry(peer, &channel);
+                let args = [
                     peer.to_string(),
                     self.shared.relay.to_string(),
                     self.shared.capacity.to_string(),
-                    registry_entry(peer, &channel),
+                    self.shared.redis.publish_command().to_owned(),
                 ];
-                self.script(JOIN, keys, args).await.and_then(|reply| {
+                match self.queue(registry(self.shared.relay, entry, true)).await {
+                    Ok(()) => self.call(room_script(JOIN, &channel, &args)).await,
+                    Err(error) => Err(error),
+                }
+                .and_then(|reply| {
                     redis::from_redis_value::<Option<Vec<String>>>(reply)
                         .map_err(|_| RoomError::Unavailable)
                 })
