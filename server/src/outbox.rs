@@ -25,7 +25,7 @@
 //! never fall between the task's look and its sleep:
 //!
 //! - **`attention` and the [`AtomicWaker`].** `attention` mirrors whether the queue's
-//!   [`State`] needs the task, and is written only by `Shared::set`, under the queue lock,
+//!   `State` needs the task, and is written only by `Shared::set`, under the queue lock,
 //!   together with the state (Release), *then* `wake` is called. The task registers its
 //!   waker *then* loads `attention` (Acquire), in [`Socket::needs_attention`], and in
 //!   `Socket::overflowed`, which looks at the state under the lock. Interleavings: the
@@ -39,7 +39,7 @@
 //!   wakes.
 //!
 //! **Who writes a non-empty queue** (no bytes may wait with nobody coming for them): the
-//! state says, as [`Writer`]. A push onto an empty queue makes it `Writer::Batch` and names
+//! state says, as `Writer`. A push onto an empty queue makes it `Writer::Batch` and names
 //! the outbox in its batch, whose flush writes it. A batch dropped unflushed (its task was
 //! cancelled) hands each of its queues to the connection's own task (`Writer::Task`) and
 //! wakes it: no I/O in a destructor, and nothing stranded. A write the socket will not

@@ -31,7 +31,7 @@
 //!   (paused past its timeout) closes the members it lost with 1012 instead.
 //! - **On a cluster**, each script touches one room's slot (its members and channel share
 //!   the room's hash tag), rooms use sharded pub/sub, and the relays' own keys share the
-//!   `{signalroom}` tag; see [`Link`] and [`Command::tag`].
+//!   `{signalroom}` tag; see `Link` and `Command::tag`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
