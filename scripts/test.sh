@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh --test
 
 say "protocol and relay tests"
+# Some tests run the relay binary as a process of its own (to kill or pause it).
+cargo build -p signalroom-server
 cargo test --workspace
 
 say "browser client tests (wasm-bindgen-test in headless Chromium)"

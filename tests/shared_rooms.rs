@@ -357,6 +357,39 @@ async fn a_paused_redis_fills_a_bounded_queue_and_senders_are_told() -> Result<(
     Ok(())
 }
 
+#[tokio::test]
+async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    // Relay one reaches Redis through a link the test can cut.
+    let link = CutProxy::start(redis.addr()).await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(Config {
+            redis_url: Some(format!("redis://{}", link.addr)),
+            ..config.clone()
+        })
+        .await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    let (_, b_id) = meet(&mut a, &mut b, "cut").await?;
+    link.cut();
+    // b leaves while relay one cannot hear it: the event is published and lost to it.
+    b.send(&signalroom_protocol::Request::Leave).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.mend();
+    // Back, relay one reads the room again from Redis and tells a what it missed.
+    match a.recv().await? {
+        Event::Left { peer, .. } if peer == b_id => {}
+        other => bail!("expected b to leave, got {other:?}"),
+    }
+    a.expect_silence().await?;
+    Ok(())
+}
+
 /// The stories every way of sharing rooms must tell, on one Redis server and on a Redis
 /// Cluster of three masters (sharded pub/sub, each room in its own hash slot).
 macro_rules! on_each_redis {

@@ -93,6 +93,9 @@ struct Shared {
     /// Whether Redis answered the last pipeline or heartbeat: while it does not, messages
     /// for other relays are refused rather than queued to be lost.
     reachable: AtomicBool,
+    /// The connection to Redis was lost: events published meanwhile never arrived, and the
+    /// rooms' views are to be read again from Redis once it answers.
+    resync: AtomicBool,
     /// Peer ids reserved from Redis and not handed out yet.
     ids: Mutex<std::ops::Range<u64>>,
     /// The epoch of Redis's data when this relay last registered: a new one means Redis
@@ -129,6 +132,9 @@ struct View {
     here: Vec<(PeerId, Outbox)>,
     /// Local peers in the room or on their way in: the channel is unsubscribed at zero.
     interest: usize,
+    /// Events delivered from the channel so far, so that a resync can tell whether any
+    /// came while it read the members from Redis.
+    events: u64,
 }
 
 /// The channel of room `name` (its members' key is this plus `:members`). The name is in
@@ -366,6 +372,7 @@ impl RedisRooms {
                 commands,
                 queued_bytes: AtomicUsize::new(0),
                 reachable: AtomicBool::new(true),
+                resync: AtomicBool::new(false),
                 ids: Mutex::new(0..0),
                 epoch: Mutex::new(String::new()),
                 stopping: AtomicBool::new(false),
@@ -624,7 +631,82 @@ impl RedisRooms {
             if let Err(error) = self.sweep().await {
                 tracing::warn!(%error, "could not clean up after stopped relays");
             }
+            if self.shared.resync.swap(false, Ordering::Relaxed) {
+                if let Err(error) = self.resync().await {
+                    tracing::warn!(%error, "could not read the rooms again after a lost connection");
+                    self.shared.resync.store(true, Ordering::Relaxed);
+                }
+            }
         }
+    }
+
+    /// After the connection to Redis was lost (and is back, resubscribed), events published
+    /// meanwhile never arrived: each room's view is read again from its members in Redis,
+    /// and the members here are told who left and who came, as the lost events would have.
+    /// A room whose channel delivered events while its members were read is left for the
+    /// next heartbeat.
+    async fn resync(&self) -> redis::RedisResult<()> {
+        let rooms: Vec<(String, u64)> = self
+            .state()
+            .rooms
+            .iter()
+            .map(|(channel, view)| (channel.clone(), view.events))
+            .collect();
+        let mut redis = self.redis();
+        for (channel, seen) in rooms {
+            let ids: Vec<u64> = redis.hkeys(members_key(&channel)).await?;
+            let inside: Vec<PeerId> = ids
+                .into_iter()
+                .filter_map(|n| PeerId::new(n).ok())
+                .collect();
+            let mut batch = Batch::new();
+            {
+                let mut state = self.state();
+                let state = &mut *state;
+                let Some(view) = state.rooms.get_mut(&channel) else {
+                    continue;
+                };
+                if view.events != seen {
+                    self.shared.resync.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                // Members here are this relay's to know; Redis speaks for the others.
+                let here = |p: &PeerId| state.peers.contains_key(p);
+                let gone: Vec<PeerId> = view
+                    .members
+                    .iter()
+                    .filter(|p| !inside.contains(p) && !here(p))
+                    .copied()
+                    .collect();
+                let came: Vec<PeerId> = inside
+                    .iter()
+                    .filter(|p| !view.members.contains(p) && !here(p))
+                    .copied()
+                    .collect();
+                for peer in gone {
+                    view.members.retain(|p| *p != peer);
+                    let left = encode(&Event::<()>::Left {
+                        room: view.name.clone(),
+                        peer,
+                    });
+                    for (_, outbox) in &view.here {
+                        outbox.push_text(&left, &mut batch);
+                    }
+                }
+                for peer in came {
+                    view.members.push(peer);
+                    let join = encode(&Event::<()>::Join {
+                        room: view.name.clone(),
+                        peer,
+                    });
+                    for (_, outbox) in &view.here {
+                        outbox.push_text(&join, &mut batch);
+                    }
+                }
+            }
+            batch.flush();
+        }
+        Ok(())
     }
 
     /// Takes every member of every relay whose liveness key expired out of its room.
@@ -719,6 +801,9 @@ impl RedisRooms {
             {
                 let mut state = self.state();
                 for push in pushes.drain(..) {
+                    if push.kind == PushKind::Disconnection {
+                        self.shared.resync.store(true, Ordering::Relaxed);
+                    }
                     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) {
                         continue;
                     }
@@ -746,6 +831,7 @@ impl RedisRooms {
         let Some(view) = state.rooms.get_mut(channel) else {
             return;
         };
+        view.events += 1;
         // What Redis delivers is read, never trusted to be well formed.
         let (Some(kind), Some(rest)) = (payload.get(..2), payload.get(2..)) else {
             return;
@@ -912,6 +998,7 @@ impl Rooms for RedisRooms {
                         members: Vec::new(),
                         here: Vec::new(),
                         interest: 1,
+                        events: 0,
                     };
                     state.rooms.insert(channel.clone(), view);
                 }
