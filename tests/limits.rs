@@ -3,7 +3,7 @@
 
 mod support;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -193,6 +193,10 @@ async fn global_caps_on_connections_and_rooms() -> Result<()> {
         }
         other => bail!("expected 503, got {other:?}"),
     }
+    // A load balancer asking sends pages elsewhere while the relay is full.
+    let (status, body) = http_status(relay.addr, "/readyz").await?;
+    ensure!(status == 503, "readyz at the cap: {status} {body}");
+    ensure!(body.contains("connection limit"), "{body}");
     let a_id = created_peer(a.join("only").await?)?;
     b.send_text(r#"{"type":"create_or_join","room":"second"}"#)
         .await?;

@@ -311,6 +311,20 @@ async fn configured_ice_servers_reach_everyone_who_enters() -> Result<()> {
 }
 
 #[tokio::test]
+async fn health_and_readiness_answer_for_load_balancers() -> Result<()> {
+    let relay = Relay::default().await?;
+    assert_eq!(
+        http_status(relay.addr, "/healthz").await?,
+        (200, "serving\n".into())
+    );
+    assert_eq!(
+        http_status(relay.addr, "/readyz").await?,
+        (200, "ready\n".into())
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_page_is_served_on_the_same_origin() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("signalroom-page-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -234,6 +234,12 @@ async fn without_redis_joins_are_refused_and_a_relays_own_rooms_go_on() -> Resul
     .await?;
     late.expect_error(signalroom_protocol::ErrorCode::Unavailable)
         .await?;
+    // and the relay tells load balancers it cannot take new pages.
+    let (status, body) = http_status(relay.addr, "/readyz").await?;
+    ensure!(
+        status == 503 && body.contains("rooms unavailable"),
+        "readyz: {status} {body}"
+    );
     // ...while members on the same relay still reach each other.
     a.say(json!("still here"), None).await?;
     match b.recv().await? {

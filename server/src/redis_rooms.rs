@@ -312,11 +312,6 @@ fn registry(relay: u64, entry: String, add: bool) -> Command {
     }
 }
 
-fn unavailable(error: redis::RedisError) -> RoomError {
-    tracing::warn!(%error, "Redis request failed");
-    RoomError::Unavailable
-}
-
 impl RedisRooms {
     /// Connects to Redis at `url` (with `cluster`, to the Redis Cluster whose nodes `url`
     /// lists, comma-separated), registers this relay and starts its heartbeat, sweep,
@@ -486,6 +481,13 @@ impl RedisRooms {
             .await
             .map_err(|_| RoomError::Unavailable)?
             .map_err(|()| RoomError::Unavailable)
+    }
+
+    /// A request Redis did not answer: refused, and remembered until Redis answers again.
+    fn unavailable(&self, error: redis::RedisError) -> RoomError {
+        tracing::warn!(%error, "Redis request failed");
+        self.shared.reachable.store(false, Ordering::Relaxed);
+        RoomError::Unavailable
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -957,7 +959,7 @@ impl Rooms for RedisRooms {
                     .redis()
                     .incr(PEER_IDS_KEY, ID_BLOCK)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|error| self.unavailable(error))?;
                 let mut ids = lock(&self.shared.ids);
                 *ids = last + 1 - ID_BLOCK..last + 1;
                 ids.next().ok_or(RoomError::Unavailable)?
@@ -1031,7 +1033,7 @@ impl Rooms for RedisRooms {
                         .map_err(|_| RoomError::Unavailable)
                 })
             }
-            Err(error) => Err(unavailable(error)),
+            Err(error) => Err(self.unavailable(error)),
         };
         let outcome = match joined {
             Ok(Some(before)) => Ok(if before.is_empty() {
@@ -1152,6 +1154,10 @@ impl Rooms for RedisRooms {
 
     fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn ready(&self) -> bool {
+        self.shared.reachable.load(Ordering::Relaxed)
     }
 
     fn stats(&self) -> Stats {

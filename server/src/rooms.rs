@@ -118,6 +118,12 @@ pub trait Rooms: Clone + Send + Sync + 'static {
 
     /// Current counts.
     fn stats(&self) -> Stats;
+
+    /// Whether the backend can take new members: false while what it shares rooms
+    /// through is unreachable.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// The in-process backend: a map of peers and a table of rooms behind a mutex.

@@ -1,4 +1,5 @@
-//! The HTTP surface: the WebSocket at `/ws`, counts at `/stats`, the page at `/`.
+//! The HTTP surface: the WebSocket at `/ws`, counts at `/stats`, health at `/healthz` and
+//! `/readyz`, the page at `/`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,7 @@ pub fn routes<R: Rooms>(
         open: AtomicUsize::new(0),
         max: config.max_connections,
     });
+    let (ready_slots, shutdown_state) = (slots.clone(), shutdown.clone());
     let allowed = Arc::new(config.allowed_origins);
     let limits = config.limits;
     let ws = warp::path(signalroom_protocol::WS_PATH)
@@ -84,10 +86,42 @@ pub fn routes<R: Rooms>(
     let stats = warp::path("stats")
         .and(warp::path::end())
         .and(warp::get())
-        .and(with_rooms)
+        .and(with_rooms.clone())
         .map(|rooms: R| warp::reply::json(&rooms.stats()));
+    // The process serves: for liveness probes.
+    let healthz = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| "serving\n");
+    // It takes new connections: for load balancers, which send pages elsewhere otherwise.
+    let readyz = warp::path("readyz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_rooms)
+        .map(move |rooms: R| {
+            let not_ready = if *shutdown_state.borrow() {
+                Some("shutting down")
+            } else if ready_slots.open.load(Ordering::Acquire) >= ready_slots.max {
+                Some("at the connection limit")
+            } else if !rooms.ready() {
+                Some("rooms unavailable")
+            } else {
+                None
+            };
+            match not_ready {
+                Some(why) => warp::reply::with_status(
+                    format!("not ready: {why}\n"),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+                None => warp::reply::with_status("ready\n".to_owned(), StatusCode::OK),
+            }
+        });
     let page = warp::get().and(warp::fs::dir(config.static_dir));
-    ws.or(stats).or(page).with(warp::trace::request())
+    ws.or(stats)
+        .or(healthz)
+        .or(readyz)
+        .or(page)
+        .with(warp::trace::request())
 }
 
 /// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.

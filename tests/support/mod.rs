@@ -131,6 +131,14 @@ impl Drop for RelayProcess {
 
 /// A bare HTTP/1.0 GET; returns the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    match http_status(addr, path).await? {
+        (200, body) => Ok(body),
+        (status, body) => bail!("GET {path}: {status} {body}"),
+    }
+}
+
+/// A bare HTTP/1.0 GET; returns the status and the body.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
     stream
@@ -139,10 +147,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_owned())
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    Ok((status, body.to_owned()))
 }
 
 pub struct Client {
