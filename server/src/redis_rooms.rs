@@ -34,6 +34,7 @@
 //!   `{signalroom}` tag; see `Link` and `Command::tag`.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -137,10 +138,19 @@ struct View {
     events: u64,
 }
 
+impl View {
+    /// Tells every member here of `event` (a join or a departure in the room).
+    fn tell(&self, event: &Event<()>, batch: &mut Batch) {
+        let text = encode(event);
+        for (_, outbox) in &self.here {
+            outbox.push_text(&text, batch);
+        }
+    }
+}
+
 /// The channel of room `name` (its members' key is this plus `:members`). The name is in
 /// hex so that no character of it can end the key's hash tag early.
 fn channel(name: &RoomName) -> String {
-    use std::fmt::Write;
     let mut out = format!("{PREFIX}:room:{{");
     for byte in name.as_str().bytes() {
         let _ = write!(out, "{byte:02x}");
@@ -286,19 +296,15 @@ fn registry_entry(peer: impl std::fmt::Display, channel: &str) -> String {
     format!("{peer} {channel}")
 }
 
-/// A Lua script on a room's members and channel, as a command for the queue.
-fn room_script(code: &str, channel: &str, args: &[String]) -> Command {
+/// A Lua script on a room's members and channel, and the hash tag they share.
+fn room_script(code: &str, channel: &str, args: &[String]) -> (Cmd, String) {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(code)
         .arg(2)
         .arg(members_key(channel))
         .arg(channel)
         .arg(args);
-    Command::Call {
-        cmd,
-        tag: hash_tag(channel).to_owned(),
-        reply: None,
-    }
+    (cmd, hash_tag(channel).to_owned())
 }
 
 /// Adds `entry` to `relay`'s set of members, or takes it out.
@@ -421,17 +427,13 @@ impl RedisRooms {
                         push_event(events, &payload);
                         continue;
                     }
-                    if let Some((to, events)) = pending.take() {
-                        pipe.cmd(publish).arg(to).arg(events).ignore();
-                    }
+                    publish_pending(&mut pipe, publish, &mut pending);
                     let mut events = String::with_capacity(2 * payload.len() + 8);
                     push_event(&mut events, &payload);
                     pending = Some((channel, events));
                 }
                 Command::Call { cmd, reply, .. } => {
-                    if let Some((to, events)) = pending.take() {
-                        pipe.cmd(publish).arg(to).arg(events).ignore();
-                    }
+                    publish_pending(&mut pipe, publish, &mut pending);
                     pipe.add_command(cmd);
                     match reply {
                         Some(reply) => replies_to.push(reply),
@@ -442,9 +444,7 @@ impl RedisRooms {
                 }
             }
         }
-        if let Some((to, events)) = pending.take() {
-            pipe.cmd(publish).arg(to).arg(events).ignore();
-        }
+        publish_pending(&mut pipe, publish, &mut pending);
         let replies = pipe.query_async::<Vec<Value>>(redis).await;
         self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.shared
@@ -469,11 +469,8 @@ impl RedisRooms {
             .map_err(|_| RoomError::Unavailable)
     }
 
-    /// Queues `command` (a [`Command::Call`]) and waits for its reply.
-    async fn call(&self, command: Command) -> Result<Value, RoomError> {
-        let Command::Call { cmd, tag, .. } = command else {
-            return Err(RoomError::Unavailable);
-        };
+    /// Queues `cmd`, on keys of hash tag `tag`, and waits for its reply.
+    async fn call(&self, (cmd, tag): (Cmd, String)) -> Result<Value, RoomError> {
         let (reply, replied) = oneshot::channel();
         let reply = Some(reply);
         self.queue(Command::Call { cmd, tag, reply }).await?;
@@ -687,23 +684,13 @@ impl RedisRooms {
                     .collect();
                 for peer in gone {
                     view.members.retain(|p| *p != peer);
-                    let left = encode(&Event::<()>::Left {
-                        room: view.name.clone(),
-                        peer,
-                    });
-                    for (_, outbox) in &view.here {
-                        outbox.push_text(&left, &mut batch);
-                    }
+                    let room = view.name.clone();
+                    view.tell(&Event::Left { room, peer }, &mut batch);
                 }
                 for peer in came {
                     view.members.push(peer);
-                    let join = encode(&Event::<()>::Join {
-                        room: view.name.clone(),
-                        peer,
-                    });
-                    for (_, outbox) in &view.here {
-                        outbox.push_text(&join, &mut batch);
-                    }
+                    let room = view.name.clone();
+                    view.tell(&Event::Join { room, peer }, &mut batch);
                 }
             }
             batch.flush();
@@ -842,13 +829,8 @@ impl RedisRooms {
             "J " => {
                 let (peer, before) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(peer) = parse_peer(peer) else { return };
-                let announce = encode(&Event::<()>::Join {
-                    room: view.name.clone(),
-                    peer,
-                });
-                for (_, outbox) in &view.here {
-                    outbox.push_text(&announce, batch);
-                }
+                let room = view.name.clone();
+                view.tell(&Event::Join { room, peer }, batch);
                 if let Some(member) = state
                     .peers
                     .get(&peer)
@@ -881,13 +863,8 @@ impl RedisRooms {
                 let Some(peer) = parse_peer(rest) else { return };
                 view.members.retain(|p| *p != peer);
                 view.here.retain(|(p, _)| *p != peer);
-                let left = encode(&Event::<()>::Left {
-                    room: view.name.clone(),
-                    peer,
-                });
-                for (_, outbox) in &view.here {
-                    outbox.push_text(&left, batch);
-                }
+                let room = view.name.clone();
+                view.tell(&Event::Left { room, peer }, batch);
             }
             "M " => {
                 let mut parts = rest.splitn(4, ' ');
@@ -914,6 +891,13 @@ impl RedisRooms {
             }
             _ => tracing::warn!(channel, "an event this relay does not know"),
         }
+    }
+}
+
+/// Adds the events waiting for one channel, if any, to `pipe` as one publish.
+fn publish_pending(pipe: &mut Pipeline, publish: &str, pending: &mut Option<(String, String)>) {
+    if let Some((to, events)) = pending.take() {
+        pipe.cmd(publish).arg(to).arg(events).ignore();
     }
 }
 
@@ -1080,13 +1064,11 @@ impl Rooms for RedisRooms {
         // The frame as members receive it, written once, after the event's head if it
         // goes to Redis too: `M relay from to `.
         let mut event = String::with_capacity(data.get().len() + 96);
-        event.push_str("M ");
-        event.push_str(&self.shared.relay.to_string());
-        event.push(' ');
-        event.push_str(&from.to_string());
-        event.push(' ');
-        event.push_str(&to.map_or_else(|| "-".to_owned(), |to| to.to_string()));
-        event.push(' ');
+        let relay = self.shared.relay;
+        let _ = match to {
+            Some(to) => write!(event, "M {relay} {from} {to} "),
+            None => write!(event, "M {relay} {from} - "),
+        };
         let head = event.len();
         signalroom_protocol::write_message_json(&mut event, from, data.get());
         let channel = {
