@@ -180,10 +180,7 @@ impl Batch {
     /// is only lent batches: it never runs under the rooms lock.
     pub fn flush(mut self) {
         for outbox in self.due.drain(..) {
-            let mut queue = outbox.shared.lock();
-            if queue.state.writer() == Some(Writer::Batch) {
-                outbox.shared.write(&mut queue);
-            }
+            outbox.shared.write_for_batch();
         }
     }
 }
@@ -307,6 +304,14 @@ impl Shared {
         }
     }
 
+    /// Writes what waits if a batch was to write it (and has not yet).
+    fn write_for_batch(&self) {
+        let mut queue = self.lock();
+        if queue.state.writer() == Some(Writer::Batch) {
+            self.write(&mut queue);
+        }
+    }
+
     /// Writes queued bytes until they are out or the socket would block. The queue stays
     /// locked meanwhile, so writers from different tasks never interleave.
     fn write(&self, queue: &mut Queue) {
@@ -418,12 +423,7 @@ impl Socket {
     /// Writes everything still queued (the last frames, a close frame), whoever was to
     /// write it, giving up after `within`.
     pub async fn write_last(&self, within: std::time::Duration) -> Result<(), WriteError> {
-        {
-            let mut queue = self.shared.lock();
-            if queue.state.writer() == Some(Writer::Batch) {
-                self.shared.write(&mut queue);
-            }
-        }
+        self.shared.write_for_batch();
         self.write_waiting(within).await
     }
 
