@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod redis_rooms;
 pub mod rooms;
 pub mod routes;
+pub mod secret;
 mod spare;
 pub mod upgrade;
 pub mod ws;
