@@ -49,6 +49,26 @@ pub struct Config {
     #[arg(long, env = "SIGNALROOM_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
 
+    /// Serve https:// and wss:// with this PEM certificate chain (leaf first); needs
+    /// --tls-key. On SIGHUP both files are read again: new connections get the new pair,
+    /// open ones keep going, and a pair that fails to load is logged and not used.
+    #[arg(
+        long,
+        env = "SIGNALROOM_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "SIGNALROOM_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Folder whose files are served at / (the page `trunk build` writes).
     #[arg(long, env = "SIGNALROOM_STATIC_DIR", default_value = DEFAULT_STATIC_DIR)]
     pub static_dir: PathBuf,
@@ -187,6 +207,8 @@ impl Default for Config {
         Self {
             addr: DEFAULT_ADDR.parse().expect("the default address parses"),
             static_dir: DEFAULT_STATIC_DIR.into(),
+            tls_cert: None,
+            tls_key: None,
             room_capacity: DEFAULT_ROOM_CAPACITY,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbox_frames: DEFAULT_OUTBOX_FRAMES,
@@ -266,6 +288,7 @@ mod tests {
         assert_eq!(parsed.idle_timeout, default.idle_timeout);
         assert_eq!(parsed.join_timeout, default.join_timeout);
         assert_eq!(parsed.handshake_timeout, default.handshake_timeout);
+        assert_eq!(parsed.tls_cert, default.tls_cert);
     }
 
     #[test]
@@ -283,5 +306,6 @@ mod tests {
         assert_eq!(c.ice_servers[1].username.as_deref(), Some("alice"));
         assert!(Config::try_parse_from(["signalroom", "--ice-server", "http://x"]).is_err());
         assert!(Config::try_parse_from(["signalroom", "--room-capacity", "0"]).is_err());
+        assert!(Config::try_parse_from(["signalroom", "--tls-cert", "c.pem"]).is_err());
     }
 }

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::codec::{self, Refusal};
 use crate::outbox::{Batch, Outbox, Socket, WriteError};
 use crate::rooms::{JoinOutcome, RoomError, Rooms};
+use crate::stream::Stream;
 use crate::ws::{FrameError, Incoming, Reader};
 
 /// The limits one connection lives under.
@@ -101,7 +101,7 @@ impl std::fmt::Display for End {
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
 /// down. `early` holds bytes the client sent right behind its upgrade request.
 pub async fn serve<R: Rooms>(
-    stream: TcpStream,
+    stream: Stream,
     early: Vec<u8>,
     rooms: R,
     limits: Limits,

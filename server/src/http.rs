@@ -10,19 +10,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use warp::Filter;
+
+use crate::tls;
 
 /// How long to pause accepting after the process ran out of file descriptors.
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `routes` on `listener` until `stop` turns true; then stops accepting and asks
-/// each HTTP connection to finish its request in flight. Every connection task holds a
-/// clone of `stop` until it ends, so the caller can wait for them by waiting for the
+/// each HTTP connection to finish its request in flight. With `tls`, every connection
+/// first completes a TLS handshake within `handshake_timeout`. Every connection task holds
+/// a clone of `stop` until it ends, so the caller can wait for them by waiting for the
 /// sender's receivers to be gone.
 pub async fn serve<F>(
     listener: TcpListener,
     routes: F,
     handshake_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Filter + Clone + Send + Sync + 'static,
@@ -47,23 +52,59 @@ pub async fn serve<F>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .with_upgrades();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stop.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "HTTP connection ended with an error");
+        let (builder, service, stop) = (builder.clone(), service.clone(), stop.clone());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(
+                    builder,
+                    TokioIo::new(stream),
+                    service,
+                    stop,
+                ));
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake = tls::handshake(&acceptor, stream);
+                    match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Some(stream)) => {
+                            serve_connection(builder, TokioIo::new(stream), service, stop).await
+                        }
+                        Ok(None) => {}
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or until `stop` turns true and its
+/// request in flight is answered.
+async fn serve_connection<I, S>(
+    builder: http1::Builder,
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "HTTP connection ended with an error");
     }
 }
 

@@ -20,6 +20,8 @@ pub mod rooms;
 pub mod routes;
 pub mod secret;
 mod spare;
+pub mod stream;
+pub mod tls;
 pub mod upgrade;
 pub mod ws;
 
@@ -32,14 +34,26 @@ pub use rooms::{LocalRooms, Rooms, Stats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Redis (`--redis-url`) could not be reached.
+    #[error("could not reach Redis (--redis-url): {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The certificate or key (`--tls-cert`, `--tls-key`) could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
 /// Serves the relay on `listener` until `shutdown` completes, then closes every WebSocket
 /// with 1001 (going away) and returns. Rooms live in this process, or in Redis with
-/// `config.redis_url`, which fails only if Redis cannot be reached at the start.
+/// `config.redis_url`. Fails only at the start: Redis cannot be reached, or the TLS files
+/// cannot be used.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), redis::RedisError> {
+) -> Result<(), StartError> {
     match &config.redis_url {
         Some(url) => {
             let rooms = RedisRooms::connect(
@@ -51,7 +65,7 @@ pub async fn run(
                 Duration::from_secs_f64(config.relay_timeout),
             )
             .await?;
-            run_with(listener, config, rooms, shutdown).await;
+            run_with(listener, config, rooms, shutdown).await
         }
         None => {
             let rooms = LocalRooms::new(
@@ -59,10 +73,9 @@ pub async fn run(
                 config.max_rooms,
                 config.ice_servers.clone(),
             );
-            run_with(listener, config, rooms, shutdown).await;
+            run_with(listener, config, rooms, shutdown).await
         }
     }
-    Ok(())
 }
 
 /// [`run`] with another rooms backend.
@@ -71,7 +84,11 @@ pub async fn run_with<R: Rooms>(
     config: Config,
     rooms: R,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Result<(), StartError> {
+    let certs = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::Certs::load(cert, key)?),
+        _ => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let route_config = routes::RouteConfig {
         static_dir: config.static_dir.clone(),
@@ -95,10 +112,14 @@ pub async fn run_with<R: Rooms>(
         let _ = stop_tx.send(true);
         stop_tx
     };
+    if let Some(certs) = &certs {
+        tokio::spawn(reload_on_hangup(certs.clone(), stop_rx.clone()));
+    }
     let http = http::serve(
         listener,
         routes,
         Duration::from_secs_f64(config.handshake_timeout),
+        certs.map(|certs| certs.acceptor()),
         stop_rx,
     );
     let (_, stop_tx) = tokio::join!(http, relay_stop);
@@ -109,6 +130,29 @@ pub async fn run_with<R: Rooms>(
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
+    Ok(())
+}
+
+/// Reads the certificate and key again on every SIGHUP until the relay stops.
+async fn reload_on_hangup(certs: std::sync::Arc<tls::Certs>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return tracing::warn!("cannot listen for SIGHUP; the certificate will not reload");
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match certs.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: certificate and key reloaded"),
+                    Err(error) => tracing::error!(%error, "SIGHUP: keeping the previous certificate"),
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (certs, stop);
 }
 
 /// How long connections get to close when the relay stops.

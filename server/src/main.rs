@@ -21,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
             "no index.html to serve at /; build the page with `trunk build --release --config Trunkfile.toml` or set --static-dir"
         );
     }
-    raise_descriptor_limit(config.max_connections);
+    // A TLS WebSocket holds its TCP socket and a socket pair to its pump (see tls.rs).
+    let descriptors_each = if config.tls_cert.is_some() { 3 } else { 1 };
+    raise_descriptor_limit(config.max_connections, descriptors_each);
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -29,22 +31,22 @@ async fn main() -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         room_capacity = config.room_capacity,
         ice_servers = config.ice_servers.len(),
-        "signalroom relay listening; page at http://{}/",
+        tls = config.tls_cert.is_some(),
+        "signalroom relay listening; page at {}://{}/",
+        if config.tls_cert.is_some() { "https" } else { "http" },
         config.addr
     );
-    signalroom_server::run(listener, config, shutdown_signal())
-        .await
-        .context("could not reach Redis (--redis-url)")?;
+    signalroom_server::run(listener, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Raises the soft limit on open files to the hard one: each connection is a descriptor.
-fn raise_descriptor_limit(max_connections: usize) {
+fn raise_descriptor_limit(max_connections: usize, descriptors_each: u64) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep some for the listener, logs and the page's files.
-            let connections = limit.saturating_sub(64);
+            let connections = limit.saturating_sub(64) / descriptors_each;
             tracing::info!(
                 descriptors = limit,
                 "room for about {connections} connections"

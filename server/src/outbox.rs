@@ -55,13 +55,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
+use crate::spare;
+use crate::stream::Stream;
+use crate::ws::{self, opcode};
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use signalroom_protocol::Event;
-use tokio::net::TcpStream;
-
-use crate::spare;
-use crate::ws::{self, opcode};
 
 /// The handle the rooms deliver through. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -77,7 +76,7 @@ pub struct Socket {
 
 #[derive(Debug)]
 struct Shared {
-    stream: TcpStream,
+    stream: Stream,
     queue: Mutex<Queue>,
     max_frames: usize,
     max_bytes: usize,
@@ -202,7 +201,7 @@ impl Drop for Batch {
 impl Outbox {
     /// An outbox writing to `stream`, holding up to `max_frames` frames and `max_bytes`
     /// bytes while the socket will not take them; and the connection's end of it.
-    pub fn new(stream: TcpStream, max_frames: usize, max_bytes: usize) -> (Self, Socket) {
+    pub fn new(stream: Stream, max_frames: usize, max_bytes: usize) -> (Self, Socket) {
         let shared = Arc::new(Shared {
             stream,
             queue: Mutex::new(Queue {
@@ -371,7 +370,7 @@ impl Queue {
 
 impl Socket {
     /// The connection's stream, for reading.
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &Stream {
         &self.shared.stream
     }
 
@@ -430,7 +429,7 @@ impl Socket {
     /// Closes the relay's side of the stream (a FIN): the client reads to the end of what
     /// was written, then sees it closed. Reading goes on.
     pub fn shut_writes(&self) -> io::Result<()> {
-        socket2::SockRef::from(&self.shared.stream).shutdown(std::net::Shutdown::Write)
+        self.shared.stream.shut_writes()
     }
 
     async fn overflowed(&self) {
@@ -473,14 +472,14 @@ mod tests {
     use std::io::Read;
     use std::time::Duration;
 
-    use tokio::net::{TcpSocket, TcpStream};
+    use tokio::net::TcpSocket;
 
     use super::*;
     use crate::ws::Header;
 
     /// The relay's end of a loopback connection, with small kernel buffers so that writes
     /// can be cut short, and the client's end, read without waiting.
-    async fn socket_pair() -> io::Result<(TcpStream, std::net::TcpStream)> {
+    async fn socket_pair() -> io::Result<(Stream, std::net::TcpStream)> {
         let listener = TcpSocket::new_v4()?;
         listener.set_send_buffer_size(4096)?;
         listener.bind("127.0.0.1:0".parse().expect("an address"))?;
@@ -491,7 +490,7 @@ mod tests {
         let (relay, _) = listener.accept().await?;
         let client = client.into_std()?;
         client.set_nonblocking(true)?;
-        Ok((relay, client))
+        Ok((relay.into(), client))
     }
 
     /// What the client has received so far, as frames: opcode and payload.

@@ -7,9 +7,13 @@ use std::future::Future;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use warp::http::{header, HeaderMap, Response, StatusCode};
 use warp::{Filter, Rejection};
+
+use crate::stream::Stream;
+use crate::tls;
 
 /// A WebSocket upgrade request, ready to be accepted.
 pub struct Upgrade {
@@ -98,7 +102,7 @@ impl Upgrade {
     /// TCP stream with any bytes the client sent right behind its request.
     pub fn accept<F, U>(self, serve: F) -> Response<String>
     where
-        F: FnOnce(TcpStream, Vec<u8>) -> U + Send + 'static,
+        F: FnOnce(Stream, Vec<u8>) -> U + Send + 'static,
         U: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
@@ -107,17 +111,23 @@ impl Upgrade {
                 Ok(upgraded) => upgraded,
                 Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
             };
-            // The accept loop (crate::http) serves every connection on a TokioIo<TcpStream>.
-            match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
-                    // Copied out so that hyper's read buffer, which `read_buf` shares, is
-                    // freed now rather than held for the connection's life.
-                    let early = read_buf.to_vec();
-                    drop(read_buf);
-                    serve(io.into_inner(), early).await;
-                }
-                Err(_) => tracing::error!("an upgraded connection is not a TCP stream"),
-            }
+            // The accept loop (crate::http) serves every connection on a TokioIo of a
+            // TcpStream, or of a TLS stream over one. Hyper's read buffer, which
+            // `read_buf` shares, is copied out so that it is freed now rather than held
+            // for the connection's life.
+            let (stream, early) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf.to_vec()),
+                Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                    Ok(parts) => match tls::pipe(parts.io.into_inner()) {
+                        Ok(pipe) => (Stream::Pipe(pipe), parts.read_buf.to_vec()),
+                        Err(error) => {
+                            return tracing::warn!(%error, "no socket pair for a TLS WebSocket")
+                        }
+                    },
+                    Err(_) => return tracing::error!("an upgraded connection of an unknown kind"),
+                },
+            };
+            serve(stream, early).await;
         });
         let mut response = Response::new(String::new());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

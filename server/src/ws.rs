@@ -9,9 +9,9 @@
 use std::io;
 
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 use crate::spare;
+use crate::stream::Stream;
 
 /// Frame opcodes.
 pub mod opcode {
@@ -251,18 +251,14 @@ impl Reader {
     }
 
     /// Reads what `socket` has without waiting; `Ok(0)` means the client closed it.
-    pub fn read_from(&mut self, socket: &TcpStream) -> io::Result<usize> {
+    pub fn read_from(&mut self, socket: &Stream) -> io::Result<usize> {
         self.read_from_then(socket, || {})
     }
 
     /// [`Reader::read_from`], running `after_read` once the read has returned and before
     /// the socket's readiness may be dropped: where a test makes data arrive at the worst
     /// moment.
-    fn read_from_then(
-        &mut self,
-        socket: &TcpStream,
-        after_read: impl FnOnce(),
-    ) -> io::Result<usize> {
+    fn read_from_then(&mut self, socket: &Stream, after_read: impl FnOnce()) -> io::Result<usize> {
         if self.start == self.buf.len() {
             self.buf.clear();
         } else if self.start > 0 {
@@ -580,7 +576,7 @@ mod tests {
         use std::time::Duration;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
-        let (socket, _) = listener.accept().await?;
+        let socket = crate::stream::Stream::from(listener.accept().await?.0);
         let readable = || std::future::poll_fn(|cx| socket.poll_read_ready(cx));
         client.write_all(b"first")?;
         readable().await?;

@@ -76,6 +76,70 @@ pub async fn client_at(addr: SocketAddr) -> Result<Client> {
     Ok(Client { ws })
 }
 
+/// A `wss://` client of the relay at `addr` that trusts `root` and nothing else.
+pub async fn tls_client_at(addr: SocketAddr, root: &TestCert) -> Result<Client> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.der.clone())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config));
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector)).await?;
+    Ok(Client { ws })
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made for one test.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCert {
+    pub fn new() -> Result<Self> {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key_pair.serialize_pem(),
+            der: cert.der().clone(),
+        })
+    }
+
+    /// Writes `cert.pem` and `key.pem` into `dir`; returns their paths.
+    pub fn write(&self, dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &self.cert_pem)?;
+        std::fs::write(&key, &self.key_pem)?;
+        Ok((cert, key))
+    }
+}
+
+/// A directory of the test's own under the system's temporary one, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "signalroom-{name}-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The relay binary (`signalroom`, built beside the tests by `cargo test --workspace`) run
 /// as a process of its own, for tests that kill it; killed when dropped.
 pub struct RelayProcess {
@@ -85,17 +149,7 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub async fn start(args: &[String]) -> Result<Self> {
-        let exe = std::env::current_exe()?;
-        let binary = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("signalroom"))
-            .context("the target directory")?;
-        ensure!(
-            binary.is_file(),
-            "{} is missing: build it with `cargo build -p signalroom-server`",
-            binary.display()
-        );
+        let binary = relay_binary()?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let child = std::process::Command::new(binary)
             .arg("--addr")
@@ -120,6 +174,22 @@ impl RelayProcess {
         self.child.wait()?;
         Ok(())
     }
+}
+
+/// The relay binary beside the test binaries.
+pub fn relay_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("signalroom"))
+        .context("the target directory")?;
+    ensure!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p signalroom-server`",
+        binary.display()
+    );
+    Ok(binary)
 }
 
 impl Drop for RelayProcess {
