@@ -45,6 +45,11 @@ if [[ "${1:-}" == "--test" ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
     fi
+    if ! command -v openssl >/dev/null; then
+        say "installing openssl (the TLS browser test makes its certificate with it)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+    fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then
         say "installing the end-to-end test driver"
         npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e"

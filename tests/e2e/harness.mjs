@@ -1,8 +1,10 @@
 // Starts the relay binary on a free loopback port serving the built page, and launches
 // headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { X509Certificate, createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { after, before } from 'node:test';
 
@@ -33,6 +35,11 @@ export async function startRelay(port, args = []) {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
+  if (args.includes('--tls-cert')) {
+    // Its certificate is the test's own, which fetch() would not trust: wait for the port.
+    await listening(port, 'the relay');
+    return { url: `https://localhost:${port}`, port, stop: () => child.kill('SIGTERM'), child };
+  }
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     try {
@@ -104,7 +111,7 @@ export async function startBalancer(ports) {
  * Headless Chromium that grants media without a prompt, with a fake camera and microphone
  * unless `camera` is false (then the machine has none).
  */
-export function launchBrowser({ camera = true } = {}) {
+export function launchBrowser({ camera = true, trust = [] } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -118,8 +125,28 @@ export function launchBrowser({ camera = true } = {}) {
       '--no-first-run',
       '--use-fake-ui-for-media-stream',
       ...(camera ? ['--use-fake-device-for-media-stream'] : []),
+      // Certificates the test made, trusted by the hash of their public key, and no others.
+      ...(trust.length ? [`--ignore-certificate-errors-spki-list=${trust.join(',')}`] : []),
     ],
   });
+}
+
+/**
+ * A self-signed certificate for localhost and 127.0.0.1 (made with openssl) in a fresh
+ * directory: its files, and the base64 SHA-256 of its public key that `launchBrowser`'s
+ * `trust` takes.
+ */
+export function makeCertificate() {
+  const dir = mkdtempSync(`${tmpdir()}/signalroom-e2e-tls-`);
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  const spki = new X509Certificate(readFileSync(cert)).publicKey.export({ type: 'spki', format: 'der' });
+  return { cert, key, spki: createHash('sha256').update(spki).digest('base64') };
 }
 
 let pages = 0;
