@@ -9,20 +9,31 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::net::TcpSocket;
 
-use crate::wire::{self, Conn};
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+use crate::wire::{self, Conn, Io};
 
 /// Loopback source addresses client sockets are spread over, so that tens of thousands of
 /// connections do not exhaust one address's ephemeral ports.
 const SOURCES: u8 = 16;
 
-/// Opens a WebSocket to `target` from a loopback address picked by `n`.
-pub async fn connect(target: SocketAddr, n: usize) -> Result<Conn> {
+/// Opens a WebSocket to `target` from a loopback address picked by `n`, over TLS with
+/// `tls`.
+pub async fn connect(target: SocketAddr, n: usize, tls: Option<&TlsConnector>) -> Result<Conn> {
     let source = Ipv4Addr::new(127, 0, 10 + (n % usize::from(SOURCES)) as u8, 1);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source.into(), 0))?;
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
-    Conn::upgrade(stream, &target.to_string()).await
+    let io = match tls {
+        None => Io::Plain(stream),
+        Some(tls) => {
+            let name = ServerName::try_from("localhost").expect("a DNS name");
+            Io::Tls(Box::new(tls.connect(name, stream).await?))
+        }
+    };
+    Conn::upgrade(io, &target.to_string()).await
 }
 
 /// The server under load: the relay (rooms, ids), or one of the forwarders that pair
@@ -31,6 +42,8 @@ pub async fn connect(target: SocketAddr, n: usize) -> Result<Conn> {
 pub enum Kind {
     /// The signalroom relay.
     Relay,
+    /// The signalroom relay serving TLS (`wss://`) with a certificate of the benchmark's own.
+    RelayTls,
     /// A plain tokio-tungstenite forwarder (`floor.rs`).
     Floor,
     /// The least any forwarder can do (`bare.rs`).
@@ -45,6 +58,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Relay => "relay",
+            Kind::RelayTls => "relay-tls",
             Kind::Floor => "floor",
             Kind::Bare => "bare",
             Kind::RedisLocal => "redis-local",
@@ -59,8 +73,16 @@ impl Kind {
 }
 
 /// Opens the two connections of pair `n`, A's to `a` and B's to `b`.
-pub async fn connect_pair(a: SocketAddr, b: SocketAddr, n: usize) -> Result<(Conn, Conn)> {
-    Ok((connect(a, 2 * n).await?, connect(b, 2 * n + 1).await?))
+pub async fn connect_pair(
+    a: SocketAddr,
+    b: SocketAddr,
+    n: usize,
+    tls: Option<&TlsConnector>,
+) -> Result<(Conn, Conn)> {
+    Ok((
+        connect(a, 2 * n, tls).await?,
+        connect(b, 2 * n + 1, tls).await?,
+    ))
 }
 
 /// Puts pair `n` into room `n`; returns the two join latencies (A creates, B joins).

@@ -75,6 +75,10 @@ enum Cmd {
         /// split across them (their CPU and memory include redis-server's).
         #[arg(long)]
         redis: bool,
+        /// Also run the relay serving TLS (`wss://`, a certificate of the benchmark's own;
+        /// the clients' TLS work is theirs, the relay's is in its CPU).
+        #[arg(long)]
+        tls: bool,
         /// The relay binary to measure; by default the `signalroom` beside this benchmark.
         /// Another build's, to compare two versions on the same machine.
         #[arg(long)]
@@ -85,6 +89,9 @@ enum Cmd {
         /// Connections to hold.
         #[arg(long, default_value_t = 18_000)]
         connections: usize,
+        /// Over TLS (`wss://`): each connection also holds its TLS session and pump.
+        #[arg(long)]
+        tls: bool,
     },
     /// A short run of both, so the benchmark never rots (part of the test command).
     Smoke,
@@ -118,8 +125,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, idle_timeout, stall, writes, relay_bin } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, idle_timeout, stall, writes, relay_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -128,11 +135,11 @@ fn main() -> Result<()> {
                 ensure!(broken == 0, "{broken} run(s) stalled: a round trip took longer than {stall} s");
                 Ok(())
             }
-            Cmd::Idle { connections } => idle(connections).await,
+            Cmd::Idle { connections, tls } => idle(connections, tls).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
-                idle(200).await
+                idle(200, false).await
             }
         }
     })
@@ -150,6 +157,8 @@ struct Work {
     bare: bool,
     /// Whether relays sharing rooms through Redis run too.
     redis: bool,
+    /// Whether the relay serving TLS runs too.
+    tls: bool,
     /// The relay's idle timeout (it pings every third of it).
     idle_timeout: Duration,
     /// The longest round trip a healthy run has.
@@ -165,6 +174,8 @@ struct Work {
 struct Server {
     children: Vec<Child>,
     addrs: Vec<SocketAddr>,
+    /// How clients reach a TLS relay, and the folder of its certificate.
+    tls: Option<(tokio_rustls::TlsConnector, PathBuf)>,
 }
 
 impl Server {
@@ -205,6 +216,9 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some((_, dir)) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -227,6 +241,7 @@ async fn start(
     let mut server = Server {
         children: Vec::new(),
         addrs: Vec::new(),
+        tls: None,
     };
     let (relays, redis) = match kind {
         Kind::Floor | Kind::Bare => {
@@ -237,7 +252,7 @@ async fn start(
             server.addrs.push(addr);
             return Ok(server);
         }
-        Kind::Relay => (1, false),
+        Kind::Relay | Kind::RelayTls => (1, false),
         Kind::RedisLocal => (1, true),
         Kind::RedisSplit => (2, true),
     };
@@ -273,11 +288,40 @@ async fn start(
         if let Some(url) = &redis_url {
             c.args(["--redis-url", url]);
         }
+        if kind == Kind::RelayTls {
+            let (connector, dir) = tls_files()?;
+            c.arg("--tls-cert").arg(dir.join("cert.pem"));
+            c.arg("--tls-key").arg(dir.join("key.pem"));
+            server.tls = Some((connector, dir));
+        }
         c.env("RUST_LOG", "warn");
         server.spawn(c, addr).await?;
         server.addrs.push(addr);
     }
     Ok(server)
+}
+
+/// A self-signed certificate for `localhost` in a fresh folder (`cert.pem`, `key.pem`),
+/// and a client that trusts it.
+fn tls_files() -> Result<(tokio_rustls::TlsConnector, PathBuf)> {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(["localhost".to_owned()])?;
+    let dir = std::env::temp_dir().join(format!(
+        "signalroom-bench-tls-{}-{}",
+        std::process::id(),
+        free_addr()?.port()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key_pair.serialize_pem())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), dir))
 }
 
 /// Figures of one run.
@@ -395,8 +439,9 @@ async fn connect_all(
 ) -> Result<Vec<(wire::Conn, wire::Conn)>> {
     let at_once = if kind.has_rooms() { 64 } else { 1 };
     let (a, b) = (server.addrs[0], server.addrs[server.addrs.len() - 1]);
+    let tls = server.tls.as_ref().map(|(connector, _)| connector);
     stream::iter(0..rooms)
-        .map(|n| load::connect_pair(a, b, n))
+        .map(|n| load::connect_pair(a, b, n, tls))
         .buffered(at_once)
         .try_collect()
         .await
@@ -453,6 +498,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.redis {
         kinds.extend([Kind::RedisLocal, Kind::RedisSplit]);
+    }
+    if work.tls {
+        kinds.push(Kind::RelayTls);
     }
     // Alternating spreads the machine's slow moments over all of them.
     let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();
@@ -552,18 +600,22 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
     println!("| {name} | {} |", cells.join(" | "));
 }
 
-async fn idle(connections: usize) -> Result<()> {
+async fn idle(connections: usize, tls: bool) -> Result<()> {
     let rooms = connections / 2;
-    let server = start(Kind::Relay, connections + 100, IDLE_TIMEOUT, None).await?;
+    let kind = if tls { Kind::RelayTls } else { Kind::Relay };
+    let server = start(kind, connections + 100, IDLE_TIMEOUT, None).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss_kib()?;
-    let mut pairs = connect_all(&server, Kind::Relay, rooms).await?;
+    let mut pairs = connect_all(&server, kind, rooms).await?;
     join_all(&mut pairs).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib()?;
     let held = 2 * pairs.len();
     println!();
-    println!("idle: {held} connections joined in rooms of two");
+    println!(
+        "idle: {held} {} connections joined in rooms of two",
+        kind.name()
+    );
     println!(
         "relay resident memory {before} KiB before, {after} KiB after: {:.2} KiB per connection",
         (after.saturating_sub(before)) as f64 / held as f64

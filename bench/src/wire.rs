@@ -10,12 +10,17 @@ use std::ops::Range;
 
 use anyhow::{bail, ensure, Context, Result};
 use signalroom_server::ws::{apply_mask, opcode, Header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// A client connection past the upgrade.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Io,
     /// Received bytes not yet taken as frames: `buf[start..]`.
     buf: Vec<u8>,
     start: usize,
@@ -33,13 +38,14 @@ enum Frame {
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Conn {
-    /// Upgrades `stream` to a WebSocket at `ws://{host}/ws`.
-    pub async fn upgrade(mut stream: TcpStream, host: &str) -> Result<Self> {
+    /// Upgrades `stream` to a WebSocket at `ws://{host}/ws` (or `wss://`).
+    pub async fn upgrade(mut stream: Io, host: &str) -> Result<Self> {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut conn = Self {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
@@ -65,6 +71,8 @@ impl Conn {
     /// Sends prebuilt frames (see [`text_frame`]).
     pub async fn send(&mut self, frames: &[u8]) -> Result<()> {
         self.stream.write_all(frames).await?;
+        // Over TLS, what the socket did not take yet waits in the session until flushed.
+        self.stream.flush().await?;
         Ok(())
     }
 
@@ -155,4 +163,50 @@ pub fn text_frame(text: &str) -> Vec<u8> {
     frame.extend_from_slice(text.as_bytes());
     apply_mask(&mut frame[at..], MASK);
     frame
+}
+
+/// A client's socket: plain TCP, or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }

@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -185,6 +185,9 @@ async fn refuse_plain(mut stream: TcpStream) {
 /// connection (the relay's own drain after its close frame is as long).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Bytes the pump moves at once, each way.
+const PUMP_BUFFER: usize = 4096;
+
 /// Hands an upgraded TLS connection to a pump task and returns the relay's end of the
 /// socket pair it pumps through.
 pub fn pipe<S>(tls: S) -> io::Result<UnixStream>
@@ -197,20 +200,26 @@ where
 }
 
 /// Copies the client's decrypted bytes to the relay and the relay's bytes to the client,
-/// passing each end of stream on. Once the relay has finished (its end closed), the
+/// passing each end of stream on. `copy_buf` flushes its writer whenever its reader has
+/// nothing more for now, so ciphertext the socket did not take at once never waits in the
+/// TLS session for a write that may not come. Once the relay has finished (its end closed), the
 /// client gets `close_notify` and [`LINGER`] to close too.
 async fn pump<S>(tls: S, pipe: UnixStream)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut tls_in, mut tls_out) = tokio::io::split(tls);
-    let (mut pipe_in, mut pipe_out) = pipe.into_split();
+    let (tls_in, mut tls_out) = tokio::io::split(tls);
+    let (pipe_in, mut pipe_out) = pipe.into_split();
+    // Signaling frames are small: buffers smaller than `copy`'s 8 KiB keep an idle
+    // connection cheap, and a larger frame only takes more than one pass.
+    let mut tls_in = BufReader::with_capacity(PUMP_BUFFER, tls_in);
+    let mut pipe_in = BufReader::with_capacity(PUMP_BUFFER, pipe_in);
     let inbound = async {
-        let _ = tokio::io::copy(&mut tls_in, &mut pipe_out).await;
+        let _ = tokio::io::copy_buf(&mut tls_in, &mut pipe_out).await;
         let _ = pipe_out.shutdown().await;
     };
     let outbound = async {
-        let _ = tokio::io::copy(&mut pipe_in, &mut tls_out).await;
+        let _ = tokio::io::copy_buf(&mut pipe_in, &mut tls_out).await;
         let _ = tls_out.shutdown().await;
     };
     tokio::pin!(inbound, outbound);
