@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    config.load_secrets()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -29,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         room_capacity = config.room_capacity,
         ice_servers = config.ice_servers.len(),
+        room_tokens = config.auth_secret.is_some(),
         "signalroom relay listening; page at http://{}/",
         config.addr
     );
