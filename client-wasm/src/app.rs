@@ -40,6 +40,9 @@ pub enum Input {
         generation: u32,
         /// Why, as far as the browser says.
         reason: String,
+        /// Whether the relay sent anything first; a refused upgrade (HTTP 401 for a bad
+        /// room token, 403, 503) looks to the page like a relay that never answered.
+        heard: bool,
     },
     /// Time to try the relay again.
     Reconnect,
@@ -174,7 +177,12 @@ impl App {
         self.ui
             .status(Badge::Connecting, "connecting to the relay…");
         self.ui.log(&format!("connecting to {}", self.config.relay));
-        match RelayLink::open(&self.config.relay, self.generation, self.inputs.clone()) {
+        // The URL opened holds the token; the one logged does not.
+        match RelayLink::open(
+            &self.config.relay_url(),
+            self.generation,
+            self.inputs.clone(),
+        ) {
             Ok(link) => {
                 self.relay = Some(link);
                 if self.wants_room {
@@ -184,7 +192,7 @@ impl App {
                     .await;
                 }
             }
-            Err(error) => self.relay_lost(&error),
+            Err(error) => self.relay_lost(&error, false),
         }
     }
 
@@ -367,7 +375,8 @@ impl App {
         });
     }
 
-    fn relay_lost(&mut self, reason: &str) {
+    /// The relay connection is gone; `heard` says whether the relay answered on it at all.
+    fn relay_lost(&mut self, reason: &str, heard: bool) {
         // Whatever the dead connection still delivers is void.
         self.generation += 1;
         self.relay = None;
@@ -381,8 +390,17 @@ impl App {
         }
         let delay = self.backoff_ms;
         self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
-        self.ui
-            .status(Badge::Connecting, "relay unreachable; retrying…");
+        if heard || self.config.token.is_none() {
+            self.ui
+                .status(Badge::Connecting, "relay unreachable; retrying…");
+        } else {
+            // The browser does not say why an upgrade failed: a token the relay refuses
+            // (HTTP 401) looks like a relay that is down.
+            self.ui.status(
+                Badge::Error,
+                "relay unreachable, or it refused this link's token (expired?); retrying…",
+            );
+        }
         self.ui.log(&format!(
             "relay connection lost ({reason}); retrying in {delay} ms"
         ));
@@ -403,6 +421,10 @@ impl App {
                         for action in actions {
                             self.act(action).await;
                         }
+                        if *self.room.phase() == Phase::Forbidden {
+                            // Asking again cannot help: stay out until the user asks.
+                            self.wants_room = false;
+                        }
                         self.show_phase();
                     }
                     Err(error) => self
@@ -410,8 +432,12 @@ impl App {
                         .log(&format!("unreadable frame from the relay: {error}")),
                 }
             }
-            Input::RelayClosed { generation, reason } if generation == self.generation => {
-                self.relay_lost(&reason);
+            Input::RelayClosed {
+                generation,
+                reason,
+                heard,
+            } if generation == self.generation => {
+                self.relay_lost(&reason, heard);
             }
             Input::Frame { .. } | Input::RelayClosed { .. } => {}
             Input::Reconnect => self.connect().await,
@@ -518,6 +544,10 @@ impl App {
             },
             Phase::Full => (Badge::Full, "room is full".to_owned()),
             Phase::Out => (Badge::Left, "you left the room".to_owned()),
+            Phase::Forbidden => (
+                Badge::Error,
+                "this link's token does not admit this room".to_owned(),
+            ),
         };
         ui.status(badge, &text);
         let inside = matches!(self.room.phase(), Phase::Waiting | Phase::Together(_));

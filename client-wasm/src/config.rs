@@ -1,4 +1,5 @@
-//! What the page's address says: the room (`?room=`) and the relay (`?relay=`).
+//! What the page's address says: the room (`?room=`), the relay (`?relay=`) and the room
+//! token to hand the relay (`?token=`).
 
 use web_sys::{Location, UrlSearchParams};
 
@@ -7,8 +8,10 @@ use web_sys::{Location, UrlSearchParams};
 pub struct PageConfig {
     /// The room named in the address, if any.
     pub room: Option<String>,
-    /// The relay's WebSocket URL.
+    /// The relay's WebSocket URL, without the token.
     pub relay: String,
+    /// The room token the relay may require, if the address has one.
+    pub token: Option<String>,
 }
 
 impl PageConfig {
@@ -28,8 +31,25 @@ impl PageConfig {
         Self {
             room: param("room"),
             relay: param("relay").unwrap_or_else(|| same_origin_relay(https, &host)),
+            token: param("token"),
         }
     }
+
+    /// The URL to open: the relay's, with the token as its `token` parameter (browsers
+    /// cannot set headers on a WebSocket). Not for showing: it holds the token.
+    pub fn relay_url(&self) -> String {
+        match &self.token {
+            Some(token) => with_token(&self.relay, token),
+            None => self.relay.clone(),
+        }
+    }
+}
+
+/// `relay` with `token=` (URL-encoded) added to its query.
+pub fn with_token(relay: &str, token: &str) -> String {
+    let separator = if relay.contains('?') { '&' } else { '?' };
+    let token = String::from(js_sys::encode_uri_component(token));
+    format!("{relay}{separator}token={token}")
 }
 
 /// `ws://host/ws`, or `wss://` for a page served over https.

@@ -28,19 +28,25 @@ impl RelayLink {
         let (sink, mut stream) = socket.split();
         wasm_bindgen_futures::spawn_local(async move {
             let mut reason = String::from("connection closed");
+            let mut heard = false;
             while let Some(frame) = stream.next().await {
                 match frame {
                     Ok(Message::Text(text)) => {
+                        heard = true;
                         let _ = inputs.unbounded_send(Input::Frame { generation, text });
                     }
-                    Ok(Message::Bytes(_)) => {}
+                    Ok(Message::Bytes(_)) => heard = true,
                     Err(error) => {
                         reason = error.to_string();
                         break;
                     }
                 }
             }
-            let _ = inputs.unbounded_send(Input::RelayClosed { generation, reason });
+            let _ = inputs.unbounded_send(Input::RelayClosed {
+                generation,
+                reason,
+                heard,
+            });
         });
         Ok(Self { sink })
     }

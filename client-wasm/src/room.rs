@@ -1,7 +1,7 @@
 //! The room logic: what each relay frame means for the page, kept free of the DOM and of
 //! WebRTC so it can be tested on its own.
 
-use signalroom_protocol::{Event, IceServer, PeerId, RoomName, Signal};
+use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName, Signal};
 
 use crate::codec::Incoming;
 
@@ -18,6 +18,8 @@ pub enum Phase {
     Full,
     /// The page left the room (hung up).
     Out,
+    /// The room token in the page's address does not admit this room; the page is outside.
+    Forbidden,
 }
 
 /// What the page should do about a frame.
@@ -182,6 +184,17 @@ impl Room {
                 data: Signal::Text { text },
             } => vec![Action::Chat { from, text }],
             Event::Message { from, data } => vec![Action::Signal { from, signal: data }],
+            Event::Error {
+                code: ErrorCode::Forbidden,
+                message,
+            } => {
+                self.phase = Phase::Forbidden;
+                vec![Action::Log(format!(
+                    "the room token in this page's address does not admit room {}; ask \
+                     for a link to this room ({message})",
+                    self.name
+                ))]
+            }
             Event::Error { code, message } => {
                 vec![Action::Log(format!(
                     "relay refused a frame: {code}: {message}"

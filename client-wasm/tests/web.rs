@@ -121,6 +121,34 @@ fn full_and_errors_leave_the_page_outside() {
     assert_eq!(room.phase(), &Phase::Full);
 }
 
+#[wasm_bindgen_test]
+fn forbidden_leaves_the_page_outside_and_says_why() {
+    let mut room = Room::new(RoomName::new("b").expect("valid"));
+    let refusal = r#"{"type":"error","code":"forbidden","message":"no"}"#;
+    let actions = room.apply(codec::decode(refusal).expect("decodes"));
+    assert!(matches!(&actions[..], [Action::Log(line)] if line.contains("does not admit room b")));
+    assert_eq!(room.phase(), &Phase::Forbidden);
+}
+
+#[wasm_bindgen_test]
+fn the_token_goes_to_the_relay_url_encoded() {
+    use signalroom_client::config::{with_token, PageConfig};
+    assert_eq!(
+        with_token("ws://h/ws", "a.b-c_d"),
+        "ws://h/ws?token=a.b-c_d"
+    );
+    assert_eq!(
+        with_token("ws://h/ws?x=1", "a+b/c="),
+        "ws://h/ws?x=1&token=a%2Bb%2Fc%3D"
+    );
+    let config = PageConfig {
+        room: None,
+        relay: "wss://h/ws".into(),
+        token: None,
+    };
+    assert_eq!(config.relay_url(), "wss://h/ws");
+}
+
 mod negotiation {
     use signalroom_client::negotiation::{Negotiation, Step};
     use signalroom_protocol::SdpType;

@@ -10,6 +10,7 @@ use std::io::Read;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
+use signalroom_server::auth::Admits;
 use signalroom_server::connection::handle;
 use signalroom_server::outbox::{Batch, Outbox, Socket};
 use signalroom_server::rooms::{LocalRooms, Rooms};
@@ -54,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             let Some(first) = chars.next() else { continue };
             let sender = peers[first as usize % PEERS].id;
             let mut batch = Batch::new();
-            let _ = handle(&rooms, sender, chars.as_str(), &mut batch).await;
+            let _ = handle(&rooms, &Admits::AnyRoom, sender, chars.as_str(), &mut batch).await;
             batch.flush();
             for peer in &mut peers {
                 for text in texts(peer) {

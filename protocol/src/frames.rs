@@ -123,6 +123,9 @@ pub enum ErrorCode {
     /// The relay cannot reach what it shares rooms through (other relays' Redis) just now;
     /// try again shortly.
     Unavailable,
+    /// `create_or_join` named a room the connection's room token does not admit; other
+    /// rooms (the token's own) can still be joined.
+    Forbidden,
     /// A code this version of the crate does not know yet (sent by a newer relay).
     #[serde(other)]
     Unknown,
@@ -143,6 +146,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
             Self::Unavailable => "unavailable",
+            Self::Forbidden => "forbidden",
             Self::Unknown => "unknown",
         }
     }

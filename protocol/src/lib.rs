@@ -5,6 +5,9 @@
 //! come from it. Receivers ignore fields they do not know. `PROTOCOL.md` at the repository
 //! root walks through every frame with examples; the examples are the golden vectors in
 //! `protocol/golden/`, which this crate's tests and the browser client's tests both check.
+//! A relay that requires room tokens takes one as `GET /ws?token=JWT` and answers a missing
+//! or invalid one with HTTP 401; a valid one for another room gets
+//! [`ErrorCode::Forbidden`] on `create_or_join`.
 //!
 //! Rooms: the first member of a room gets [`Event::Created`]; each later one gets
 //! [`Event::Joined`] while the members inside get [`Event::Join`]; past the relay's capacity

@@ -7,6 +7,8 @@ use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use signalroom_protocol::IceServer;
 
+use crate::secret::{self, Secret, SecretError};
+
 /// The seed tutorial's port.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:2013";
 /// Two peers make a call.
@@ -200,6 +202,28 @@ pub struct Config {
         value_parser = parse_secs,
     )]
     pub relay_timeout: f64,
+
+    /// File holding the secret that signs room tokens (HS256 JWTs with `exp`, optionally
+    /// `nbf` and a `room` claim); with it every WebSocket needs `/ws?token=...`. The secret
+    /// may come from the variable SIGNALROOM_AUTH_SECRET instead; never give it as a flag.
+    #[arg(long, env = "SIGNALROOM_AUTH_SECRET_FILE", value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// The room-token secret, read by [`Config::load_secrets`]; `None` takes no tokens.
+    #[arg(skip)]
+    pub auth_secret: Option<Secret>,
+}
+
+impl Config {
+    /// Reads the secrets the flags point at (or the environment holds), once, at start.
+    pub fn load_secrets(&mut self) -> Result<(), SecretError> {
+        self.auth_secret = secret::load(
+            self.auth_secret_file.as_deref(),
+            "--auth-secret-file",
+            "SIGNALROOM_AUTH_SECRET",
+        )?;
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -225,6 +249,8 @@ impl Default for Config {
             redis_url: None,
             redis_cluster: false,
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
+            auth_secret_file: None,
+            auth_secret: None,
         }
     }
 }
@@ -289,6 +315,9 @@ mod tests {
         assert_eq!(parsed.join_timeout, default.join_timeout);
         assert_eq!(parsed.handshake_timeout, default.handshake_timeout);
         assert_eq!(parsed.tls_cert, default.tls_cert);
+        assert_eq!(parsed.relay_timeout, default.relay_timeout);
+        assert_eq!(parsed.auth_secret_file, default.auth_secret_file);
+        assert_eq!(parsed.auth_secret, default.auth_secret);
     }
 
     #[test]

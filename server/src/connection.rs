@@ -9,6 +9,7 @@ use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::auth::Admits;
 use crate::codec::{self, Refusal};
 use crate::outbox::{Batch, Outbox, Socket, WriteError};
 use crate::rooms::{JoinOutcome, RoomError, Rooms};
@@ -99,11 +100,13 @@ impl std::fmt::Display for End {
 }
 
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
-/// down. `early` holds bytes the client sent right behind its upgrade request.
+/// down. `early` holds bytes the client sent right behind its upgrade request; `admits`
+/// are the rooms its token lets it enter.
 pub async fn serve<R: Rooms>(
     stream: Stream,
     early: Vec<u8>,
     rooms: R,
+    admits: Admits,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -127,6 +130,7 @@ pub async fn serve<R: Rooms>(
     let mut client = Client {
         peer,
         rooms: &rooms,
+        admits: &admits,
         outbox: &outbox,
         limits: &limits,
         rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
@@ -242,6 +246,7 @@ async fn drain(socket: &Socket, reader: &mut Reader) {
 struct Client<'a, R> {
     peer: PeerId,
     rooms: &'a R,
+    admits: &'a Admits,
     outbox: &'a Outbox,
     limits: &'a Limits,
     rate: TokenBucket,
@@ -298,7 +303,7 @@ impl<R: Rooms> Client<'_, R> {
                 refuse(self.outbox, refusal, batch);
                 continue;
             }
-            match handle(self.rooms, self.peer, text, batch).await {
+            match handle(self.rooms, self.admits, self.peer, text, batch).await {
                 Handled::Inside => self.outside_since = None,
                 Handled::Outside => {
                     self.outside_since = self.outside_since.or(Some(self.last_heard));
@@ -326,14 +331,25 @@ pub enum Handled {
     Refused(Refusal),
 }
 
-/// Carries out one request, pushing what it causes into `batch`.
-pub async fn handle<R: Rooms>(rooms: &R, peer: PeerId, text: &str, batch: &mut Batch) -> Handled {
+/// Carries out one request, pushing what it causes into `batch`. `create_or_join` for a
+/// room `admits` does not include is refused with `forbidden`.
+pub async fn handle<R: Rooms>(
+    rooms: &R,
+    admits: &Admits,
+    peer: PeerId,
+    text: &str,
+    batch: &mut Batch,
+) -> Handled {
     let refused = |e: RoomError| Handled::Refused(Refusal::new(e.code(), e.to_string()));
     let request = match codec::decode(text) {
         Ok(request) => request,
         Err(refusal) => return Handled::Refused(refusal),
     };
     match request {
+        Request::CreateOrJoin { room } if !admits.admits(&room) => Handled::Refused(Refusal::new(
+            ErrorCode::Forbidden,
+            format!("your room token does not admit room {:?}", room.as_str()),
+        )),
         Request::CreateOrJoin { room } => match rooms.join(peer, room.clone(), batch).await {
             Ok(outcome) => {
                 tracing::info!(%peer, %room, ?outcome, "join");

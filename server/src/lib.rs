@@ -7,8 +7,10 @@
 //! framing; `spare` the buffers they reuse; [`redis_rooms`] the backend that shares rooms
 //! between relays through Redis; [`codec`] request decoding and refusals, with
 //! [`json`] checking the data the relay forwards; [`routes`] the HTTP surface, with
-//! [`upgrade`] the WebSocket handshake; [`http`] the accept loop. [`run`] ties them up.
+//! [`upgrade`] the WebSocket handshake and [`auth`] the room tokens it may need; [`http`]
+//! the accept loop; [`secret`] the secrets the flags point at. [`run`] ties them up.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -94,6 +96,7 @@ pub async fn run_with<R: Rooms>(
         static_dir: config.static_dir.clone(),
         max_connections: config.max_connections,
         allowed_origins: config.allowed_origins.clone(),
+        tokens: config.auth_secret.as_ref().map(auth::RoomTokens::new),
         limits: connection::Limits {
             max_message_bytes: config.max_frame_bytes,
             outbox_frames: config.outbox_frames,

@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    config.load_secrets()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -32,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         room_capacity = config.room_capacity,
         ice_servers = config.ice_servers.len(),
         tls = config.tls_cert.is_some(),
+        room_tokens = config.auth_secret.is_some(),
         "signalroom relay listening; page at {}://{}/",
         if config.tls_cert.is_some() { "https" } else { "http" },
         config.addr

@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 use warp::http::StatusCode;
 use warp::Filter;
 
+use crate::auth::{self, Admits, RoomTokens, TokenError};
 use crate::connection::{self, Limits};
 use crate::rooms::Rooms;
 use crate::upgrade::{self, BadUpgrade, Upgrade};
@@ -22,6 +24,8 @@ pub struct RouteConfig {
     pub max_connections: usize,
     /// Origins allowed besides the page's own and localhost; `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// With `Some`, every WebSocket needs a room token that these check.
+    pub tokens: Option<RoomTokens>,
     /// Per-connection limits.
     pub limits: Limits,
 }
@@ -43,15 +47,18 @@ pub fn routes<R: Rooms>(
     let (ready_slots, shutdown_state) = (slots.clone(), shutdown.clone());
     let allowed = Arc::new(config.allowed_origins);
     let limits = config.limits;
+    let tokens = config.tokens;
     let ws = warp::path(signalroom_protocol::WS_PATH)
         .and(warp::path::end())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
+        .and(query())
         .and(upgrade::websocket())
         .and(with_rooms.clone())
         .map(
             move |origin: Option<String>,
                   host: Option<String>,
+                  query: String,
                   ws: Result<Upgrade, BadUpgrade>,
                   rooms: R| {
                 use warp::Reply;
@@ -67,6 +74,15 @@ pub fn routes<R: Rooms>(
                     return warp::reply::with_status("origin not allowed", StatusCode::FORBIDDEN)
                         .into_response();
                 }
+                // Before a slot is taken: a client without a token holds none. The token
+                // itself is never logged.
+                let admits = match admitted(tokens.as_ref(), &query) {
+                    Ok(admits) => admits,
+                    Err(error) => {
+                        tracing::info!(%error, "refused a WebSocket without a valid room token");
+                        return error.response().into_response();
+                    }
+                };
                 let Some(slot) = Slot::take(&slots) else {
                     tracing::warn!(max = slots.max, "connection limit reached; refusing");
                     return warp::reply::with_status(
@@ -77,7 +93,7 @@ pub fn routes<R: Rooms>(
                 };
                 let shutdown = shutdown.clone();
                 ws.accept(move |stream, early| async move {
-                    connection::serve(stream, early, rooms, limits, shutdown).await;
+                    connection::serve(stream, early, rooms, admits, limits, shutdown).await;
                     drop(slot);
                 })
                 .into_response()
@@ -117,11 +133,33 @@ pub fn routes<R: Rooms>(
             }
         });
     let page = warp::get().and(warp::fs::dir(config.static_dir));
-    ws.or(stats)
-        .or(healthz)
-        .or(readyz)
-        .or(page)
-        .with(warp::trace::request())
+    ws.or(stats).or(healthz).or(readyz).or(page).with(trace())
+}
+
+/// The request's query string, empty when it has none.
+fn query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// What the token in `query` admits; with no `tokens` the relay takes no tokens and any
+/// room is open.
+fn admitted(tokens: Option<&RoomTokens>, query: &str) -> Result<Admits, TokenError> {
+    let Some(tokens) = tokens else {
+        return Ok(Admits::AnyRoom);
+    };
+    let token = auth::token_param(query).ok_or(TokenError::Missing)?;
+    tokens.check(&token, SystemTime::now())
+}
+
+/// A span per request with its method and path, and nothing else: the query string may
+/// hold a room token, and so may the Referer of the page's own requests (its address has
+/// `?token=`), so neither is logged (unlike `warp::trace::request`, which logs the Referer).
+fn trace() -> warp::trace::Trace<impl Fn(warp::trace::Info<'_>) -> tracing::Span + Clone> {
+    warp::trace(|info: warp::trace::Info<'_>| {
+        let span = tracing::info_span!("request", method = %info.method(), path = %info.path());
+        tracing::debug!(parent: &span, "received request");
+        span
+    })
 }
 
 /// Whether a browser page at `origin` may open a WebSocket on the relay at `host`.

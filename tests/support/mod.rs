@@ -71,7 +71,12 @@ impl Relay {
 
 /// A client of the relay at `addr`, sending each frame at once (no Nagle delay).
 pub async fn client_at(addr: SocketAddr) -> Result<Client> {
-    let url = format!("ws://{addr}/ws");
+    client_at_path(addr, "/ws").await
+}
+
+/// [`client_at`] on `path`, which may carry a query (`/ws?token=...`).
+pub async fn client_at_path(addr: SocketAddr, path: &str) -> Result<Client> {
+    let url = format!("ws://{addr}{path}");
     let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     Ok(Client { ws })
 }
@@ -140,6 +145,27 @@ impl Drop for TempDir {
     }
 }
 
+/// An upgrade on `path` the relay must refuse: its HTTP status, `WWW-Authenticate` header
+/// (empty when absent) and body.
+pub async fn refused_upgrade(addr: SocketAddr, path: &str) -> Result<(u16, String, String)> {
+    use tokio_tungstenite::tungstenite::Error;
+    let url = format!("ws://{addr}{path}");
+    match tokio_tungstenite::connect_async_with_config(url, None, true).await {
+        Ok(_) => bail!("the relay accepted a WebSocket on {path}"),
+        Err(Error::Http(response)) => {
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
+            Ok((response.status().as_u16(), challenge, body.into_owned()))
+        }
+        Err(other) => bail!("the upgrade failed otherwise: {other}"),
+    }
+}
+
 /// The relay binary (`signalroom`, built beside the tests by `cargo test --workspace`) run
 /// as a process of its own, for tests that kill it; killed when dropped.
 pub struct RelayProcess {
@@ -149,15 +175,29 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub async fn start(args: &[String]) -> Result<Self> {
+        Self::start_with(args, &[("RUST_LOG", "warn")], None).await
+    }
+
+    /// [`RelayProcess::start`] with more environment variables, its standard output and
+    /// error both written to `log` when given.
+    pub async fn start_with(
+        args: &[String],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let binary = relay_binary()?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        command
             .arg("--addr")
             .arg(addr.to_string())
             .args(args)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .context("starting the relay")?;
+            .envs(env.iter().copied());
+        if let Some(log) = log {
+            let out = std::fs::File::create(log)?;
+            command.stdout(out.try_clone()?).stderr(out);
+        }
+        let child = command.spawn().context("starting the relay")?;
         let relay = Self { addr, child };
         listening(addr, "the relay").await?;
         Ok(relay)
