@@ -203,6 +203,15 @@ pub struct Config {
     )]
     pub relay_timeout: f64,
 
+    /// Serve Prometheus metrics at http://METRICS_ADDR/metrics (e.g. 127.0.0.1:9213), a
+    /// listener of its own, kept off the public address. Off by default.
+    #[arg(long, env = "SIGNALROOM_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log lines as human-readable text, or as one JSON object a line for log shippers.
+    #[arg(long, env = "SIGNALROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// File holding the secret that signs room tokens (HS256 JWTs with `exp`, optionally
     /// `nbf` and a `room` claim); with it every WebSocket needs `/ws?token=...`. The secret
     /// may come from the variable SIGNALROOM_AUTH_SECRET instead; never give it as a flag.
@@ -251,8 +260,19 @@ impl Default for Config {
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
             auth_secret_file: None,
             auth_secret: None,
+            metrics_addr: None,
+            log_format: LogFormat::Text,
         }
     }
+}
+
+/// How the relay writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Parses a positive number of seconds, fractions allowed.
@@ -317,6 +337,8 @@ mod tests {
         assert_eq!(parsed.tls_cert, default.tls_cert);
         assert_eq!(parsed.relay_timeout, default.relay_timeout);
         assert_eq!(parsed.auth_secret_file, default.auth_secret_file);
+        assert_eq!(parsed.metrics_addr, default.metrics_addr);
+        assert_eq!(parsed.log_format, default.log_format);
         assert_eq!(parsed.auth_secret, default.auth_secret);
     }
 

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::auth::Admits;
 use crate::codec::{self, Refusal};
+use crate::metrics::{self, Closed, Counter, Frame};
 use crate::outbox::{Batch, Outbox, Socket, WriteError};
 use crate::rooms::{JoinOutcome, RoomError, Rooms};
 use crate::stream::Stream;
@@ -52,7 +53,11 @@ enum End {
     ClientClosed(Option<u16>),
     /// The relay closes, or fails the connection: its close frame follows every frame
     /// already queued.
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+        why: Closed,
+    },
     /// The client's stream ended or failed: there is nobody to tell.
     Lost(&'static str),
     /// The client does not read: dropped without a last word.
@@ -61,10 +66,11 @@ enum End {
 
 impl End {
     /// The relay closes for `reason`, with the code that names it.
-    fn policy(reason: &'static str) -> Self {
+    fn policy(why: Closed, reason: &'static str) -> Self {
         Self::Close {
             code: close::POLICY,
             reason,
+            why,
         }
     }
 
@@ -78,6 +84,19 @@ impl End {
         Self::Close {
             code: error.close_code(),
             reason,
+            why: Closed::ProtocolError,
+        }
+    }
+
+    /// How the metrics count it.
+    fn counted_as(self) -> Closed {
+        match self {
+            Self::ClientClosed(_) => Closed::ClientClosed,
+            Self::Close { why, .. } => why,
+            Self::Lost(_) => Closed::Lost,
+            Self::Dropped(WriteError::Overflowed) => Closed::OutboxOverflow,
+            Self::Dropped(WriteError::Stalled) => Closed::OutboxStall,
+            Self::Dropped(WriteError::Failed) => Closed::WriteFailed,
         }
     }
 }
@@ -86,7 +105,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::ClientClosed(_) => f.write_str("closed by the client"),
-            Self::Close { code, reason } => write!(f, "{reason} ({code})"),
+            Self::Close { code, reason, .. } => write!(f, "{reason} ({code})"),
             Self::Lost(why) => f.write_str(why),
             Self::Dropped(WriteError::Overflowed) => {
                 f.write_str("outbox overflow: the client does not read")
@@ -119,7 +138,9 @@ pub async fn serve<R: Rooms>(
             let end = End::Close {
                 code: close::TRY_AGAIN_LATER,
                 reason: "rooms unavailable",
+                why: Closed::Unavailable,
             };
+            metrics::count(Counter::Closed(end.counted_as()));
             last_words(end, &outbox, &socket, &mut reader).await;
             return;
         }
@@ -163,7 +184,7 @@ pub async fn serve<R: Rooms>(
                 }
                 match reader.read_from(socket.stream()) {
                     Ok(0) => break End::Lost("the client closed TCP"),
-                    Ok(_) => {}
+                    Ok(read) => metrics::add(Counter::BytesReceived, read as u64),
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => break End::Lost("transport error"),
                 }
@@ -175,10 +196,10 @@ pub async fn serve<R: Rooms>(
                 let now = Instant::now();
                 heartbeat.as_mut().reset(now + beat);
                 if now.duration_since(client.last_heard) >= limits.idle_timeout {
-                    break End::policy("idle timeout");
+                    break End::policy(Closed::IdleTimeout, "idle timeout");
                 }
                 if client.outside_since.is_some_and(|since| now.duration_since(since) >= limits.join_timeout) {
-                    break End::policy("join a room sooner");
+                    break End::policy(Closed::JoinTimeout, "join a room sooner");
                 }
                 let mut batch = Batch::new();
                 outbox.push_ping(&mut batch);
@@ -186,7 +207,11 @@ pub async fn serve<R: Rooms>(
             }
             _ = &mut stop => {
                 // Clients reconnect on 1001.
-                break End::Close { code: close::GOING_AWAY, reason: "relay shutting down" };
+                break End::Close {
+                    code: close::GOING_AWAY,
+                    reason: "relay shutting down",
+                    why: Closed::Shutdown,
+                };
             }
         }
     };
@@ -196,6 +221,7 @@ pub async fn serve<R: Rooms>(
     batch.flush();
     last_words(end, &outbox, &socket, &mut reader).await;
     drop(outbox);
+    metrics::count(Counter::Closed(end.counted_as()));
     tracing::info!(%peer, reason = %end, "disconnected");
 }
 
@@ -217,7 +243,7 @@ async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Rea
     let (code, reason) = match end {
         End::Lost(_) | End::Dropped(_) => return,
         End::ClientClosed(code) => (code.unwrap_or(close::NORMAL), ""),
-        End::Close { code, reason } => (code, reason),
+        End::Close { code, reason, .. } => (code, reason),
     };
     let mut batch = Batch::new();
     outbox.push_close(code, reason, &mut batch);
@@ -277,25 +303,43 @@ impl<R: Rooms> Client<'_, R> {
             };
             let text = match frame {
                 Incoming::Text(text) => text,
-                Incoming::Binary => "",
+                Incoming::Binary => {
+                    metrics::count(Counter::Received(Frame::Binary));
+                    ""
+                }
                 Incoming::Ping(payload) => {
+                    metrics::count(Counter::Received(Frame::Ping));
                     self.outbox.push_pong(payload, batch);
                     continue;
                 }
                 // Pongs only prove liveness, which any read does.
-                Incoming::Pong => continue,
-                Incoming::Close(code) => return Some(End::ClientClosed(code)),
+                Incoming::Pong => {
+                    metrics::count(Counter::Received(Frame::Pong));
+                    continue;
+                }
+                Incoming::Close(code) => {
+                    metrics::count(Counter::Received(Frame::Close));
+                    return Some(End::ClientClosed(code));
+                }
             };
             match self.rate.admit(self.last_heard) {
                 Admit::Yes => {}
                 Admit::NoAndSay => {
+                    metrics::count(Counter::RateLimited);
                     let limit = format!("more than {} frames per second", self.limits.rate_per_sec);
                     let refusal = Refusal::new(ErrorCode::RateLimited, limit);
                     refuse(self.outbox, refusal, batch);
                     continue;
                 }
-                Admit::No => continue,
-                Admit::Never => return Some(End::policy("rate limit exceeded persistently")),
+                Admit::No => {
+                    metrics::count(Counter::RateLimited);
+                    continue;
+                }
+                Admit::Never => {
+                    metrics::count(Counter::RateLimited);
+                    let why = "rate limit exceeded persistently";
+                    return Some(End::policy(Closed::RateLimit, why));
+                }
             }
             if matches!(frame, Incoming::Binary) {
                 let refusal =
@@ -343,14 +387,22 @@ pub async fn handle<R: Rooms>(
     let refused = |e: RoomError| Handled::Refused(Refusal::new(e.code(), e.to_string()));
     let request = match codec::decode(text) {
         Ok(request) => request,
-        Err(refusal) => return Handled::Refused(refusal),
+        Err(refusal) => {
+            metrics::count(Counter::Received(Frame::Invalid));
+            return Handled::Refused(refusal);
+        }
     };
+    metrics::count(Counter::Received(match request {
+        Request::CreateOrJoin { .. } => Frame::CreateOrJoin,
+        Request::Message { .. } => Frame::Message,
+        Request::Leave => Frame::Leave,
+    }));
     match request {
         Request::CreateOrJoin { room } if !admits.admits(&room) => Handled::Refused(Refusal::new(
             ErrorCode::Forbidden,
             format!("your room token does not admit room {:?}", room.as_str()),
         )),
-        Request::CreateOrJoin { room } => match rooms.join(peer, room.clone(), batch).await {
+        Request::CreateOrJoin { room } => match timed_join(rooms, peer, &room, batch).await {
             Ok(outcome) => {
                 tracing::info!(%peer, %room, ?outcome, "join");
                 if outcome == JoinOutcome::Full {
@@ -375,7 +427,21 @@ pub async fn handle<R: Rooms>(
     }
 }
 
+/// `rooms.join`, its time recorded in the metrics.
+async fn timed_join<R: Rooms>(
+    rooms: &R,
+    peer: PeerId,
+    room: &RoomName,
+    batch: &mut Batch,
+) -> Result<JoinOutcome, RoomError> {
+    let start = std::time::Instant::now();
+    let outcome = rooms.join(peer, room.clone(), batch).await;
+    metrics::join_took(start.elapsed());
+    outcome
+}
+
 fn refuse(outbox: &Outbox, refusal: Refusal, batch: &mut Batch) {
+    metrics::count(Counter::Refused(refusal.code));
     let error = Event::<()>::Error {
         code: refusal.code,
         message: refusal.message,

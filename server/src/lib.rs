@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod outbox;
 pub mod redis_rooms;
 pub mod rooms;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The certificate or key (`--tls-cert`, `--tls-key`) could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The metrics address (`--metrics-addr`) could not be listened on.
+    #[error("--metrics-addr: cannot listen on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// Serves the relay on `listener` until `shutdown` completes, then closes every WebSocket
@@ -108,6 +112,19 @@ pub async fn run_with<R: Rooms>(
         },
     };
     let routes = routes::routes(rooms.clone(), route_config, stop_rx.clone());
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|error| StartError::Metrics(addr, error))?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics");
+        tokio::spawn(http::serve(
+            listener,
+            routes::metrics(rooms.clone()),
+            Duration::from_secs_f64(config.handshake_timeout),
+            None,
+            stop_rx.clone(),
+        ));
+    }
     let relay_stop = async move {
         shutdown.await;
         // Departures are not announced from here on, then every connection is told to go.

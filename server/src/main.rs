@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use signalroom_server::config::LogFormat;
 use signalroom_server::Config;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -10,11 +11,12 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
     config.load_secrets()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     if !config.static_dir.join("index.html").is_file() {
         tracing::warn!(

@@ -55,12 +55,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
-use crate::spare;
-use crate::stream::Stream;
-use crate::ws::{self, opcode};
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use signalroom_protocol::Event;
+
+use crate::metrics::{self, Counter};
+use crate::spare;
+use crate::stream::Stream;
+use crate::ws::{self, opcode};
 
 /// The handle the rooms deliver through. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -316,7 +318,10 @@ impl Shared {
     fn write(&self, queue: &mut Queue) {
         while !queue.bytes.is_empty() {
             match self.stream.try_write(&queue.bytes) {
-                Ok(written) if written > 0 => queue.written(written),
+                Ok(written) if written > 0 => {
+                    metrics::add(Counter::BytesSent, written as u64);
+                    queue.written(written);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     let state = queue.state.written_by(Writer::Task);
                     return self.set(queue, state);

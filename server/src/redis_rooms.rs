@@ -46,6 +46,7 @@ use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::json::RawJson;
+use crate::metrics::{self, Counter};
 use crate::outbox::{encode, lock, Batch, Outbox};
 use crate::rooms::{JoinOutcome, RoomError, Rooms, Stats};
 
@@ -879,6 +880,7 @@ impl RedisRooms {
                 }
                 let from = parse_peer(from);
                 let to = parse_peer(to);
+                let mut relayed = 0;
                 for (peer, outbox) in &view.here {
                     let addressed = match to {
                         Some(to) => *peer == to,
@@ -886,8 +888,10 @@ impl RedisRooms {
                     };
                     if addressed {
                         outbox.push_text(frame, batch);
+                        relayed += 1;
                     }
                 }
+                metrics::add(Counter::Relayed, relayed);
             }
             _ => tracing::warn!(channel, "an event this relay does not know"),
         }
@@ -1086,6 +1090,7 @@ impl Rooms for RedisRooms {
             }
             // Members here get it now; Redis carries it only to members elsewhere.
             let frame = &event[head..];
+            let mut relayed = 0;
             for (peer, outbox) in &view.here {
                 let addressed = match to {
                     Some(to) => *peer == to,
@@ -1093,8 +1098,10 @@ impl Rooms for RedisRooms {
                 };
                 if addressed {
                     outbox.push_text(frame, batch);
+                    relayed += 1;
                 }
             }
+            metrics::add(Counter::Relayed, relayed);
             let elsewhere = |p: &PeerId| *p != from && !view.here.iter().any(|(h, _)| h == p);
             let needs_redis = match to {
                 Some(to) => elsewhere(&to),

@@ -17,6 +17,7 @@ use serde::Serialize;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
 
 use crate::json::RawJson;
+use crate::metrics::{self, Counter};
 use crate::outbox::{encode, lock};
 pub use crate::outbox::{Batch, Outbox};
 use crate::spare;
@@ -228,11 +229,17 @@ impl LocalRooms {
             .ok_or(RoomError::NotInRoom)?;
         let overflowed = match to {
             Some(to) if to != from => match room.members.iter().find(|(p, _)| *p == to) {
-                Some(addressee) => deliver(std::slice::from_ref(addressee), None, frame, batch),
+                Some(addressee) => {
+                    metrics::count(Counter::Relayed);
+                    deliver(std::slice::from_ref(addressee), None, frame, batch)
+                }
                 None => return Err(RoomError::UnknownPeer(to)),
             },
             Some(to) => return Err(RoomError::UnknownPeer(to)),
-            None => deliver(&room.members, Some(from), frame, batch),
+            None => {
+                metrics::add(Counter::Relayed, room.members.len() as u64 - 1);
+                deliver(&room.members, Some(from), frame, batch)
+            }
         };
         state.evict(overflowed, batch);
         Ok(())

@@ -12,6 +12,7 @@ use warp::Filter;
 
 use crate::auth::{self, Admits, RoomTokens, TokenError};
 use crate::connection::{self, Limits};
+use crate::metrics::{self, Counter, Refusal};
 use crate::rooms::Rooms;
 use crate::upgrade::{self, BadUpgrade, Upgrade};
 
@@ -65,11 +66,13 @@ pub fn routes<R: Rooms>(
                 let ws = match ws {
                     Ok(ws) => ws,
                     Err(bad) => {
+                        metrics::count(Counter::UpgradeRefused(Refusal::BadHandshake));
                         tracing::debug!(%bad, "refused a bad WebSocket handshake");
                         return bad.response().into_response();
                     }
                 };
                 if !origin_allowed(origin.as_deref(), host.as_deref(), &allowed) {
+                    metrics::count(Counter::UpgradeRefused(Refusal::Origin));
                     tracing::info!(?origin, "refused a WebSocket from a foreign origin");
                     return warp::reply::with_status("origin not allowed", StatusCode::FORBIDDEN)
                         .into_response();
@@ -79,11 +82,13 @@ pub fn routes<R: Rooms>(
                 let admits = match admitted(tokens.as_ref(), &query) {
                     Ok(admits) => admits,
                     Err(error) => {
+                        metrics::count(Counter::UpgradeRefused(Refusal::Unauthorized));
                         tracing::info!(%error, "refused a WebSocket without a valid room token");
                         return error.response().into_response();
                     }
                 };
                 let Some(slot) = Slot::take(&slots) else {
+                    metrics::count(Counter::UpgradeRefused(Refusal::ConnectionLimit));
                     tracing::warn!(max = slots.max, "connection limit reached; refusing");
                     return warp::reply::with_status(
                         "too many connections",
@@ -92,6 +97,7 @@ pub fn routes<R: Rooms>(
                     .into_response();
                 };
                 let shutdown = shutdown.clone();
+                metrics::count(Counter::Accepted);
                 ws.accept(move |stream, early| async move {
                     connection::serve(stream, early, rooms, admits, limits, shutdown).await;
                     drop(slot);
@@ -134,6 +140,26 @@ pub fn routes<R: Rooms>(
         });
     let page = warp::get().and(warp::fs::dir(config.static_dir));
     ws.or(stats).or(healthz).or(readyz).or(page).with(trace())
+}
+
+/// The metrics listener's one route: `GET /metrics`, in the OpenMetrics text format.
+pub fn metrics<R: Rooms>(
+    rooms: R,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::optional::<String>("accept"))
+        .map(move |accept: Option<String>| {
+            let stats = rooms.stats();
+            let gauges = metrics::Gauges {
+                connections: stats.connections,
+                rooms: stats.rooms,
+                members: stats.members,
+            };
+            let (kind, text) = metrics::negotiate(accept.as_deref(), gauges);
+            warp::reply::with_header(text, "content-type", kind)
+        })
 }
 
 /// The request's query string, empty when it has none.
