@@ -93,7 +93,7 @@ mod tests {
         assert!(!format!("{secret:?}").contains("hunter2"));
 
         std::fs::write(&file, " \n").expect("written");
-        let empty = load(Some(&file), "--x-file", "SIGNALROOM_TEST_UNSET_X").unwrap_err();
+        let empty = load(Some(&file), "--x-file", "SIGNALROOM_TEST_UNSET_X").expect_err("refused");
         assert_eq!(empty.to_string(), "--x-file: the secret is empty");
 
         let missing = load(
@@ -101,7 +101,7 @@ mod tests {
             "--x-file",
             "SIGNALROOM_TEST_UNSET_X",
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert!(missing.to_string().starts_with("--x-file: cannot read "));
         assert!(load(None, "--x-file", "SIGNALROOM_TEST_UNSET_X")
             .expect("nothing to read")
