@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    config.load_secrets()?;
+    config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -32,6 +34,14 @@ async fn main() -> anyhow::Result<()> {
         "signalroom relay listening; page at http://{}/",
         config.addr
     );
+    if config.turn_secret.is_some() {
+        // The URLs and lifetime only: the secret is never logged.
+        tracing::info!(
+            turn_urls = %config.turn_urls.join(" "),
+            turn_ttl = config.turn_ttl,
+            "minting time-limited TURN credentials for each peer entering a room"
+        );
+    }
     signalroom_server::run(listener, config, shutdown_signal())
         .await
         .context("could not reach Redis (--redis-url)")?;
