@@ -194,8 +194,8 @@ struct Member {
 }
 
 impl LocalRooms {
-    /// At most `max_rooms` rooms of `capacity` members, handing `ice_servers` to everyone
-    /// who enters one.
+    /// At most `max_rooms` rooms of `capacity` members, handing everyone who enters one
+    /// the `ice_servers` for it (with a TURN credential of its own, if they mint them).
     pub fn new(capacity: usize, max_rooms: usize, ice_servers: IceServers) -> Self {
         Self {
             shared: Arc::new(Shared {
