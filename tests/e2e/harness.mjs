@@ -2,7 +2,15 @@
 // headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
 import { spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
-import { appendFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -123,7 +131,10 @@ export async function startTurn(secret) {
     port,
     url: `turn:127.0.0.1:${port}?transport=udp`,
     log: () => readFileSync(log, 'utf8'),
-    stop: () => child.kill('SIGKILL'),
+    stop: () => {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -594,13 +594,21 @@ impl TurnServer {
         let conf = dir.join("turnserver.conf");
         std::fs::write(&conf, settings)?;
         let log = std::fs::File::create(dir.join("turnserver.log"))?;
-        let child = std::process::Command::new("turnserver")
+        let child = match std::process::Command::new("turnserver")
             .arg("-c")
             .arg(&conf)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting turnserver: run scripts/setup.sh --test, which installs coturn")?;
+        {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error).context(
+                    "starting turnserver: run scripts/setup.sh --test, which installs coturn",
+                );
+            }
+        };
         let server = Self { port, dir, child };
         listening(([127, 0, 0, 1], port).into(), "turnserver").await?;
         Ok(server)
