@@ -50,6 +50,16 @@ if [[ "${1:-}" == "--test" ]]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
     fi
+    if ! command -v turnserver >/dev/null || ! command -v turnutils_uclient >/dev/null; then
+        say "installing coturn (the TURN tests start their own turnserver on free ports)"
+        apt-get update -qq
+        # Debian's package would start a system turnserver where a service manager runs:
+        # keep it stopped, the tests start their own.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn
+        if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
+            systemctl stop coturn
+        fi
+    fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then
         say "installing the end-to-end test driver"
         npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e"

@@ -12,6 +12,7 @@ use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
 use signalroom_server::auth::Admits;
 use signalroom_server::connection::handle;
+use signalroom_server::ice::IceServers;
 use signalroom_server::outbox::{Batch, Outbox, Socket};
 use signalroom_server::rooms::{LocalRooms, Rooms};
 use signalroom_server::ws::{opcode, Header};
@@ -36,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     runtime.block_on(async {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
         let addr = listener.local_addr().expect("an address");
-        let rooms = LocalRooms::new(CAPACITY, 3, Vec::new());
+        let rooms = LocalRooms::new(CAPACITY, 3, IceServers::default());
         let mut peers = Vec::new();
         for _ in 0..PEERS {
             let client = std::net::TcpStream::connect(addr).expect("a connection");

@@ -38,6 +38,14 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 /// Seconds a relay sharing rooms through Redis may go without renewing its liveness before
 /// the other relays take its members out of their rooms.
 pub const DEFAULT_RELAY_TIMEOUT_SECS: f64 = 10.0;
+/// Seconds a minted TURN credential works: a day, the TURN REST API draft's recommendation
+/// (draft-uberti-behave-turn-rest-00). The TURN server checks it whenever a browser
+/// allocates a relay, which may happen again well into a call (ICE restart, network
+/// change), so it must outlast a call; a leaked one is good for at most this long.
+pub const DEFAULT_TURN_TTL_SECS: u64 = 24 * 60 * 60;
+/// The flag and the variables a TURN REST secret comes from.
+const TURN_SECRET_FLAG: &str = "--turn-secret-file";
+const TURN_SECRET_ENV: &str = "SIGNALROOM_TURN_SECRET";
 
 /// signalroom: a WebRTC signaling relay.
 ///
@@ -175,10 +183,44 @@ pub struct Config {
     #[arg(
         long = "ice-server",
         env = "SIGNALROOM_ICE_SERVERS",
+        hide_env_values = true,
         value_delimiter = ';',
         value_parser = parse_ice_server,
     )]
     pub ice_servers: Vec<IceServer>,
+
+    /// TURN server for which the relay mints each peer a credential of its own when it
+    /// enters a room (the TURN REST API scheme of coturn's `use-auth-secret`), repeatable:
+    /// turn:HOST[:PORT][?transport=udp|tcp] or turns:... In the environment variable,
+    /// separate URLs with ','. Needs the secret shared with the TURN server.
+    #[arg(
+        long = "turn-url",
+        env = "SIGNALROOM_TURN_URLS",
+        value_delimiter = ',',
+        value_parser = parse_turn_url,
+    )]
+    pub turn_urls: Vec<String>,
+
+    /// File holding the secret shared with the TURN server (coturn's `static-auth-secret`);
+    /// or put the secret itself in SIGNALROOM_TURN_SECRET. Never a flag of its own, which
+    /// `ps` would show.
+    #[arg(long, env = "SIGNALROOM_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+
+    /// The TURN secret, read from --turn-secret-file or SIGNALROOM_TURN_SECRET by
+    /// [`Config::load_secrets`].
+    #[arg(skip)]
+    pub turn_secret: Option<Secret>,
+
+    /// Seconds a minted TURN credential works after the peer enters its room. The TURN
+    /// server refuses it afterwards, so it should outlast a call.
+    #[arg(
+        long,
+        env = "SIGNALROOM_TURN_TTL",
+        default_value_t = DEFAULT_TURN_TTL_SECS,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub turn_ttl: u64,
 
     /// Share rooms with every relay started with the same Redis (redis://HOST:PORT[/DB]):
     /// pages on different relays meet in the same room. Without it, rooms live in this
@@ -231,6 +273,11 @@ impl Config {
             "--auth-secret-file",
             "SIGNALROOM_AUTH_SECRET",
         )?;
+        self.turn_secret = secret::load(
+            self.turn_secret_file.as_deref(),
+            TURN_SECRET_FLAG,
+            TURN_SECRET_ENV,
+        )?;
         Ok(())
     }
 }
@@ -262,6 +309,33 @@ impl Default for Config {
             auth_secret: None,
             metrics_addr: None,
             log_format: LogFormat::Text,
+            turn_urls: Vec::new(),
+            turn_secret_file: None,
+            turn_secret: None,
+            turn_ttl: DEFAULT_TURN_TTL_SECS,
+        }
+    }
+}
+
+/// Flags that do not fit together. The message names them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TURN URLs without a secret to sign credentials with.
+    #[error("--turn-url needs the TURN secret: set {TURN_SECRET_FLAG} or {TURN_SECRET_ENV}")]
+    TurnUrlWithoutSecret,
+    /// A TURN secret without a server to use it for.
+    #[error("a TURN secret is set ({TURN_SECRET_FLAG} or {TURN_SECRET_ENV}) but no --turn-url to use it for")]
+    TurnSecretWithoutUrl,
+}
+
+impl Config {
+    /// Checks that the flags fit together, once [`Config::load_secrets`] has read the
+    /// secrets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.turn_urls.is_empty(), self.turn_secret.is_some()) {
+            (false, false) => Err(ConfigError::TurnUrlWithoutSecret),
+            (true, true) => Err(ConfigError::TurnSecretWithoutUrl),
+            _ => Ok(()),
         }
     }
 }
@@ -313,6 +387,57 @@ fn parse_ice_server(arg: &str) -> Result<IceServer, String> {
     })
 }
 
+/// Parses a TURN URL as RFC 7065 has it: `turn:` or `turns:`, a host (name, IPv4 or
+/// `[IPv6]`), an optional port and an optional `?transport=udp` or `?transport=tcp`.
+fn parse_turn_url(arg: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!("{arg:?} is not a TURN URL ({why}); expected turn:HOST[:PORT][?transport=udp|tcp] or turns:...")
+    };
+    let rest = arg
+        .strip_prefix("turn:")
+        .or_else(|| arg.strip_prefix("turns:"))
+        .ok_or_else(|| bad("it must start with turn: or turns:"))?;
+    let (authority, query) = match rest.split_once('?') {
+        Some((authority, query)) => (authority, Some(query)),
+        None => (rest, None),
+    };
+    if let Some(query) = query {
+        if query != "transport=udp" && query != "transport=tcp" {
+            return Err(bad("the only query is transport=udp or transport=tcp"));
+        }
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("the address in [] is not IPv6"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+        };
+        (addr, port)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (authority.starts_with('[')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+    if !host_ok {
+        return Err(bad("no valid host"));
+    }
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(bad("the port is not a number in 1..=65535"));
+        }
+    }
+    Ok(arg.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +465,80 @@ mod tests {
         assert_eq!(parsed.metrics_addr, default.metrics_addr);
         assert_eq!(parsed.log_format, default.log_format);
         assert_eq!(parsed.auth_secret, default.auth_secret);
+        assert_eq!(parsed.turn_urls, default.turn_urls);
+        assert_eq!(parsed.turn_secret_file, default.turn_secret_file);
+        assert_eq!(parsed.turn_secret, default.turn_secret);
+        assert_eq!(parsed.turn_ttl, default.turn_ttl);
+    }
+
+    #[test]
+    fn turn_urls_parse_and_bad_ones_are_refused() {
+        for good in [
+            "turn:turn.example.org",
+            "turn:127.0.0.1:3478?transport=udp",
+            "turns:turn.example.org:443?transport=tcp",
+            "turn:[::1]:3478",
+        ] {
+            assert_eq!(parse_turn_url(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "stun:turn.example.org",
+            "turn:",
+            "turn:host:0",
+            "turn:host:99999",
+            "turn:host:3478?transport=sctp",
+            "turn:user@host",
+            "turn:[::1",
+            "turn:host/path",
+        ] {
+            assert!(parse_turn_url(bad).is_err(), "{bad} was accepted");
+        }
+        let error = Config::try_parse_from(["signalroom", "--turn-url", "http://x"])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("--turn-url"), "{error}");
+        assert!(Config::try_parse_from(["signalroom", "--turn-ttl", "0"]).is_err());
+    }
+
+    #[test]
+    fn turn_urls_and_the_secret_come_together() {
+        let mut urls_only =
+            Config::try_parse_from(["signalroom", "--turn-url", "turn:a:3478"]).expect("parses");
+        // The test's environment has no SIGNALROOM_TURN_SECRET (scripts/test.sh sets none).
+        if std::env::var_os(TURN_SECRET_ENV).is_none() {
+            urls_only.load_secrets().expect("nothing to read");
+            let error = urls_only.validate().expect_err("refused").to_string();
+            assert!(error.contains("--turn-url"), "{error}");
+            assert!(error.contains(TURN_SECRET_FLAG), "{error}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("signalroom-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("turn-secret");
+        std::fs::write(&file, "north-wind\n").expect("written");
+        let path = file.to_str().expect("a UTF-8 temp path");
+        let mut secret_only =
+            Config::try_parse_from(["signalroom", "--turn-secret-file", path]).expect("parses");
+        if std::env::var_os(TURN_SECRET_ENV).is_none() {
+            secret_only.load_secrets().expect("read");
+            let error = secret_only.validate().expect_err("refused").to_string();
+            assert!(error.contains("--turn-url"), "{error}");
+            assert!(!error.contains("north-wind"), "{error}");
+
+            let mut both = Config::try_parse_from([
+                "signalroom",
+                "--turn-secret-file",
+                path,
+                "--turn-url",
+                "turn:a:3478",
+            ])
+            .expect("parses");
+            both.load_secrets().expect("read");
+            both.validate().expect("fits together");
+            assert_eq!(both.turn_secret, Some(Secret::from("north-wind")));
+            assert!(!format!("{both:?}").contains("north-wind"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! signalroom's relay: tracks rooms and forwards JSON signaling frames between their members
 //! over WebSocket, and serves the page.
 //!
-//! Code map: [`config`] holds the flags; [`rooms`] the room logic behind the [`Rooms`]
+//! Code map: [`config`] holds the flags, [`secret`] reads the secrets they point at, and
+//! [`ice`] mints the TURN credentials handed out with the STUN/TURN servers; [`rooms`] the room logic behind the [`Rooms`]
 //! interface and its in-process backend; [`connection`] the per-connection task and its
 //! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
 //! framing; `spare` the buffers they reuse; [`redis_rooms`] the backend that shares rooms
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod ice;
 pub mod json;
 pub mod metrics;
 pub mod outbox;
@@ -32,6 +34,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use config::Config;
+pub use ice::{IceServers, TurnRest};
 pub use redis_rooms::RedisRooms;
 pub use rooms::{LocalRooms, Rooms, Stats};
 use tokio::net::TcpListener;
@@ -67,21 +70,32 @@ pub async fn run(
                 config.redis_cluster,
                 config.room_capacity,
                 config.max_rooms,
-                config.ice_servers.clone(),
+                ice_servers(&config),
                 Duration::from_secs_f64(config.relay_timeout),
             )
             .await?;
             run_with(listener, config, rooms, shutdown).await
         }
         None => {
-            let rooms = LocalRooms::new(
-                config.room_capacity,
-                config.max_rooms,
-                config.ice_servers.clone(),
-            );
+            let rooms =
+                LocalRooms::new(config.room_capacity, config.max_rooms, ice_servers(&config));
             run_with(listener, config, rooms, shutdown).await
         }
     }
+}
+
+/// The STUN/TURN servers of `config` (`--ice-server`), and TURN REST credentials when it
+/// has both `--turn-url` and the TURN secret.
+pub fn ice_servers(config: &Config) -> IceServers {
+    let turn = match (&config.turn_secret, config.turn_urls.is_empty()) {
+        (Some(secret), false) => Some(TurnRest::new(
+            secret.clone(),
+            config.turn_urls.clone(),
+            Duration::from_secs(config.turn_ttl),
+        )),
+        _ => None,
+    };
+    IceServers::new(config.ice_servers.clone(), turn)
 }
 
 /// [`run`] with another rooms backend.

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
     config.load_secrets()?;
+    config.validate()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
@@ -40,6 +41,14 @@ async fn main() -> anyhow::Result<()> {
         if config.tls_cert.is_some() { "https" } else { "http" },
         config.addr
     );
+    if config.turn_secret.is_some() {
+        // The URLs and lifetime only: the secret is never logged.
+        tracing::info!(
+            turn_urls = %config.turn_urls.join(" "),
+            turn_ttl = config.turn_ttl,
+            "minting time-limited TURN credentials for each peer entering a room"
+        );
+    }
     signalroom_server::run(listener, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -37,14 +37,15 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Cmd, Pipeline, PushKind, RedisFuture, Value};
-use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
+use signalroom_protocol::{Event, PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ice::IceServers;
 use crate::json::RawJson;
 use crate::metrics::{self, Counter};
 use crate::outbox::{encode, lock, Batch, Outbox};
@@ -87,7 +88,7 @@ struct Shared {
     relay: u64,
     capacity: usize,
     max_rooms: usize,
-    ice_servers: Vec<IceServer>,
+    ice_servers: IceServers,
     relay_timeout: Duration,
     /// The queue toward Redis, and the bytes in it.
     commands: mpsc::Sender<Command>,
@@ -328,7 +329,7 @@ impl RedisRooms {
         cluster: bool,
         capacity: usize,
         max_rooms: usize,
-        ice_servers: Vec<IceServer>,
+        ice_servers: IceServers,
         relay_timeout: Duration,
     ) -> redis::RedisResult<Self> {
         let (pushes, received) = mpsc::unbounded_channel();
@@ -839,18 +840,19 @@ impl RedisRooms {
                 {
                     // Our own joiner: the event's members are the room as it found it.
                     view.members = before.split(',').filter_map(parse_peer).collect();
+                    let ice_servers = self.shared.ice_servers.for_peer(peer, SystemTime::now());
                     let answer = if view.members.is_empty() {
                         Event::<()>::Created {
                             room: view.name.clone(),
                             peer,
-                            ice_servers: self.shared.ice_servers.clone(),
+                            ice_servers,
                         }
                     } else {
                         Event::<()>::Joined {
                             room: view.name.clone(),
                             peer,
                             peers: view.members.clone(),
-                            ice_servers: self.shared.ice_servers.clone(),
+                            ice_servers,
                         }
                     };
                     member.outbox.send(&answer, batch);

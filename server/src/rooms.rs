@@ -12,10 +12,12 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use serde::Serialize;
-use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName};
+use signalroom_protocol::{ErrorCode, Event, PeerId, RoomName};
 
+use crate::ice::IceServers;
 use crate::json::RawJson;
 use crate::metrics::{self, Counter};
 use crate::outbox::{encode, lock};
@@ -143,7 +145,7 @@ struct Shared {
     next_id: AtomicU64,
     capacity: usize,
     max_rooms: usize,
-    ice_servers: Vec<IceServer>,
+    ice_servers: IceServers,
 }
 
 #[derive(Default)]
@@ -193,9 +195,9 @@ struct Member {
 }
 
 impl LocalRooms {
-    /// At most `max_rooms` rooms of `capacity` members, handing `ice_servers` to everyone
-    /// who enters one.
-    pub fn new(capacity: usize, max_rooms: usize, ice_servers: Vec<IceServer>) -> Self {
+    /// At most `max_rooms` rooms of `capacity` members, handing everyone who enters one
+    /// the `ice_servers` for it (with a TURN credential of its own, if they mint them).
+    pub fn new(capacity: usize, max_rooms: usize, ice_servers: IceServers) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -362,7 +364,7 @@ impl Rooms for LocalRooms {
             member.outbox.send(&Event::<()>::Full { room }, batch);
             return Ok(JoinOutcome::Full);
         }
-        let ice_servers = self.shared.ice_servers.clone();
+        let ice_servers = self.shared.ice_servers.for_peer(peer, SystemTime::now());
         let (answer, outcome) = if others.is_empty() {
             let answer = Event::<()>::Created {
                 room: room.clone(),

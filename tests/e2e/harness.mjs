@@ -4,7 +4,17 @@ import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { after, before } from 'node:test';
 
@@ -24,16 +34,16 @@ function freePort() {
 }
 
 /**
- * Starts the relay (on `port`, or a free one, with `args` besides); resolves once it accepts
- * connections.
+ * Starts the relay (on `port`, or a free one, with `args` besides and `env` added to its
+ * environment); resolves once it accepts connections.
  */
-export async function startRelay(port, args = []) {
+export async function startRelay(port, args = [], env = {}) {
   port ??= await freePort();
   const bin = process.env.SIGNALROOM_BIN ?? `${root}target/release/signalroom`;
   const dist = process.env.SIGNALROOM_DIST ?? `${root}dist`;
   const child = spawn(bin, ['--addr', `127.0.0.1:${port}`, '--static-dir', dist, ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
   });
   if (args.includes('--tls-cert')) {
     // Its certificate is the test's own, which fetch() would not trust: wait for the port.
@@ -78,6 +88,61 @@ export async function startRedis() {
   );
   await listening(port, 'redis-server');
   return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+/**
+ * A coturn turnserver of the test's own on a free loopback port, checking TURN REST
+ * credentials (`use-auth-secret`) against `secret`, relaying on loopback. Its settings, the
+ * secret included, are in a file rather than on its command line; it logs to
+ * `artifacts/turnserver-PORT.log`.
+ */
+export async function startTurn(secret) {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'signalroom-turn-'));
+  const relayBase = 10000 + (port % 200) * 100;
+  const conf = join(dir, 'turnserver.conf');
+  writeFileSync(
+    conf,
+    [
+      'use-auth-secret',
+      `static-auth-secret=${secret}`,
+      'realm=signalroom.test',
+      'listening-ip=127.0.0.1',
+      `listening-port=${port}`,
+      'relay-ip=127.0.0.1',
+      `min-port=${relayBase}`,
+      `max-port=${relayBase + 99}`,
+      'allow-loopback-peers',
+      'no-tls',
+      'no-dtls',
+      'no-cli',
+      'fingerprint',
+      'verbose',
+      'log-file=stdout',
+      'simple-log',
+      `userdb=${join(dir, 'turndb')}`,
+      `pidfile=${join(dir, 'turnserver.pid')}`,
+      '',
+    ].join('\n'),
+  );
+  const log = `${artifacts}turnserver-${port}.log`;
+  const out = openSync(log, 'w');
+  const child = spawn('turnserver', ['-c', conf], { stdio: ['ignore', out, out] });
+  const failed = new Promise((_, reject) =>
+    child.once('error', (error) =>
+      reject(new Error(`cannot start turnserver (run scripts/setup.sh --test, which installs coturn): ${error.message}`)),
+    ),
+  );
+  await Promise.race([listening(port, 'turnserver'), failed]);
+  return {
+    port,
+    url: `turn:127.0.0.1:${port}?transport=udp`,
+    log: () => readFileSync(log, 'utf8'),
+    stop: () => {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
@@ -154,9 +219,17 @@ let pages = 0;
 /**
  * Opens the page in a fresh browser context, answering the room prompt with `room`. The
  * page's console goes to `artifacts/ROOM-N.log`, so a failed run can be read afterwards.
+ * `initScript`, if given, runs in the page before its own scripts.
  */
-export async function openPage(browser, url, room, viewport = { width: 1100, height: 720 }) {
+export async function openPage(
+  browser,
+  url,
+  room,
+  viewport = { width: 1100, height: 720 },
+  { initScript } = {},
+) {
   const context = await browser.newContext({ viewport });
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   const name = new URL(url).searchParams.get('room') ?? room;
   const log = `${artifacts}${name}-${++pages}.log`;
