@@ -35,30 +35,30 @@ if ! wasm-opt --version 2>/dev/null | grep -q "version $BINARYEN_VERSION"; then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-        say "installing Chromium and ChromeDriver"
+    # Debian packages the tests use, each found by a command it provides: Chromium and its
+    # driver, and the servers the tests start on free ports of their own (redis-server,
+    # coturn's turnserver), openssl (the TLS browser test's certificate), and promtool
+    # (package prometheus; it checks the metrics exposition).
+    missing=()
+    need() { command -v "$1" >/dev/null || missing+=("$2"); }
+    need chromium chromium
+    need chromedriver chromium-driver
+    need redis-server redis-server
+    need openssl openssl
+    need turnserver coturn
+    need turnutils_uclient coturn
+    need promtool prometheus
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
-    fi
-    if ! command -v redis-server >/dev/null; then
-        say "installing redis-server (the tests start their own on free ports)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-    fi
-    if ! command -v openssl >/dev/null; then
-        say "installing openssl (the TLS browser test makes its certificate with it)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
-    fi
-    if ! command -v turnserver >/dev/null || ! command -v turnutils_uclient >/dev/null; then
-        say "installing coturn (the TURN tests start their own turnserver on free ports)"
-        apt-get update -qq
-        # Debian's package would start a system turnserver where a service manager runs:
-        # keep it stopped, the tests start their own.
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn
-        if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
-            systemctl stop coturn
-        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        # Where a service manager runs, the packages start system services: the tests
+        # never use them.
+        for service in coturn prometheus; do
+            if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+                systemctl stop "$service"
+            fi
+        done
     fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then
         say "installing the end-to-end test driver"

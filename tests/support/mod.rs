@@ -429,7 +429,7 @@ impl Drop for RedisServer {
 }
 
 /// Waits until something accepts connections at `addr` (`what`, for the error).
-async fn listening(addr: SocketAddr, what: &str) -> Result<()> {
+pub async fn listening(addr: SocketAddr, what: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while TcpStream::connect(addr).await.is_err() {
         if tokio::time::Instant::now() > deadline {
