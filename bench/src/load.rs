@@ -44,6 +44,8 @@ pub enum Kind {
     Relay,
     /// The signalroom relay serving TLS (`wss://`) with a certificate of the benchmark's own.
     RelayTls,
+    /// The signalroom relay with its metrics listener on, scraped every second.
+    RelayMetrics,
     /// A plain tokio-tungstenite forwarder (`floor.rs`).
     Floor,
     /// The least any forwarder can do (`bare.rs`).
@@ -59,6 +61,7 @@ impl Kind {
         match self {
             Kind::Relay => "relay",
             Kind::RelayTls => "relay-tls",
+            Kind::RelayMetrics => "relay-metrics",
             Kind::Floor => "floor",
             Kind::Bare => "bare",
             Kind::RedisLocal => "redis-local",

@@ -79,6 +79,10 @@ enum Cmd {
         /// the clients' TLS work is theirs, the relay's is in its CPU).
         #[arg(long)]
         tls: bool,
+        /// Also run the relay with its metrics listener on (`--metrics-addr`), scraped every
+        /// second as Prometheus would.
+        #[arg(long)]
+        metrics: bool,
         /// The relay binary to measure; by default the `signalroom` beside this benchmark.
         /// Another build's, to compare two versions on the same machine.
         #[arg(long)]
@@ -125,8 +129,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, idle_timeout, stall, writes, relay_bin } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, metrics, idle_timeout, stall, writes, relay_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, metrics, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -137,7 +141,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections, tls } => idle(connections, tls).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200, false).await
             }
@@ -159,6 +163,8 @@ struct Work {
     redis: bool,
     /// Whether the relay serving TLS runs too.
     tls: bool,
+    /// Whether the relay with metrics on runs too.
+    metrics: bool,
     /// The relay's idle timeout (it pings every third of it).
     idle_timeout: Duration,
     /// The longest round trip a healthy run has.
@@ -176,6 +182,8 @@ struct Server {
     addrs: Vec<SocketAddr>,
     /// How clients reach a TLS relay, and the folder of its certificate.
     tls: Option<(tokio_rustls::TlsConnector, PathBuf)>,
+    /// Where the relay serves its metrics, when it does.
+    metrics: Option<SocketAddr>,
 }
 
 impl Server {
@@ -242,6 +250,7 @@ async fn start(
         children: Vec::new(),
         addrs: Vec::new(),
         tls: None,
+        metrics: None,
     };
     let (relays, redis) = match kind {
         Kind::Floor | Kind::Bare => {
@@ -252,7 +261,7 @@ async fn start(
             server.addrs.push(addr);
             return Ok(server);
         }
-        Kind::Relay | Kind::RelayTls => (1, false),
+        Kind::Relay | Kind::RelayTls | Kind::RelayMetrics => (1, false),
         Kind::RedisLocal => (1, true),
         Kind::RedisSplit => (2, true),
     };
@@ -288,6 +297,11 @@ async fn start(
         if let Some(url) = &redis_url {
             c.args(["--redis-url", url]);
         }
+        if kind == Kind::RelayMetrics {
+            let metrics = free_addr()?;
+            c.args(["--metrics-addr", &metrics.to_string()]);
+            server.metrics = Some(metrics);
+        }
         if kind == Kind::RelayTls {
             let (connector, dir) = tls_files()?;
             c.arg("--tls-cert").arg(dir.join("cert.pem"));
@@ -299,6 +313,22 @@ async fn start(
         server.addrs.push(addr);
     }
     Ok(server)
+}
+
+/// Scrapes `GET /metrics` at `addr` every second, as Prometheus would, until aborted;
+/// returns (ending the task) on the first failure.
+async fn scrape_every_second(addr: SocketAddr) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nAccept: application/openmetrics-text\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        ensure!(response.starts_with(b"HTTP/1.0 200"), "metrics not served");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A self-signed certificate for `localhost` in a fresh folder (`cert.pem`, `key.pem`),
@@ -394,6 +424,7 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
             ))
         })
         .collect();
+    let scraper = server.metrics.map(|addr| tokio::spawn(scrape_every_second(addr)));
     tokio::time::sleep(work.warmup).await;
     let cpu_before = server.cpu_seconds()?;
     let generator_before = proc::cpu_seconds(std::process::id())?;
@@ -408,6 +439,13 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
     let segments = proc::Segments::now()?.since(segments_before);
     let rss_kib = server.rss_kib()?;
     tally.stop.store(true, Ordering::Relaxed);
+    if let Some(scraper) = scraper {
+        scraper.abort();
+        ensure!(
+            scraper.await.is_err_and(|e| e.is_cancelled()),
+            "scraping the metrics failed"
+        );
+    }
     let mut rtts = Vec::new();
     for driver in drivers {
         rtts.extend(driver.await??);
@@ -501,6 +539,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.tls {
         kinds.push(Kind::RelayTls);
+    }
+    if work.metrics {
+        kinds.push(Kind::RelayMetrics);
     }
     // Alternating spreads the machine's slow moments over all of them.
     let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();
