@@ -12,8 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use signalroom_protocol::{ErrorCode, Event, Request};
 use support::{
-    client_at, created_peer, free_port, http_status, joined_peer, listening, RelayProcess,
-    TempDir,
+    client_at, created_peer, free_port, http_status, joined_peer, listening, RelayProcess, TempDir,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,7 +24,10 @@ async fn scrape(addr: SocketAddr, accept: &str) -> Result<(String, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
-    ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     let kind = head
         .lines()
         .find_map(|l| l.strip_prefix("content-type: "))
@@ -36,7 +38,10 @@ async fn scrape(addr: SocketAddr, accept: &str) -> Result<(String, String)> {
 /// Every sample of the classic text format, by name and labels as written.
 fn samples(text: &str) -> Result<HashMap<String, f64>> {
     let mut samples = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (name, value) = line.rsplit_once(' ').context("a sample line")?;
         samples.insert(name.to_owned(), value.parse()?);
     }
@@ -67,7 +72,11 @@ fn promtool_accepts(text: &str) -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("promtool is missing: run scripts/setup.sh --test (Debian package prometheus)")?;
-    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
     let output = child.wait_with_output()?;
     ensure!(
         output.status.success(),
@@ -78,7 +87,10 @@ fn promtool_accepts(text: &str) -> Result<()> {
     Ok(())
 }
 
-async fn relay_with_metrics(env: &[(&str, &str)], more: &[&str]) -> Result<(RelayProcess, SocketAddr)> {
+async fn relay_with_metrics(
+    env: &[(&str, &str)],
+    more: &[&str],
+) -> Result<(RelayProcess, SocketAddr)> {
     let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let mut args = vec!["--metrics-addr".to_owned(), metrics.to_string()];
     args.extend(more.iter().map(|a| (*a).to_owned()));
@@ -100,27 +112,42 @@ async fn a_scripted_session_moves_the_counters_it_should() -> Result<()> {
     ensure!(matches!(a.recv().await?, Event::Join { .. }), "a hears b");
     for n in 0..3 {
         a.say(json!({ "n": n }), None).await?;
-        ensure!(matches!(b.recv().await?, Event::Message { .. }), "b hears a");
+        ensure!(
+            matches!(b.recv().await?, Event::Message { .. }),
+            "b hears a"
+        );
     }
     b.say(json!("back"), Some(pa)).await?;
     ensure!(matches!(a.recv().await?, Event::Message { from, .. } if from == pb));
     a.send_text("{not json").await?;
     a.expect_error(ErrorCode::MalformedJson).await?;
     let mut c = client_at(relay.addr).await?;
-    ensure!(matches!(c.join("metered").await?, Event::Full { .. }), "a room of two");
+    ensure!(
+        matches!(c.join("metered").await?, Event::Full { .. }),
+        "a room of two"
+    );
     b.send(&Request::Leave).await?;
-    ensure!(matches!(a.recv().await?, Event::Left { .. }), "a hears b leave");
+    ensure!(
+        matches!(a.recv().await?, Event::Left { .. }),
+        "a hears b leave"
+    );
     a.ws.close(None).await?;
     a.expect_close().await?;
     let (status, _) = http_status(relay.addr, "/ws").await?;
-    ensure!(status == 400, "a GET of /ws without an upgrade is refused: {status}");
+    ensure!(
+        status == 400,
+        "a GET of /ws without an upgrade is refused: {status}"
+    );
     drop((b, c));
 
     // The relay counts a connection's end once it has finished with it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let scrapes = loop {
         let (kind, text) = scrape(metrics, "text/plain").await?;
-        ensure!(kind.starts_with("text/plain; version=0.0.4"), "classic format: {kind}");
+        ensure!(
+            kind.starts_with("text/plain; version=0.0.4"),
+            "classic format: {kind}"
+        );
         let scrapes = Scrapes {
             before: before.clone(),
             after: samples(&text)?,
@@ -138,30 +165,55 @@ async fn a_scripted_session_moves_the_counters_it_should() -> Result<()> {
     };
     for (sample, want) in [
         ("signalroom_connections_accepted_total", 3.0),
-        ("signalroom_frames_received_total{type=\"create_or_join\"}", 3.0),
+        (
+            "signalroom_frames_received_total{type=\"create_or_join\"}",
+            3.0,
+        ),
         ("signalroom_frames_received_total{type=\"message\"}", 4.0),
         ("signalroom_frames_received_total{type=\"leave\"}", 1.0),
         ("signalroom_frames_received_total{type=\"invalid\"}", 1.0),
         ("signalroom_frames_received_total{type=\"close\"}", 1.0),
         ("signalroom_messages_relayed_total", 4.0),
-        ("signalroom_frames_refused_total{code=\"malformed_json\"}", 1.0),
-        ("signalroom_upgrades_refused_total{reason=\"bad_handshake\"}", 1.0),
-        ("signalroom_connections_closed_total{reason=\"client_closed\"}", 1.0),
+        (
+            "signalroom_frames_refused_total{code=\"malformed_json\"}",
+            1.0,
+        ),
+        (
+            "signalroom_upgrades_refused_total{reason=\"bad_handshake\"}",
+            1.0,
+        ),
+        (
+            "signalroom_connections_closed_total{reason=\"client_closed\"}",
+            1.0,
+        ),
         ("signalroom_connections_closed_total{reason=\"lost\"}", 2.0),
         ("signalroom_join_duration_seconds_count", 3.0),
         ("signalroom_join_duration_seconds_bucket{le=\"+Inf\"}", 3.0),
         ("signalroom_rate_limited_frames_total", 0.0),
     ] {
-        ensure!(scrapes.grew(sample)? == want, "{sample} grew by {}, not {want}", scrapes.grew(sample)?);
+        ensure!(
+            scrapes.grew(sample)? == want,
+            "{sample} grew by {}, not {want}",
+            scrapes.grew(sample)?
+        );
     }
-    ensure!(scrapes.grew("signalroom_received_bytes_total")? > 0.0, "bytes in are counted");
-    ensure!(scrapes.grew("signalroom_sent_bytes_total")? > 0.0, "bytes out are counted");
+    ensure!(
+        scrapes.grew("signalroom_received_bytes_total")? > 0.0,
+        "bytes in are counted"
+    );
+    ensure!(
+        scrapes.grew("signalroom_sent_bytes_total")? > 0.0,
+        "bytes out are counted"
+    );
     for gauge in ["connections", "rooms", "members"] {
         let now = scrapes.after.get(&format!("signalroom_{gauge}")).copied();
         ensure!(now == Some(0.0), "signalroom_{gauge} is back to 0: {now:?}");
     }
     ensure!(
-        scrapes.after.keys().any(|k| k.starts_with("signalroom_build_info{version=")),
+        scrapes
+            .after
+            .keys()
+            .any(|k| k.starts_with("signalroom_build_info{version=")),
         "build info"
     );
     Ok(())
@@ -193,7 +245,10 @@ async fn no_secret_shows_in_metrics_or_stats() -> Result<()> {
     let (_, open) = scrape(metrics, "application/openmetrics-text").await?;
     let (_, stats) = http_status(relay.addr, "/stats").await?;
     for text in [classic, open, stats] {
-        ensure!(!text.contains(AUTH) && !text.contains(TURN), "a secret shows:\n{text}");
+        ensure!(
+            !text.contains(AUTH) && !text.contains(TURN),
+            "a secret shows:\n{text}"
+        );
     }
     Ok(())
 }
@@ -218,7 +273,9 @@ async fn json_logs_are_one_object_a_line() -> Result<()> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("every line is JSON:\n{text}"))?;
     ensure!(
-        lines.iter().any(|l| l["fields"]["message"] == "join" && l["level"] == "INFO"),
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "join" && l["level"] == "INFO"),
         "the join is logged as an object with its fields:\n{text}"
     );
     Ok(())

@@ -46,6 +46,8 @@ pub enum Kind {
     RelayTls,
     /// The signalroom relay with its metrics listener on, scraped every second.
     RelayMetrics,
+    /// Another build of the relay (`--baseline-bin`).
+    Baseline,
     /// A plain tokio-tungstenite forwarder (`floor.rs`).
     Floor,
     /// The least any forwarder can do (`bare.rs`).
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::RelayTls => "relay-tls",
             Kind::RelayMetrics => "relay-metrics",
+            Kind::Baseline => "baseline",
             Kind::Floor => "floor",
             Kind::Bare => "bare",
             Kind::RedisLocal => "redis-local",

@@ -87,6 +87,10 @@ enum Cmd {
         /// Another build's, to compare two versions on the same machine.
         #[arg(long)]
         relay_bin: Option<PathBuf>,
+        /// Also run this other build of the relay, alternating with this one: what a change
+        /// costs, measured in one run.
+        #[arg(long)]
+        baseline_bin: Option<PathBuf>,
     },
     /// Connections joined in rooms of two and held: the relay's memory per connection.
     Idle {
@@ -129,8 +133,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, metrics, idle_timeout, stall, writes, relay_bin } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, metrics, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, metrics, idle_timeout, stall, writes, relay_bin, baseline_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, metrics, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin, baseline_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -141,7 +145,7 @@ fn main() -> Result<()> {
             }
             Cmd::Idle { connections, tls } => idle(connections, tls).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200, false).await
             }
@@ -173,6 +177,8 @@ struct Work {
     writes: Writes,
     /// The relay binary, if not the one beside the benchmark.
     relay_bin: Option<PathBuf>,
+    /// Another build of the relay to run too.
+    baseline_bin: Option<PathBuf>,
 }
 
 /// The processes of a server under test (a redis-server first, where there is one), and
@@ -261,7 +267,7 @@ async fn start(
             server.addrs.push(addr);
             return Ok(server);
         }
-        Kind::Relay | Kind::RelayTls | Kind::RelayMetrics => (1, false),
+        Kind::Relay | Kind::RelayTls | Kind::RelayMetrics | Kind::Baseline => (1, false),
         Kind::RedisLocal => (1, true),
         Kind::RedisSplit => (2, true),
     };
@@ -396,13 +402,11 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
-    let server = start(
-        kind,
-        2 * rooms + 100,
-        work.idle_timeout,
-        work.relay_bin.as_ref(),
-    )
-    .await?;
+    let relay_bin = match kind {
+        Kind::Baseline => work.baseline_bin.as_ref(),
+        _ => work.relay_bin.as_ref(),
+    };
+    let server = start(kind, 2 * rooms + 100, work.idle_timeout, relay_bin).await?;
     let mut pairs = connect_all(&server, kind, rooms).await?;
     // The forwarders have no rooms: their pairs are made by arrival.
     let joins = if kind.has_rooms() {
@@ -424,7 +428,9 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
             ))
         })
         .collect();
-    let scraper = server.metrics.map(|addr| tokio::spawn(scrape_every_second(addr)));
+    let scraper = server
+        .metrics
+        .map(|addr| tokio::spawn(scrape_every_second(addr)));
     tokio::time::sleep(work.warmup).await;
     let cpu_before = server.cpu_seconds()?;
     let generator_before = proc::cpu_seconds(std::process::id())?;
@@ -542,6 +548,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.metrics {
         kinds.push(Kind::RelayMetrics);
+    }
+    if work.baseline_bin.is_some() {
+        kinds.push(Kind::Baseline);
     }
     // Alternating spreads the machine's slow moments over all of them.
     let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();

@@ -49,7 +49,7 @@ const TURN_SECRET_ENV: &str = "SIGNALROOM_TURN_SECRET";
 
 /// signalroom: a WebRTC signaling relay.
 ///
-/// Browsers connect to ws://ADDR/ws, enter rooms (two peers each by default) and exchange
+/// Browsers connect to ws://ADDR/ws (wss:// with --tls-cert), enter rooms (two peers each by default) and exchange
 /// offers, answers and ICE candidates through the relay, which stamps every relayed frame
 /// with the sender's id. The built page is served at / from --static-dir.
 #[derive(Debug, Clone, Parser)]
