@@ -219,22 +219,6 @@ impl Drop for TempFile {
     }
 }
 
-/// The relay binary beside the tests (see `RelayProcess`).
-fn binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("signalroom"))
-        .context("the target directory")?;
-    ensure!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p signalroom-server`",
-        binary.display()
-    );
-    Ok(binary)
-}
-
 #[tokio::test]
 async fn the_token_and_the_secret_never_reach_the_logs() -> Result<()> {
     let secret = TempFile::new("secret", &format!("{SECRET}\n"))?;
@@ -294,7 +278,7 @@ async fn http_with_referer(addr: std::net::SocketAddr, path: &str, referer: &str
 
 #[test]
 fn help_never_shows_the_secret() -> Result<()> {
-    let output = std::process::Command::new(binary()?)
+    let output = std::process::Command::new(relay_binary()?)
         .arg("--help")
         .env("SIGNALROOM_AUTH_SECRET", SECRET)
         .output()?;
@@ -307,7 +291,7 @@ fn help_never_shows_the_secret() -> Result<()> {
 
 /// The relay's exit status and standard error, started with `args` and `env`.
 fn start_fails(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
-    let mut child = std::process::Command::new(binary()?)
+    let mut child = std::process::Command::new(relay_binary()?)
         .args(["--addr", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())

@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use signalroom_protocol::{Event, IceServer, PeerId, Request};
 use signalroom_server::secret::Secret;
 use signalroom_server::{Config, IceServers, TurnRest};
-use support::{http_get, Relay, SharedRedis, TurnServer};
+use support::{http_get, relay_binary, Relay, SharedRedis, TurnServer};
 
 const SECRET: &str = "turn-test-secret-5f2c";
 
@@ -222,22 +222,6 @@ async fn rooms_shared_through_redis_mint_credentials_too() -> Result<()> {
         .await?;
     assert!(check.relayed, "{}", check.report);
     Ok(())
-}
-
-/// The relay binary, built beside the tests (scripts/test.sh builds it first).
-fn relay_binary() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("signalroom"))
-        .context("the target directory")?;
-    ensure!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p signalroom-server`",
-        binary.display()
-    );
-    Ok(binary)
 }
 
 /// Flags, environment variables, and what the refusal must say.

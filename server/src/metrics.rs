@@ -413,43 +413,45 @@ impl prometheus_client::collector::Collector for Snapshot {
                 .encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?
                 .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
-        let refusals = REFUSALS.iter().enumerate();
-        let refusals = refusals.map(|(i, (_, label))| (*label, t[UPGRADE_REFUSED + i]));
-        family(
-            &mut encoder,
-            "upgrades_refused",
-            "WebSocket upgrades refused, by reason.",
-            "reason",
-            refusals,
-        )?;
-        let closes = CLOSES.iter().enumerate();
-        let closes = closes.map(|(i, (_, label))| (*label, t[CLOSED + i]));
-        family(
-            &mut encoder,
-            "connections_closed",
-            "Connections ended, by reason.",
-            "reason",
-            closes,
-        )?;
-        let frames = FRAMES.iter().enumerate();
-        let frames = frames.map(|(i, (_, label))| (*label, t[RECEIVED + i]));
-        family(
-            &mut encoder,
-            "frames_received",
-            "Frames received from clients, by type.",
-            "type",
-            frames,
-        )?;
-        let codes = CODES.iter().map(|code| code.as_str());
-        let codes = codes.chain(["other"]).enumerate();
-        let codes = codes.map(|(i, label)| (label, t[REFUSED + i]));
-        family(
-            &mut encoder,
-            "frames_refused",
-            "Frames answered with an error, by error code.",
-            "code",
-            codes,
-        )?;
+        let codes: Vec<&str> = CODES.iter().map(|c| c.as_str()).chain(["other"]).collect();
+        let families = [
+            (
+                "upgrades_refused",
+                "WebSocket upgrades refused, by reason.",
+                "reason",
+                UPGRADE_REFUSED,
+                labels(&REFUSALS),
+            ),
+            (
+                "connections_closed",
+                "Connections ended, by reason.",
+                "reason",
+                CLOSED,
+                labels(&CLOSES),
+            ),
+            (
+                "frames_received",
+                "Frames received from clients, by type.",
+                "type",
+                RECEIVED,
+                labels(&FRAMES),
+            ),
+            (
+                "frames_refused",
+                "Frames answered with an error, by error code.",
+                "code",
+                REFUSED,
+                codes,
+            ),
+        ];
+        for (name, help, label, first, values) in families {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (i, value) in values.into_iter().enumerate() {
+                metric
+                    .encode_family(&[(label, value)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&t[first + i], None)?;
+            }
+        }
 
         // Per bucket: the encoder makes them cumulative, and writes f64::MAX as +Inf.
         let buckets: Vec<(f64, u64)> = JOIN_BUCKETS
@@ -479,21 +481,9 @@ impl prometheus_client::collector::Collector for Snapshot {
     }
 }
 
-/// A counter with one label, a sample per value.
-fn family<'a>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &'static str,
-    samples: impl Iterator<Item = (&'a str, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (value, count) in samples {
-        metric
-            .encode_family(&[(label, value)])?
-            .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
-    }
-    Ok(())
+/// The label values of a table, in its order.
+fn labels<T>(table: &[(T, &'static str)]) -> Vec<&'static str> {
+    table.iter().map(|(_, label)| *label).collect()
 }
 
 #[cfg(test)]
