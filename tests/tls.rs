@@ -153,6 +153,54 @@ async fn sighup_swaps_the_certificate_and_open_connections_stay() -> Result<()> 
     Ok(())
 }
 
+#[tokio::test]
+async fn the_limits_hold_over_tls() -> Result<()> {
+    let (cert, dir) = (TestCert::new()?, TempDir::new("tls-limits")?);
+    let (cert_path, key_path) = cert.write(&dir.0)?;
+    let relay = Relay::start(Config {
+        tls_cert: Some(cert_path),
+        tls_key: Some(key_path),
+        max_frame_bytes: 64 * 1024,
+        outbox_bytes: 256 * 1024,
+        rate_per_sec: 10_000,
+        rate_burst: 10_000,
+        ..Config::default()
+    })
+    .await?;
+
+    // A message over the size limit closes with 1009.
+    let mut big = tls_client_at(relay.addr, &cert).await?;
+    big.say(json!("x".repeat(80 * 1024)), None).await?;
+    ensure!(
+        big.expect_close().await? == Some(1009),
+        "too big over TLS: 1009"
+    );
+
+    // A peer that stops reading is dropped and its room told, though its TLS pump and the
+    // socket pair buffer more than a plain socket does.
+    let mut sender = tls_client_at(relay.addr, &cert).await?;
+    let mut sleeper = tls_client_at(relay.addr, &cert).await?;
+    let (_, sleeper_id) = support::meet(&mut sender, &mut sleeper, "flood").await?;
+    let blob = json!("x".repeat(32 * 1024));
+    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
+    loop {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the sleeper was never dropped"
+        );
+        sender.say(blob.clone(), None).await?;
+        let heard = tokio::time::timeout(Duration::from_millis(1), sender.recv()).await;
+        if let Ok(event) = heard {
+            match event? {
+                Event::Left { peer, .. } if peer == sleeper_id => break,
+                other => anyhow::bail!("expected the sleeper to be dropped, got {other:?}"),
+            }
+        }
+    }
+    drop(sleeper);
+    Ok(())
+}
+
 /// Runs the relay binary with `args` expecting it to refuse to start; returns its stderr.
 fn refused_start(args: &[&str]) -> Result<String> {
     let output = std::process::Command::new(relay_binary()?)
