@@ -2,7 +2,6 @@
 // headless Chromium with a fake camera. Used by the end-to-end tests beside this file.
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
 import {
   appendFileSync,
