@@ -1,6 +1,7 @@
 //! The page's event loop. Relay frames, button clicks and WebRTC callbacks all
 //! become [`Input`]s on one channel, handled one at a time, so no state is shared between
-//! callbacks.
+//! callbacks. This is the one module that knows the transport ([`crate::relay`]), the calls
+//! ([`crate::call`]) and the page ([`crate::ui`]); they know only their own events.
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::StreamExt;
@@ -8,57 +9,62 @@ use gloo_timers::future::TimeoutFuture;
 use signalroom_protocol::{IceServer, PeerId, Request, RoomName, Signal};
 use web_sys::MediaStream;
 
-use crate::call::{Call, CallEvent};
+use web_sys::RtcPeerConnectionState as State;
+
+use crate::call::{state_name, Call, CallEvent};
 use crate::codec;
 use crate::config::PageConfig;
 use crate::negotiation::Step;
-use crate::relay::RelayLink;
+use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room};
 use crate::ui::{Badge, Ui};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
 const CALL_PATIENCE_MS: u32 = 8_000;
 
-/// Reconnection delays grow from this...
-const BACKOFF_MIN_MS: u32 = 500;
-/// ...to this.
-const BACKOFF_MAX_MS: u32 = 10_000;
-
 /// Everything the event loop reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A text frame from relay connection `generation`.
-    Frame {
-        /// Which connection it came on.
-        generation: u32,
-        /// The frame.
-        text: String,
-    },
-    /// Relay connection `generation` closed or failed.
-    RelayClosed {
-        /// Which connection.
-        generation: u32,
-        /// Why, as far as the browser says.
-        reason: String,
-        /// Whether the relay sent anything first; a refused upgrade (HTTP 401 for a bad
-        /// room token, 403, 503) looks to the page like a relay that never answered.
-        heard: bool,
-    },
-    /// Time to try the relay again.
-    Reconnect,
+    /// Something happened on the relay connection.
+    Relay(RelayEvent),
     /// The user sent a chat line.
     Chat(String),
     /// The user hung up.
     HangUp,
     /// The user wants back into the room.
     Rejoin,
-    /// The browser reported something about the call with `peer`.
+    /// The browser reported something about call number `serial`, with `peer`.
     Call {
         /// The call's peer.
         peer: PeerId,
+        /// Which call (a peer may be called again; stragglers of an ended call are void).
+        serial: u32,
         /// What happened.
         event: CallEvent,
     },
+    /// Call number `serial` has had time to connect.
+    Overdue {
+        /// The call's peer.
+        peer: PeerId,
+        /// Which call.
+        serial: u32,
+    },
+}
+
+/// Whether the page wants to be in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wish {
+    /// In the room: join on every (re)connection.
+    In,
+    /// Out, after hang-up (or a token that does not admit the room) until asked back in.
+    Out,
+}
+
+/// The call with one peer.
+struct Pair {
+    peer: PeerId,
+    serial: u32,
+    call: Call,
 }
 
 struct App {
@@ -66,15 +72,14 @@ struct App {
     config: PageConfig,
     room: Room,
     inputs: UnboundedSender<Input>,
-    relay: Option<RelayLink>,
-    generation: u32,
-    backoff_ms: u32,
-    /// False after hang-up: the page stays out of the room until asked back in.
-    wants_room: bool,
+    relay: Relay,
+    wish: Wish,
     /// Camera and microphone, when the browser gave them.
     local: Option<MediaStream>,
     ice_servers: Vec<IceServer>,
-    call: Option<Call>,
+    call: Option<Pair>,
+    /// The last call's serial.
+    serial: u32,
 }
 
 /// Runs the page.
@@ -119,18 +124,23 @@ pub async fn run() {
         });
     }
 
+    let relay = {
+        let inputs = inputs.clone();
+        Relay::new(config.relay_url(), move |event| {
+            let _ = inputs.unbounded_send(Input::Relay(event));
+        })
+    };
     let mut app = App {
         ui,
         config,
         room: Room::new(room),
         inputs,
-        relay: None,
-        generation: 0,
-        backoff_ms: BACKOFF_MIN_MS,
-        wants_room: true,
+        relay,
+        wish: Wish::In,
         local: None,
         ice_servers: Vec::new(),
         call: None,
+        serial: 0,
     };
     app.open_media().await;
     app.connect().await;
@@ -173,27 +183,56 @@ fn share_link(window: &web_sys::Window, room: &RoomName, config: &PageConfig) ->
 
 impl App {
     async fn connect(&mut self) {
-        self.generation += 1;
+        match self.relay.open() {
+            Ok(()) => self.opening().await,
+            Err(lost) => self.on_relay(lost).await,
+        }
+    }
+
+    /// A relay connection is opening: ask for the room at once (the frame waits for it).
+    async fn opening(&mut self) {
         self.ui
             .status(Badge::Connecting, "connecting to the relay…");
-        self.ui.log(&format!("connecting to {}", self.config.relay));
         // The URL opened holds the token; the one logged does not.
-        match RelayLink::open(
-            &self.config.relay_url(),
-            self.generation,
-            self.inputs.clone(),
-        ) {
-            Ok(link) => {
-                self.relay = Some(link);
-                if self.wants_room {
-                    self.send(&Request::<Signal>::CreateOrJoin {
-                        room: self.room.name().clone(),
-                    })
-                    .await;
-                }
-            }
-            Err(error) => self.relay_lost(&error, false),
+        self.ui.log(&format!("connecting to {}", self.config.relay));
+        if self.wish == Wish::In {
+            self.send(&Request::<Signal>::CreateOrJoin {
+                room: self.room.name().clone(),
+            })
+            .await;
         }
+    }
+
+    async fn on_relay(&mut self, update: Update) {
+        match update {
+            Update::Opening => self.opening().await,
+            Update::Frame(text) => match codec::decode(&text) {
+                Ok(incoming) => {
+                    let actions = self.room.apply(incoming);
+                    for action in actions {
+                        self.act(action).await;
+                    }
+                    if *self.room.phase() == Phase::Forbidden {
+                        // Asking again cannot help: stay out until the user asks.
+                        self.stay_out();
+                    }
+                    self.show_phase();
+                }
+                Err(error) => self
+                    .ui
+                    .log(&format!("unreadable frame from the relay: {error}")),
+            },
+            Update::Lost {
+                reason,
+                heard,
+                retry_ms,
+            } => self.relay_lost(&reason, heard, retry_ms),
+        }
+    }
+
+    fn stay_out(&mut self) {
+        self.wish = Wish::Out;
+        self.relay.set_reconnect(Reconnect::Never);
     }
 
     /// Turns the camera on, or explains why there is none; the call then only receives.
@@ -234,22 +273,32 @@ impl App {
 
     /// The call with `peer`, if that is who the page is calling.
     fn call_with(&mut self, peer: PeerId) -> Option<&mut Call> {
-        self.call.as_mut().filter(|call| call.peer() == peer)
+        self.call
+            .as_mut()
+            .filter(|pair| pair.peer == peer)
+            .map(|pair| &mut pair.call)
+    }
+
+    /// Call number `serial`, if it is still on.
+    fn call_number(&mut self, serial: u32) -> Option<&mut Call> {
+        self.call
+            .as_mut()
+            .filter(|pair| pair.serial == serial)
+            .map(|pair| &mut pair.call)
     }
 
     fn end_call(&mut self, note: &str) {
-        if let Some(call) = self.call.take() {
-            self.ui
-                .log(&format!("call with peer {} ended", call.peer()));
-            call.close();
+        if let Some(pair) = self.call.take() {
+            self.ui.log(&format!("call with peer {} ended", pair.peer));
+            pair.call.close();
         }
         self.ui.show_remote(None);
         self.ui.call_state("idle");
         self.ui.remote_label(note);
     }
 
-    async fn on_call_event(&mut self, peer: PeerId, event: CallEvent) {
-        let Some(call) = self.call_with(peer) else {
+    async fn on_call_event(&mut self, peer: PeerId, serial: u32, event: CallEvent) {
+        let Some(call) = self.call_number(serial) else {
             return;
         };
         match event {
@@ -272,29 +321,21 @@ impl App {
                 self.send_to(peer, candidate).await;
             }
             CallEvent::State(state) => {
-                if state == "failed" {
+                if state == State::Failed {
                     call.restart_ice();
                 }
-                self.ui.log(&format!("call with peer {peer}: {state}"));
-                self.ui.call_state(&state);
-                let label = match state.as_str() {
-                    "connected" => format!("peer {peer}"),
-                    "failed" => format!("could not reach peer {peer}"),
+                let name = state_name(state);
+                self.ui.log(&format!("call with peer {peer}: {name}"));
+                self.ui.call_state(name);
+                let label = match state {
+                    State::Connected => format!("peer {peer}"),
+                    State::Failed => format!("could not reach peer {peer}"),
                     _ => format!("connecting to peer {peer}…"),
                 };
                 self.ui.remote_label(&label);
                 self.show_phase();
             }
-            CallEvent::Overdue => {
-                if call.state() != "connected" {
-                    call.nudge();
-                    self.ui.log(&format!(
-                        "call with peer {peer} not connected after {} s; restarting ICE",
-                        CALL_PATIENCE_MS / 1000
-                    ));
-                    self.call_timer(peer);
-                }
-            }
+            CallEvent::Track(stream) => self.ui.show_remote(Some(&stream)),
             CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
             CallEvent::ChannelMessage(text) => {
                 self.ui
@@ -354,42 +395,48 @@ impl App {
         }
     }
 
-    async fn send(&mut self, request: &Request<Signal>) {
-        let Some(relay) = &mut self.relay else {
-            self.ui.log("not connected to the relay; nothing sent");
+    /// Call number `serial` has had time to connect: if it has not, unstick it.
+    fn on_overdue(&mut self, peer: PeerId, serial: u32) {
+        let Some(call) = self.call_number(serial) else {
             return;
         };
-        if let Err(error) = relay.send(request).await {
+        if call.state() != State::Connected {
+            call.nudge();
+            self.ui.log(&format!(
+                "call with peer {peer} not connected after {} s; restarting ICE",
+                CALL_PATIENCE_MS / 1000
+            ));
+            self.call_timer(peer, serial);
+        }
+    }
+
+    async fn send(&mut self, request: &Request<Signal>) {
+        if let Err(error) = self.relay.send(request).await {
             self.ui
                 .log(&format!("could not send to the relay: {error}"));
         }
     }
 
-    /// Checks on the call with `peer` once it has had time to connect.
-    fn call_timer(&self, peer: PeerId) {
+    /// Checks on call number `serial` once it has had time to connect.
+    fn call_timer(&self, peer: PeerId, serial: u32) {
         let inputs = self.inputs.clone();
         wasm_bindgen_futures::spawn_local(async move {
             TimeoutFuture::new(CALL_PATIENCE_MS).await;
-            let event = CallEvent::Overdue;
-            let _ = inputs.unbounded_send(Input::Call { peer, event });
+            let _ = inputs.unbounded_send(Input::Overdue { peer, serial });
         });
     }
 
-    /// The relay connection is gone; `heard` says whether the relay answered on it at all.
-    fn relay_lost(&mut self, reason: &str, heard: bool) {
-        // Whatever the dead connection still delivers is void.
-        self.generation += 1;
-        self.relay = None;
+    /// The relay connection is gone; `heard` says whether the relay answered on it at all,
+    /// `retry_ms` when the transport tries again.
+    fn relay_lost(&mut self, reason: &str, heard: bool, retry_ms: Option<u32>) {
         self.room.disconnected();
         self.ui.chat_enabled(false);
-        if !self.wants_room {
+        let Some(delay) = retry_ms else {
             // Out of the room by choice: the relay closes idle lobby connections, and the
             // page reconnects only when asked back in.
             self.ui.log(&format!("relay connection closed ({reason})"));
             return;
-        }
-        let delay = self.backoff_ms;
-        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        };
         if heard || self.config.token.is_none() {
             self.ui
                 .status(Badge::Connecting, "relay unreachable; retrying…");
@@ -404,44 +451,21 @@ impl App {
         self.ui.log(&format!(
             "relay connection lost ({reason}); retrying in {delay} ms"
         ));
-        let inputs = self.inputs.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            TimeoutFuture::new(delay).await;
-            let _ = inputs.unbounded_send(Input::Reconnect);
-        });
     }
 
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Frame { generation, text } if generation == self.generation => {
-                match codec::decode(&text) {
-                    Ok(incoming) => {
-                        self.backoff_ms = BACKOFF_MIN_MS;
-                        let actions = self.room.apply(incoming);
-                        for action in actions {
-                            self.act(action).await;
-                        }
-                        if *self.room.phase() == Phase::Forbidden {
-                            // Asking again cannot help: stay out until the user asks.
-                            self.wants_room = false;
-                        }
-                        self.show_phase();
-                    }
-                    Err(error) => self
-                        .ui
-                        .log(&format!("unreadable frame from the relay: {error}")),
+            Input::Relay(event) => {
+                if let Some(update) = self.relay.receive(event) {
+                    self.on_relay(update).await;
                 }
             }
-            Input::RelayClosed {
-                generation,
-                reason,
-                heard,
-            } if generation == self.generation => {
-                self.relay_lost(&reason, heard);
-            }
-            Input::Frame { .. } | Input::RelayClosed { .. } => {}
-            Input::Reconnect => self.connect().await,
-            Input::Call { peer, event } => self.on_call_event(peer, event).await,
+            Input::Call {
+                peer,
+                serial,
+                event,
+            } => self.on_call_event(peer, serial, event).await,
+            Input::Overdue { peer, serial } => self.on_overdue(peer, serial),
             Input::Chat(text) => {
                 let me = self
                     .room
@@ -449,7 +473,11 @@ impl App {
                     .map(|me| format!("you ({me})"))
                     .unwrap_or("you".into());
                 // Peer to peer when the call's channel is open; through the relay otherwise.
-                if self.call.as_ref().is_some_and(|call| call.send_chat(&text)) {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|pair| pair.call.send_chat(&text))
+                {
                     self.ui.chat(&me, &text, true, "datachannel");
                 } else {
                     self.ui.chat(&me, &text, true, "relay");
@@ -461,7 +489,7 @@ impl App {
                 }
             }
             Input::HangUp => {
-                self.wants_room = false;
+                self.stay_out();
                 self.send(&Request::<Signal>::Leave).await;
                 for action in self.room.left() {
                     self.act(action).await;
@@ -472,10 +500,11 @@ impl App {
                 self.show_phase();
             }
             Input::Rejoin => {
-                self.wants_room = true;
+                self.wish = Wish::In;
+                self.relay.set_reconnect(Reconnect::WithBackoff);
                 self.ui.remote_label("waiting for someone to join");
                 self.open_media().await;
-                if self.relay.is_some() {
+                if self.relay.is_up() {
                     self.send(&Request::<Signal>::CreateOrJoin {
                         room: self.room.name().clone(),
                     })
@@ -497,13 +526,20 @@ impl App {
                 // One call at a time: a newcomer replaces a peer that is gone for good
                 // (after a relay restart, both sides come back with new ids).
                 self.end_call("waiting for someone to join");
+                self.serial += 1;
+                let serial = self.serial;
+                let inputs = self.inputs.clone();
                 let started = Call::start(
-                    peer,
                     polite,
                     &self.ice_servers,
                     self.local.as_ref(),
-                    &self.ui,
-                    &self.inputs,
+                    move |event| {
+                        let _ = inputs.unbounded_send(Input::Call {
+                            peer,
+                            serial,
+                            event,
+                        });
+                    },
                 );
                 match started {
                     Ok(call) => {
@@ -513,8 +549,8 @@ impl App {
                         ));
                         self.ui.call_state("new");
                         self.ui.remote_label(&format!("connecting to peer {peer}…"));
-                        self.call = Some(call);
-                        self.call_timer(peer);
+                        self.call = Some(Pair { peer, serial, call });
+                        self.call_timer(peer, serial);
                     }
                     Err(error) => self.ui.log(&format!("could not start a call: {error:?}")),
                 }
@@ -534,9 +570,11 @@ impl App {
         let (badge, text) = match self.room.phase() {
             Phase::Connecting => (Badge::Connecting, "connecting to the relay…".to_owned()),
             Phase::Waiting => (Badge::Waiting, "waiting for someone to join".to_owned()),
-            Phase::Together(peers) => match self.call.as_ref().map(Call::state).as_deref() {
-                Some("connected") => (Badge::Connected, format!("in a call with {}", names(peers))),
-                Some("failed") => (Badge::Error, format!("call with {} failed", names(peers))),
+            Phase::Together(peers) => match self.call.as_ref().map(|pair| pair.call.state()) {
+                Some(State::Connected) => {
+                    (Badge::Connected, format!("in a call with {}", names(peers)))
+                }
+                Some(State::Failed) => (Badge::Error, format!("call with {} failed", names(peers))),
                 _ => (
                     Badge::Connecting,
                     format!("connecting to {}…", names(peers)),
