@@ -16,7 +16,7 @@ use crate::codec;
 use crate::config::PageConfig;
 use crate::negotiation::Step;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
-use crate::room::{Action, Phase, Room};
+use crate::room::{Action, Phase, Room, MAX_PEERS};
 use crate::ui::{Badge, Ui};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
@@ -60,10 +60,21 @@ enum Wish {
     Out,
 }
 
-/// The call with one peer.
+/// Which relay connection a call was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The current one: its peer id is valid, and it signals through the relay.
+    Current,
+    /// One that was lost: its peer id is void (the relay may give it to someone else), so
+    /// it never signals; it keeps running until the page calls someone again.
+    Earlier,
+}
+
+/// The call with one peer: one pair of the mesh.
 struct Pair {
     peer: PeerId,
     serial: u32,
+    origin: Origin,
     call: Call,
 }
 
@@ -77,7 +88,8 @@ struct App {
     /// Camera and microphone, when the browser gave them.
     local: Option<MediaStream>,
     ice_servers: Vec<IceServer>,
-    call: Option<Pair>,
+    /// One call per other member (and, after a lost relay connection, the earlier calls).
+    pairs: Vec<Pair>,
     /// The last call's serial.
     serial: u32,
 }
@@ -139,7 +151,7 @@ pub async fn run() {
         wish: Wish::In,
         local: None,
         ice_servers: Vec::new(),
-        call: None,
+        pairs: Vec::new(),
         serial: 0,
     };
     app.open_media().await;
@@ -271,37 +283,44 @@ impl App {
         .await;
     }
 
-    /// The call with `peer`, if that is who the page is calling.
+    /// The current call with `peer`, if the page is calling it.
     fn call_with(&mut self, peer: PeerId) -> Option<&mut Call> {
-        self.call
-            .as_mut()
-            .filter(|pair| pair.peer == peer)
+        self.pairs
+            .iter_mut()
+            .find(|pair| pair.peer == peer && pair.origin == Origin::Current)
             .map(|pair| &mut pair.call)
     }
 
     /// Call number `serial`, if it is still on.
-    fn call_number(&mut self, serial: u32) -> Option<&mut Call> {
-        self.call
-            .as_mut()
-            .filter(|pair| pair.serial == serial)
-            .map(|pair| &mut pair.call)
+    fn pair_number(&mut self, serial: u32) -> Option<&mut Pair> {
+        self.pairs.iter_mut().find(|pair| pair.serial == serial)
     }
 
-    fn end_call(&mut self, note: &str) {
-        if let Some(pair) = self.call.take() {
+    /// Ends the calls `which` picks, each taking its tile; the last tile shows `note`.
+    fn end_calls(&mut self, which: &dyn Fn(&Pair) -> bool, note: &str) {
+        let mut i = 0;
+        while i < self.pairs.len() {
+            if !which(&self.pairs[i]) {
+                i += 1;
+                continue;
+            }
+            let pair = self.pairs.remove(i);
             self.ui.log(&format!("call with peer {} ended", pair.peer));
             pair.call.close();
+            self.ui.drop_tile(pair.peer, note);
         }
-        self.ui.show_remote(None);
-        self.ui.call_state("idle");
         self.ui.remote_label(note);
     }
 
     async fn on_call_event(&mut self, peer: PeerId, serial: u32, event: CallEvent) {
-        let Some(call) = self.call_number(serial) else {
+        let Some(pair) = self.pair_number(serial) else {
             return;
         };
+        let (call, origin) = (&mut pair.call, pair.origin);
         match event {
+            // An earlier connection's call says nothing: its peer's id is void.
+            CallEvent::NegotiationNeeded | CallEvent::Candidate(_)
+                if origin == Origin::Earlier => {}
             CallEvent::NegotiationNeeded => match call.offer().await {
                 Ok(Some(offer)) => {
                     self.ui.log(&format!("offer to peer {peer}"));
@@ -321,21 +340,28 @@ impl App {
                 self.send_to(peer, candidate).await;
             }
             CallEvent::State(state) => {
-                if state == State::Failed {
+                let name = state_name(state);
+                if state == State::Failed && origin == Origin::Current {
+                    // For this pair alone.
                     call.restart_ice();
                 }
-                let name = state_name(state);
                 self.ui.log(&format!("call with peer {peer}: {name}"));
-                self.ui.call_state(name);
+                if state == State::Failed && origin == Origin::Earlier {
+                    // It cannot renegotiate without a valid id.
+                    let note = "waiting for someone to join";
+                    self.end_calls(&|pair| pair.serial == serial, note);
+                    return;
+                }
                 let label = match state {
                     State::Connected => format!("peer {peer}"),
                     State::Failed => format!("could not reach peer {peer}"),
+                    State::Disconnected => format!("peer {peer}: connection interrupted…"),
                     _ => format!("connecting to peer {peer}…"),
                 };
-                self.ui.remote_label(&label);
+                self.ui.tile_state(peer, name, &label);
                 self.show_phase();
             }
-            CallEvent::Track(stream) => self.ui.show_remote(Some(&stream)),
+            CallEvent::Track(stream) => self.ui.show_remote(peer, &stream),
             CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
             CallEvent::ChannelMessage(text) => {
                 self.ui
@@ -384,7 +410,10 @@ impl App {
                         .detail(&format!("candidate from peer {from} {what}: {candidate}"));
                 }),
             Signal::Bye => {
-                self.end_call("the other side hung up");
+                self.end_calls(
+                    &|pair| pair.peer == from && pair.origin == Origin::Current,
+                    "the other side hung up",
+                );
                 Ok(())
             }
             Signal::Text { .. } => Ok(()),
@@ -397,11 +426,11 @@ impl App {
 
     /// Call number `serial` has had time to connect: if it has not, unstick it.
     fn on_overdue(&mut self, peer: PeerId, serial: u32) {
-        let Some(call) = self.call_number(serial) else {
+        let Some(pair) = self.pair_number(serial) else {
             return;
         };
-        if call.state() != State::Connected {
-            call.nudge();
+        if pair.origin == Origin::Current && pair.call.state() != State::Connected {
+            pair.call.nudge();
             self.ui.log(&format!(
                 "call with peer {peer} not connected after {} s; restarting ICE",
                 CALL_PATIENCE_MS / 1000
@@ -430,6 +459,9 @@ impl App {
     /// `retry_ms` when the transport tries again.
     fn relay_lost(&mut self, reason: &str, heard: bool, retry_ms: Option<u32>) {
         self.room.disconnected();
+        for pair in &mut self.pairs {
+            pair.origin = Origin::Earlier;
+        }
         self.ui.chat_enabled(false);
         let Some(delay) = retry_ms else {
             // Out of the room by choice: the relay closes idle lobby connections, and the
@@ -472,21 +504,23 @@ impl App {
                     .me()
                     .map(|me| format!("you ({me})"))
                     .unwrap_or("you".into());
-                // Peer to peer when the call's channel is open; through the relay otherwise.
-                if self
-                    .call
-                    .as_ref()
-                    .is_some_and(|pair| pair.call.send_chat(&text))
-                {
-                    self.ui.chat(&me, &text, true, "datachannel");
-                } else {
-                    self.ui.chat(&me, &text, true, "relay");
-                    self.send(&Request::Message {
-                        data: Signal::Text { text },
-                        to: None,
-                    })
-                    .await;
+                // To each member once: peer to peer where the pair's channel is open,
+                // through the relay (to that member alone) otherwise.
+                let mut via = "datachannel";
+                for peer in self.room.peers().to_vec() {
+                    if !self
+                        .call_with(peer)
+                        .is_some_and(|call| call.send_chat(&text))
+                    {
+                        via = "relay";
+                        let data = Signal::Text { text: text.clone() };
+                        self.send_to(peer, data).await;
+                    }
                 }
+                if self.room.peers().is_empty() {
+                    via = "relay";
+                }
+                self.ui.chat(&me, &text, true, via);
             }
             Input::HangUp => {
                 self.stay_out();
@@ -494,7 +528,7 @@ impl App {
                 for action in self.room.left() {
                     self.act(action).await;
                 }
-                self.end_call("you hung up");
+                self.end_calls(&|_| true, "you hung up");
                 self.close_media();
                 self.ui.log("you left the room");
                 self.show_phase();
@@ -523,9 +557,11 @@ impl App {
                 self.ui.chat(&format!("peer {from}"), &text, false, "relay")
             }
             Action::Call { peer, polite } => {
-                // One call at a time: a newcomer replaces a peer that is gone for good
-                // (after a relay restart, both sides come back with new ids).
-                self.end_call("waiting for someone to join");
+                // Never two calls with one peer.
+                self.end_calls(
+                    &|pair| pair.peer == peer && pair.origin == Origin::Current,
+                    "waiting for someone to join",
+                );
                 self.serial += 1;
                 let serial = self.serial;
                 let inputs = self.inputs.clone();
@@ -547,19 +583,27 @@ impl App {
                             "calling peer {peer} ({})",
                             if polite { "polite" } else { "impolite" }
                         ));
-                        self.ui.call_state("new");
-                        self.ui.remote_label(&format!("connecting to peer {peer}…"));
-                        self.call = Some(Pair { peer, serial, call });
+                        self.ui.add_tile(peer);
+                        self.pairs.push(Pair {
+                            peer,
+                            serial,
+                            origin: Origin::Current,
+                            call,
+                        });
                         self.call_timer(peer, serial);
                     }
                     Err(error) => self.ui.log(&format!("could not start a call: {error:?}")),
                 }
             }
-            Action::HangUp(peer) => {
-                if self.call_with(peer).is_some() {
-                    self.end_call(&format!("peer {peer} left; waiting for someone to join"));
-                }
-            }
+            Action::HangUp(peer) => self.end_calls(
+                &|pair| pair.peer == peer && pair.origin == Origin::Current,
+                &format!("peer {peer} left; waiting for someone to join"),
+            ),
+            Action::EndEarlier => self.end_calls(
+                &|pair| pair.origin == Origin::Earlier,
+                "waiting for someone to join",
+            ),
+            Action::Leave => self.send(&Request::<Signal>::Leave).await,
             Action::Signal { from, signal } => self.on_signal(from, signal).await,
             Action::IceServers(servers) => self.ice_servers = servers,
         }
@@ -570,17 +614,41 @@ impl App {
         let (badge, text) = match self.room.phase() {
             Phase::Connecting => (Badge::Connecting, "connecting to the relay…".to_owned()),
             Phase::Waiting => (Badge::Waiting, "waiting for someone to join".to_owned()),
-            Phase::Together(peers) => match self.call.as_ref().map(|pair| pair.call.state()) {
-                Some(State::Connected) => {
-                    (Badge::Connected, format!("in a call with {}", names(peers)))
+            Phase::Together(peers) => {
+                // "peer 2, peer 3": the connected ones, and the others.
+                let (mut connected, mut others, mut failed) = (String::new(), String::new(), true);
+                for peer in peers {
+                    let state = self
+                        .pairs
+                        .iter()
+                        .find(|pair| pair.peer == *peer && pair.origin == Origin::Current)
+                        .map(|pair| pair.call.state());
+                    let list = if state == Some(State::Connected) {
+                        &mut connected
+                    } else {
+                        failed &= state == Some(State::Failed);
+                        &mut others
+                    };
+                    if !list.is_empty() {
+                        list.push_str(", ");
+                    }
+                    list.push_str(&format!("peer {peer}"));
                 }
-                Some(State::Failed) => (Badge::Error, format!("call with {} failed", names(peers))),
-                _ => (
-                    Badge::Connecting,
-                    format!("connecting to {}…", names(peers)),
-                ),
-            },
+                match (connected.is_empty(), others.is_empty()) {
+                    (false, true) => (Badge::Connected, format!("in a call with {connected}")),
+                    (false, false) => (
+                        Badge::Connected,
+                        format!("in a call with {connected}; connecting to {others}…"),
+                    ),
+                    (true, _) if failed => (Badge::Error, format!("call with {others} failed")),
+                    (true, _) => (Badge::Connecting, format!("connecting to {others}…")),
+                }
+            }
             Phase::Full => (Badge::Full, "room is full".to_owned()),
+            Phase::Crowded { members } => (
+                Badge::Full,
+                format!("room is full: {members} inside, and this page calls at most {MAX_PEERS}"),
+            ),
             Phase::Out => (Badge::Left, "you left the room".to_owned()),
             Phase::Forbidden => (
                 Badge::Error,
@@ -592,9 +660,4 @@ impl App {
         ui.chat_enabled(inside);
         ui.in_room(inside || matches!(self.room.phase(), Phase::Connecting));
     }
-}
-
-fn names(peers: &[PeerId]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| format!("peer {p}")).collect();
-    names.join(", ")
 }
