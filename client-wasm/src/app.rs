@@ -1,6 +1,7 @@
 //! The page's event loop. Relay frames, button clicks and WebRTC callbacks all
 //! become [`Input`]s on one channel, handled one at a time, so no state is shared between
-//! callbacks.
+//! callbacks. This is the one module that knows the transport ([`crate::relay`]), the calls
+//! ([`crate::call`]) and the page ([`crate::ui`]); they know only their own events.
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::StreamExt;
@@ -8,57 +9,73 @@ use gloo_timers::future::TimeoutFuture;
 use signalroom_protocol::{IceServer, PeerId, Request, RoomName, Signal};
 use web_sys::MediaStream;
 
-use crate::call::{Call, CallEvent};
+use web_sys::RtcPeerConnectionState as State;
+
+use crate::call::{state_name, Call, CallEvent};
 use crate::codec;
 use crate::config::PageConfig;
 use crate::negotiation::Step;
-use crate::relay::RelayLink;
-use crate::room::{Action, Phase, Room};
+use crate::relay::{Reconnect, Relay, RelayEvent, Update};
+use crate::room::{Action, Phase, Room, MAX_PEERS};
 use crate::ui::{Badge, Ui};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
 const CALL_PATIENCE_MS: u32 = 8_000;
 
-/// Reconnection delays grow from this...
-const BACKOFF_MIN_MS: u32 = 500;
-/// ...to this.
-const BACKOFF_MAX_MS: u32 = 10_000;
-
 /// Everything the event loop reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A text frame from relay connection `generation`.
-    Frame {
-        /// Which connection it came on.
-        generation: u32,
-        /// The frame.
-        text: String,
-    },
-    /// Relay connection `generation` closed or failed.
-    RelayClosed {
-        /// Which connection.
-        generation: u32,
-        /// Why, as far as the browser says.
-        reason: String,
-        /// Whether the relay sent anything first; a refused upgrade (HTTP 401 for a bad
-        /// room token, 403, 503) looks to the page like a relay that never answered.
-        heard: bool,
-    },
-    /// Time to try the relay again.
-    Reconnect,
+    /// Something happened on the relay connection.
+    Relay(RelayEvent),
     /// The user sent a chat line.
     Chat(String),
     /// The user hung up.
     HangUp,
     /// The user wants back into the room.
     Rejoin,
-    /// The browser reported something about the call with `peer`.
+    /// The browser reported something about call number `serial`, with `peer`.
     Call {
         /// The call's peer.
         peer: PeerId,
+        /// Which call (a peer may be called again; stragglers of an ended call are void).
+        serial: u32,
         /// What happened.
         event: CallEvent,
     },
+    /// Call number `serial` has had time to connect.
+    Overdue {
+        /// The call's peer.
+        peer: PeerId,
+        /// Which call.
+        serial: u32,
+    },
+}
+
+/// Whether the page wants to be in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wish {
+    /// In the room: join on every (re)connection.
+    In,
+    /// Out, after hang-up (or a token that does not admit the room) until asked back in.
+    Out,
+}
+
+/// Which relay connection a call was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The current one: its peer id is valid, and it signals through the relay.
+    Current,
+    /// One that was lost: its peer id is void (the relay may give it to someone else), so
+    /// it never signals; it keeps running until the page calls someone again.
+    Earlier,
+}
+
+/// The call with one peer: one pair of the mesh.
+struct Pair {
+    peer: PeerId,
+    serial: u32,
+    origin: Origin,
+    call: Call,
 }
 
 struct App {
@@ -66,15 +83,15 @@ struct App {
     config: PageConfig,
     room: Room,
     inputs: UnboundedSender<Input>,
-    relay: Option<RelayLink>,
-    generation: u32,
-    backoff_ms: u32,
-    /// False after hang-up: the page stays out of the room until asked back in.
-    wants_room: bool,
+    relay: Relay,
+    wish: Wish,
     /// Camera and microphone, when the browser gave them.
     local: Option<MediaStream>,
     ice_servers: Vec<IceServer>,
-    call: Option<Call>,
+    /// One call per other member (and, after a lost relay connection, the earlier calls).
+    pairs: Vec<Pair>,
+    /// The last call's serial.
+    serial: u32,
 }
 
 /// Runs the page.
@@ -119,18 +136,23 @@ pub async fn run() {
         });
     }
 
+    let relay = {
+        let inputs = inputs.clone();
+        Relay::new(config.relay_url(), move |event| {
+            let _ = inputs.unbounded_send(Input::Relay(event));
+        })
+    };
     let mut app = App {
         ui,
         config,
         room: Room::new(room),
         inputs,
-        relay: None,
-        generation: 0,
-        backoff_ms: BACKOFF_MIN_MS,
-        wants_room: true,
+        relay,
+        wish: Wish::In,
         local: None,
         ice_servers: Vec::new(),
-        call: None,
+        pairs: Vec::new(),
+        serial: 0,
     };
     app.open_media().await;
     app.connect().await;
@@ -173,27 +195,56 @@ fn share_link(window: &web_sys::Window, room: &RoomName, config: &PageConfig) ->
 
 impl App {
     async fn connect(&mut self) {
-        self.generation += 1;
+        match self.relay.open() {
+            Ok(()) => self.opening().await,
+            Err(lost) => self.on_relay(lost).await,
+        }
+    }
+
+    /// A relay connection is opening: ask for the room at once (the frame waits for it).
+    async fn opening(&mut self) {
         self.ui
             .status(Badge::Connecting, "connecting to the relay…");
-        self.ui.log(&format!("connecting to {}", self.config.relay));
         // The URL opened holds the token; the one logged does not.
-        match RelayLink::open(
-            &self.config.relay_url(),
-            self.generation,
-            self.inputs.clone(),
-        ) {
-            Ok(link) => {
-                self.relay = Some(link);
-                if self.wants_room {
-                    self.send(&Request::<Signal>::CreateOrJoin {
-                        room: self.room.name().clone(),
-                    })
-                    .await;
-                }
-            }
-            Err(error) => self.relay_lost(&error, false),
+        self.ui.log(&format!("connecting to {}", self.config.relay));
+        if self.wish == Wish::In {
+            self.send(&Request::<Signal>::CreateOrJoin {
+                room: self.room.name().clone(),
+            })
+            .await;
         }
+    }
+
+    async fn on_relay(&mut self, update: Update) {
+        match update {
+            Update::Opening => self.opening().await,
+            Update::Frame(text) => match codec::decode(&text) {
+                Ok(incoming) => {
+                    let actions = self.room.apply(incoming);
+                    for action in actions {
+                        self.act(action).await;
+                    }
+                    if *self.room.phase() == Phase::Forbidden {
+                        // Asking again cannot help: stay out until the user asks.
+                        self.stay_out();
+                    }
+                    self.show_phase();
+                }
+                Err(error) => self
+                    .ui
+                    .log(&format!("unreadable frame from the relay: {error}")),
+            },
+            Update::Lost {
+                reason,
+                heard,
+                retry_ms,
+            } => self.relay_lost(&reason, heard, retry_ms),
+        }
+    }
+
+    fn stay_out(&mut self) {
+        self.wish = Wish::Out;
+        self.relay.set_reconnect(Reconnect::Never);
     }
 
     /// Turns the camera on, or explains why there is none; the call then only receives.
@@ -232,27 +283,44 @@ impl App {
         .await;
     }
 
-    /// The call with `peer`, if that is who the page is calling.
+    /// The current call with `peer`, if the page is calling it.
     fn call_with(&mut self, peer: PeerId) -> Option<&mut Call> {
-        self.call.as_mut().filter(|call| call.peer() == peer)
+        self.pairs
+            .iter_mut()
+            .find(|pair| pair.peer == peer && pair.origin == Origin::Current)
+            .map(|pair| &mut pair.call)
     }
 
-    fn end_call(&mut self, note: &str) {
-        if let Some(call) = self.call.take() {
-            self.ui
-                .log(&format!("call with peer {} ended", call.peer()));
-            call.close();
+    /// Call number `serial`, if it is still on.
+    fn pair_number(&mut self, serial: u32) -> Option<&mut Pair> {
+        self.pairs.iter_mut().find(|pair| pair.serial == serial)
+    }
+
+    /// Ends the calls `which` picks, each taking its tile; the last tile shows `note`.
+    fn end_calls(&mut self, which: &dyn Fn(&Pair) -> bool, note: &str) {
+        let mut i = 0;
+        while i < self.pairs.len() {
+            if !which(&self.pairs[i]) {
+                i += 1;
+                continue;
+            }
+            let pair = self.pairs.remove(i);
+            self.ui.log(&format!("call with peer {} ended", pair.peer));
+            pair.call.close();
+            self.ui.drop_tile(pair.peer, note);
         }
-        self.ui.show_remote(None);
-        self.ui.call_state("idle");
         self.ui.remote_label(note);
     }
 
-    async fn on_call_event(&mut self, peer: PeerId, event: CallEvent) {
-        let Some(call) = self.call_with(peer) else {
+    async fn on_call_event(&mut self, peer: PeerId, serial: u32, event: CallEvent) {
+        let Some(pair) = self.pair_number(serial) else {
             return;
         };
+        let (call, origin) = (&mut pair.call, pair.origin);
         match event {
+            // An earlier connection's call says nothing: its peer's id is void.
+            CallEvent::NegotiationNeeded | CallEvent::Candidate(_)
+                if origin == Origin::Earlier => {}
             CallEvent::NegotiationNeeded => match call.offer().await {
                 Ok(Some(offer)) => {
                     self.ui.log(&format!("offer to peer {peer}"));
@@ -272,29 +340,28 @@ impl App {
                 self.send_to(peer, candidate).await;
             }
             CallEvent::State(state) => {
-                if state == "failed" {
+                let name = state_name(state);
+                if state == State::Failed && origin == Origin::Current {
+                    // For this pair alone.
                     call.restart_ice();
                 }
-                self.ui.log(&format!("call with peer {peer}: {state}"));
-                self.ui.call_state(&state);
-                let label = match state.as_str() {
-                    "connected" => format!("peer {peer}"),
-                    "failed" => format!("could not reach peer {peer}"),
+                self.ui.log(&format!("call with peer {peer}: {name}"));
+                if state == State::Failed && origin == Origin::Earlier {
+                    // It cannot renegotiate without a valid id.
+                    let note = "waiting for someone to join";
+                    self.end_calls(&|pair| pair.serial == serial, note);
+                    return;
+                }
+                let label = match state {
+                    State::Connected => format!("peer {peer}"),
+                    State::Failed => format!("could not reach peer {peer}"),
+                    State::Disconnected => format!("peer {peer}: connection interrupted…"),
                     _ => format!("connecting to peer {peer}…"),
                 };
-                self.ui.remote_label(&label);
+                self.ui.tile_state(peer, name, &label);
                 self.show_phase();
             }
-            CallEvent::Overdue => {
-                if call.state() != "connected" {
-                    call.nudge();
-                    self.ui.log(&format!(
-                        "call with peer {peer} not connected after {} s; restarting ICE",
-                        CALL_PATIENCE_MS / 1000
-                    ));
-                    self.call_timer(peer);
-                }
-            }
+            CallEvent::Track(stream) => self.ui.show_remote(peer, &stream),
             CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
             CallEvent::ChannelMessage(text) => {
                 self.ui
@@ -343,7 +410,10 @@ impl App {
                         .detail(&format!("candidate from peer {from} {what}: {candidate}"));
                 }),
             Signal::Bye => {
-                self.end_call("the other side hung up");
+                self.end_calls(
+                    &|pair| pair.peer == from && pair.origin == Origin::Current,
+                    "the other side hung up",
+                );
                 Ok(())
             }
             Signal::Text { .. } => Ok(()),
@@ -354,42 +424,51 @@ impl App {
         }
     }
 
-    async fn send(&mut self, request: &Request<Signal>) {
-        let Some(relay) = &mut self.relay else {
-            self.ui.log("not connected to the relay; nothing sent");
+    /// Call number `serial` has had time to connect: if it has not, unstick it.
+    fn on_overdue(&mut self, peer: PeerId, serial: u32) {
+        let Some(pair) = self.pair_number(serial) else {
             return;
         };
-        if let Err(error) = relay.send(request).await {
+        if pair.origin == Origin::Current && pair.call.state() != State::Connected {
+            pair.call.nudge();
+            self.ui.log(&format!(
+                "call with peer {peer} not connected after {} s; restarting ICE",
+                CALL_PATIENCE_MS / 1000
+            ));
+            self.call_timer(peer, serial);
+        }
+    }
+
+    async fn send(&mut self, request: &Request<Signal>) {
+        if let Err(error) = self.relay.send(request).await {
             self.ui
                 .log(&format!("could not send to the relay: {error}"));
         }
     }
 
-    /// Checks on the call with `peer` once it has had time to connect.
-    fn call_timer(&self, peer: PeerId) {
+    /// Checks on call number `serial` once it has had time to connect.
+    fn call_timer(&self, peer: PeerId, serial: u32) {
         let inputs = self.inputs.clone();
         wasm_bindgen_futures::spawn_local(async move {
             TimeoutFuture::new(CALL_PATIENCE_MS).await;
-            let event = CallEvent::Overdue;
-            let _ = inputs.unbounded_send(Input::Call { peer, event });
+            let _ = inputs.unbounded_send(Input::Overdue { peer, serial });
         });
     }
 
-    /// The relay connection is gone; `heard` says whether the relay answered on it at all.
-    fn relay_lost(&mut self, reason: &str, heard: bool) {
-        // Whatever the dead connection still delivers is void.
-        self.generation += 1;
-        self.relay = None;
+    /// The relay connection is gone; `heard` says whether the relay answered on it at all,
+    /// `retry_ms` when the transport tries again.
+    fn relay_lost(&mut self, reason: &str, heard: bool, retry_ms: Option<u32>) {
         self.room.disconnected();
+        for pair in &mut self.pairs {
+            pair.origin = Origin::Earlier;
+        }
         self.ui.chat_enabled(false);
-        if !self.wants_room {
+        let Some(delay) = retry_ms else {
             // Out of the room by choice: the relay closes idle lobby connections, and the
             // page reconnects only when asked back in.
             self.ui.log(&format!("relay connection closed ({reason})"));
             return;
-        }
-        let delay = self.backoff_ms;
-        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        };
         if heard || self.config.token.is_none() {
             self.ui
                 .status(Badge::Connecting, "relay unreachable; retrying…");
@@ -404,78 +483,62 @@ impl App {
         self.ui.log(&format!(
             "relay connection lost ({reason}); retrying in {delay} ms"
         ));
-        let inputs = self.inputs.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            TimeoutFuture::new(delay).await;
-            let _ = inputs.unbounded_send(Input::Reconnect);
-        });
     }
 
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Frame { generation, text } if generation == self.generation => {
-                match codec::decode(&text) {
-                    Ok(incoming) => {
-                        self.backoff_ms = BACKOFF_MIN_MS;
-                        let actions = self.room.apply(incoming);
-                        for action in actions {
-                            self.act(action).await;
-                        }
-                        if *self.room.phase() == Phase::Forbidden {
-                            // Asking again cannot help: stay out until the user asks.
-                            self.wants_room = false;
-                        }
-                        self.show_phase();
-                    }
-                    Err(error) => self
-                        .ui
-                        .log(&format!("unreadable frame from the relay: {error}")),
+            Input::Relay(event) => {
+                if let Some(update) = self.relay.receive(event) {
+                    self.on_relay(update).await;
                 }
             }
-            Input::RelayClosed {
-                generation,
-                reason,
-                heard,
-            } if generation == self.generation => {
-                self.relay_lost(&reason, heard);
-            }
-            Input::Frame { .. } | Input::RelayClosed { .. } => {}
-            Input::Reconnect => self.connect().await,
-            Input::Call { peer, event } => self.on_call_event(peer, event).await,
+            Input::Call {
+                peer,
+                serial,
+                event,
+            } => self.on_call_event(peer, serial, event).await,
+            Input::Overdue { peer, serial } => self.on_overdue(peer, serial),
             Input::Chat(text) => {
                 let me = self
                     .room
                     .me()
                     .map(|me| format!("you ({me})"))
                     .unwrap_or("you".into());
-                // Peer to peer when the call's channel is open; through the relay otherwise.
-                if self.call.as_ref().is_some_and(|call| call.send_chat(&text)) {
-                    self.ui.chat(&me, &text, true, "datachannel");
-                } else {
-                    self.ui.chat(&me, &text, true, "relay");
-                    self.send(&Request::Message {
-                        data: Signal::Text { text },
-                        to: None,
-                    })
-                    .await;
+                // To each member once: peer to peer where the pair's channel is open,
+                // through the relay (to that member alone) otherwise.
+                let mut via = "datachannel";
+                for peer in self.room.peers().to_vec() {
+                    if !self
+                        .call_with(peer)
+                        .is_some_and(|call| call.send_chat(&text))
+                    {
+                        via = "relay";
+                        let data = Signal::Text { text: text.clone() };
+                        self.send_to(peer, data).await;
+                    }
                 }
+                if self.room.peers().is_empty() {
+                    via = "relay";
+                }
+                self.ui.chat(&me, &text, true, via);
             }
             Input::HangUp => {
-                self.wants_room = false;
+                self.stay_out();
                 self.send(&Request::<Signal>::Leave).await;
                 for action in self.room.left() {
                     self.act(action).await;
                 }
-                self.end_call("you hung up");
+                self.end_calls(&|_| true, "you hung up");
                 self.close_media();
                 self.ui.log("you left the room");
                 self.show_phase();
             }
             Input::Rejoin => {
-                self.wants_room = true;
+                self.wish = Wish::In;
+                self.relay.set_reconnect(Reconnect::WithBackoff);
                 self.ui.remote_label("waiting for someone to join");
                 self.open_media().await;
-                if self.relay.is_some() {
+                if self.relay.is_up() {
                     self.send(&Request::<Signal>::CreateOrJoin {
                         room: self.room.name().clone(),
                     })
@@ -494,16 +557,25 @@ impl App {
                 self.ui.chat(&format!("peer {from}"), &text, false, "relay")
             }
             Action::Call { peer, polite } => {
-                // One call at a time: a newcomer replaces a peer that is gone for good
-                // (after a relay restart, both sides come back with new ids).
-                self.end_call("waiting for someone to join");
+                // Never two calls with one peer.
+                self.end_calls(
+                    &|pair| pair.peer == peer && pair.origin == Origin::Current,
+                    "waiting for someone to join",
+                );
+                self.serial += 1;
+                let serial = self.serial;
+                let inputs = self.inputs.clone();
                 let started = Call::start(
-                    peer,
                     polite,
                     &self.ice_servers,
                     self.local.as_ref(),
-                    &self.ui,
-                    &self.inputs,
+                    move |event| {
+                        let _ = inputs.unbounded_send(Input::Call {
+                            peer,
+                            serial,
+                            event,
+                        });
+                    },
                 );
                 match started {
                     Ok(call) => {
@@ -511,19 +583,27 @@ impl App {
                             "calling peer {peer} ({})",
                             if polite { "polite" } else { "impolite" }
                         ));
-                        self.ui.call_state("new");
-                        self.ui.remote_label(&format!("connecting to peer {peer}…"));
-                        self.call = Some(call);
-                        self.call_timer(peer);
+                        self.ui.add_tile(peer);
+                        self.pairs.push(Pair {
+                            peer,
+                            serial,
+                            origin: Origin::Current,
+                            call,
+                        });
+                        self.call_timer(peer, serial);
                     }
                     Err(error) => self.ui.log(&format!("could not start a call: {error:?}")),
                 }
             }
-            Action::HangUp(peer) => {
-                if self.call_with(peer).is_some() {
-                    self.end_call(&format!("peer {peer} left; waiting for someone to join"));
-                }
-            }
+            Action::HangUp(peer) => self.end_calls(
+                &|pair| pair.peer == peer && pair.origin == Origin::Current,
+                &format!("peer {peer} left; waiting for someone to join"),
+            ),
+            Action::EndEarlier => self.end_calls(
+                &|pair| pair.origin == Origin::Earlier,
+                "waiting for someone to join",
+            ),
+            Action::Leave => self.send(&Request::<Signal>::Leave).await,
             Action::Signal { from, signal } => self.on_signal(from, signal).await,
             Action::IceServers(servers) => self.ice_servers = servers,
         }
@@ -534,15 +614,41 @@ impl App {
         let (badge, text) = match self.room.phase() {
             Phase::Connecting => (Badge::Connecting, "connecting to the relay…".to_owned()),
             Phase::Waiting => (Badge::Waiting, "waiting for someone to join".to_owned()),
-            Phase::Together(peers) => match self.call.as_ref().map(Call::state).as_deref() {
-                Some("connected") => (Badge::Connected, format!("in a call with {}", names(peers))),
-                Some("failed") => (Badge::Error, format!("call with {} failed", names(peers))),
-                _ => (
-                    Badge::Connecting,
-                    format!("connecting to {}…", names(peers)),
-                ),
-            },
+            Phase::Together(peers) => {
+                // "peer 2, peer 3": the connected ones, and the others.
+                let (mut connected, mut others, mut failed) = (String::new(), String::new(), true);
+                for peer in peers {
+                    let state = self
+                        .pairs
+                        .iter()
+                        .find(|pair| pair.peer == *peer && pair.origin == Origin::Current)
+                        .map(|pair| pair.call.state());
+                    let list = if state == Some(State::Connected) {
+                        &mut connected
+                    } else {
+                        failed &= state == Some(State::Failed);
+                        &mut others
+                    };
+                    if !list.is_empty() {
+                        list.push_str(", ");
+                    }
+                    list.push_str(&format!("peer {peer}"));
+                }
+                match (connected.is_empty(), others.is_empty()) {
+                    (false, true) => (Badge::Connected, format!("in a call with {connected}")),
+                    (false, false) => (
+                        Badge::Connected,
+                        format!("in a call with {connected}; connecting to {others}…"),
+                    ),
+                    (true, _) if failed => (Badge::Error, format!("call with {others} failed")),
+                    (true, _) => (Badge::Connecting, format!("connecting to {others}…")),
+                }
+            }
             Phase::Full => (Badge::Full, "room is full".to_owned()),
+            Phase::Crowded { members } => (
+                Badge::Full,
+                format!("room is full: {members} inside, and this page calls at most {MAX_PEERS}"),
+            ),
             Phase::Out => (Badge::Left, "you left the room".to_owned()),
             Phase::Forbidden => (
                 Badge::Error,
@@ -554,9 +660,4 @@ impl App {
         ui.chat_enabled(inside);
         ui.in_room(inside || matches!(self.room.phase(), Phase::Connecting));
     }
-}
-
-fn names(peers: &[PeerId]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| format!("peer {p}")).collect();
-    names.join(", ")
 }

@@ -1,23 +1,32 @@
 //! The WebRTC session with one other peer: an `RTCPeerConnection` carrying camera,
 //! microphone and a chat data channel, negotiated through the relay with perfect
-//! negotiation. Browser callbacks post [`CallEvent`]s to the page's event loop; the loop
+//! negotiation. It knows neither the page nor the relay: browser callbacks hand
+//! [`CallEvent`]s to the callback the call was started with (the page's event loop), which
 //! calls back into [`Call`] one event at a time.
 
-use futures::channel::mpsc::UnboundedSender;
-use signalroom_protocol::{IceServer, PeerId, SdpType, Signal};
+use std::rc::Rc;
+
+use signalroom_protocol::{IceServer, SdpType, Signal};
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
     RtcDataChannelInit, RtcDataChannelState, RtcIceCandidateInit, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
-    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
+    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
-use crate::app::Input;
 use crate::negotiation::{Negotiation, Step};
-use crate::ui::Ui;
+
+#[wasm_bindgen]
+extern "C" {
+    /// An `RTCPeerConnection`, for the one method web-sys has no binding for yet.
+    type IceRestart;
+    #[wasm_bindgen(method, js_name = restartIce)]
+    fn restart_ice(this: &IceRestart);
+}
 
 /// What the browser reported about a call.
 #[derive(Debug)]
@@ -26,19 +35,18 @@ pub enum CallEvent {
     NegotiationNeeded,
     /// A local ICE candidate to send to the peer.
     Candidate(Signal),
-    /// The connection's state changed (`new`, `connecting`, `connected`, `failed`, ...).
-    State(String),
+    /// The connection's state changed.
+    State(RtcPeerConnectionState),
+    /// A remote track arrived, in this stream.
+    Track(MediaStream),
     /// The chat data channel opened.
     ChannelOpen,
     /// A chat line arrived over the data channel.
     ChannelMessage(String),
-    /// The call has had time to connect (posted by the page's timer, not the browser).
-    Overdue,
 }
 
 /// A call with one peer.
 pub struct Call {
-    peer: PeerId,
     pc: RtcPeerConnection,
     channel: RtcDataChannel,
     negotiation: Negotiation,
@@ -47,26 +55,20 @@ pub struct Call {
 }
 
 impl Call {
-    /// Sets up a connection to `peer`, sending `local`'s tracks (or receiving only).
+    /// Sets up a connection, sending `local`'s tracks (or receiving only); what the browser
+    /// reports about it goes to `post`.
     pub fn start(
-        peer: PeerId,
         polite: bool,
         ice_servers: &[IceServer],
         local: Option<&MediaStream>,
-        ui: &Ui,
-        inputs: &UnboundedSender<Input>,
+        post: impl Fn(CallEvent) + 'static,
     ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
         let servers = serde_wasm_bindgen::to_value(ice_servers)?;
         config.set_ice_servers(&servers);
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
 
-        let post = {
-            let inputs = inputs.clone();
-            move |event: CallEvent| {
-                let _ = inputs.unbounded_send(Input::Call { peer, event });
-            }
-        };
+        let post: Rc<dyn Fn(CallEvent)> = Rc::new(post);
         let mut callbacks = Vec::new();
         let mut on = |post_event: Box<dyn Fn(JsValue) -> Option<CallEvent>>| {
             let post = post.clone();
@@ -98,26 +100,21 @@ impl Call {
         {
             let pc2 = pc.clone();
             pc.set_onconnectionstatechange(Some(&on(Box::new(move |_| {
-                let state = js_sys::Reflect::get(&pc2, &"connectionState".into()).ok()?;
-                Some(CallEvent::State(state.as_string()?))
+                Some(CallEvent::State(pc2.connection_state()))
             }))));
         }
-        {
-            let ui = ui.clone();
-            pc.set_ontrack(Some(&on(Box::new(move |event| {
-                let event = event.dyn_into::<RtcTrackEvent>().ok()?;
-                let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
-                    Ok(stream) => stream,
-                    Err(_) => {
-                        let stream = MediaStream::new().ok()?;
-                        stream.add_track(&event.track());
-                        stream
-                    }
-                };
-                ui.show_remote(Some(&stream));
-                None
-            }))));
-        }
+        pc.set_ontrack(Some(&on(Box::new(|event| {
+            let event = event.dyn_into::<RtcTrackEvent>().ok()?;
+            let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
+                Ok(stream) => stream,
+                Err(_) => {
+                    let stream = MediaStream::new().ok()?;
+                    stream.add_track(&event.track());
+                    stream
+                }
+            };
+            Some(CallEvent::Track(stream))
+        }))));
 
         match local {
             Some(stream) => {
@@ -148,7 +145,6 @@ impl Call {
         }))));
 
         Ok(Self {
-            peer,
             pc,
             channel,
             negotiation: Negotiation::new(polite),
@@ -156,17 +152,9 @@ impl Call {
         })
     }
 
-    /// The other peer.
-    pub fn peer(&self) -> PeerId {
-        self.peer
-    }
-
-    /// The connection's state, as `RTCPeerConnectionState` spells it.
-    pub fn state(&self) -> String {
-        js_sys::Reflect::get(&self.pc, &"connectionState".into())
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_default()
+    /// The connection's state.
+    pub fn state(&self) -> RtcPeerConnectionState {
+        self.pc.connection_state()
     }
 
     /// Makes an offer and returns it for the relay, unless one may not be made now.
@@ -256,14 +244,9 @@ impl Call {
     }
 
     /// Gathers fresh ICE candidates and renegotiates, the remedy for a `failed` connection
-    /// (a network change, a candidate pair gone). web-sys has no binding for it yet.
+    /// (a network change, a candidate pair gone).
     pub fn restart_ice(&self) {
-        let restart = js_sys::Reflect::get(&self.pc, &"restartIce".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        if let Some(restart) = restart {
-            let _ = restart.call0(&self.pc);
-        }
+        self.pc.unchecked_ref::<IceRestart>().restart_ice();
     }
 
     /// Unsticks a call that has not connected in good time: stops waiting for the other
@@ -298,5 +281,18 @@ fn rtc_sdp_type(sdp_type: SdpType) -> RtcSdpType {
         SdpType::Pranswer => RtcSdpType::Pranswer,
         SdpType::Answer => RtcSdpType::Answer,
         SdpType::Rollback => RtcSdpType::Rollback,
+    }
+}
+
+/// A connection state as `RTCPeerConnectionState` spells it.
+pub fn state_name(state: RtcPeerConnectionState) -> &'static str {
+    match state {
+        RtcPeerConnectionState::New => "new",
+        RtcPeerConnectionState::Connecting => "connecting",
+        RtcPeerConnectionState::Connected => "connected",
+        RtcPeerConnectionState::Disconnected => "disconnected",
+        RtcPeerConnectionState::Failed => "failed",
+        RtcPeerConnectionState::Closed => "closed",
+        _ => "unknown",
     }
 }

@@ -1,9 +1,24 @@
 //! The room logic: what each relay frame means for the page, kept free of the DOM and of
 //! WebRTC so it can be tested on its own.
+//!
+//! The page holds a full mesh: one call per other member, up to [`MAX_PEERS`]. In each pair
+//! the later arrival (the larger relay id) is the polite side, and it lets the other make
+//! the first offer: a newcomer is offered to by everyone already inside.
 
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName, Signal};
 
 use crate::codec::Incoming;
+
+/// The most other members the page calls at once (a room of six). A newcomer that finds
+/// more inside treats the room as full and leaves it; members already inside do not call a
+/// newcomer beyond this.
+pub const MAX_PEERS: usize = 5;
+
+/// Whether this page, `me`, is the polite side of its pair with `other`: the later arrival
+/// (larger id) is, and it waits for the other's first offer.
+pub fn polite(me: PeerId, other: PeerId) -> bool {
+    me > other
+}
 
 /// Where the page stands, as shown in its status badge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,10 +27,16 @@ pub enum Phase {
     Connecting,
     /// In the room, alone.
     Waiting,
-    /// In the room with these others.
+    /// In the room with these others, oldest first, each with a call.
     Together(Vec<PeerId>),
     /// The room was full; the page is outside it.
     Full,
+    /// The room held more members than the page calls at once ([`MAX_PEERS`]); the page
+    /// left it.
+    Crowded {
+        /// The members it found inside.
+        members: usize,
+    },
     /// The page left the room (hung up).
     Out,
     /// The room token in the page's address does not admit this room; the page is outside.
@@ -36,6 +57,11 @@ pub enum Action {
     },
     /// Tear down the call with `peer`.
     HangUp(PeerId),
+    /// Tear down every call made before the relay connection was lost (their ids are void:
+    /// everyone comes back with a new one). Until then they kept running.
+    EndEarlier,
+    /// Leave the room (send `leave`).
+    Leave,
     /// Hand a WebRTC signal to the call with `from`.
     Signal {
         /// The sender.
@@ -54,12 +80,22 @@ pub enum Action {
     IceServers(Vec<IceServer>),
 }
 
+/// Whether calls from before a lost relay connection may still be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Earlier {
+    /// None: every call is with a member the relay knows now.
+    None,
+    /// Some may run, until the page calls someone again.
+    Running,
+}
+
 /// The page's view of its room.
 #[derive(Debug, Clone)]
 pub struct Room {
     name: RoomName,
     me: Option<PeerId>,
     phase: Phase,
+    earlier: Earlier,
 }
 
 impl Room {
@@ -69,6 +105,7 @@ impl Room {
             name,
             me: None,
             phase: Phase::Connecting,
+            earlier: Earlier::None,
         }
     }
 
@@ -87,8 +124,20 @@ impl Room {
         &self.phase
     }
 
-    /// The relay connection dropped: every id it gave is void.
+    /// The others in the room the page is calling, oldest first.
+    pub fn peers(&self) -> &[PeerId] {
+        match &self.phase {
+            Phase::Together(peers) => peers,
+            _ => &[],
+        }
+    }
+
+    /// The relay connection dropped: every id it gave is void. Calls already made keep
+    /// running meanwhile (media goes peer to peer).
     pub fn disconnected(&mut self) {
+        if matches!(self.phase, Phase::Together(_)) {
+            self.earlier = Earlier::Running;
+        }
         self.me = None;
         self.phase = Phase::Connecting;
     }
@@ -100,7 +149,27 @@ impl Room {
             _ => Vec::new(),
         };
         self.me = None;
-        peers.into_iter().map(Action::HangUp).collect()
+        let mut actions = self.end_earlier();
+        actions.extend(peers.into_iter().map(Action::HangUp));
+        actions
+    }
+
+    /// Ends the calls of an earlier relay connection, if any may be running.
+    fn end_earlier(&mut self) -> Vec<Action> {
+        match std::mem::replace(&mut self.earlier, Earlier::None) {
+            Earlier::Running => vec![Action::EndEarlier],
+            Earlier::None => Vec::new(),
+        }
+    }
+
+    /// Calls `peer`, first ending the calls of an earlier connection.
+    fn call(&mut self, me: PeerId, peer: PeerId) -> Vec<Action> {
+        let mut actions = self.end_earlier();
+        actions.push(Action::Call {
+            peer,
+            polite: polite(me, peer),
+        });
+        actions
     }
 
     /// Applies one frame from the relay.
@@ -134,15 +203,27 @@ impl Room {
                 peers,
                 ice_servers,
             } => {
-                self.me = Some(peer);
+                let me = peer;
                 let mut actions = vec![
                     Action::IceServers(ice_servers),
-                    Action::Log(format!("joined room {room} as peer {peer} with {peers:?}")),
+                    Action::Log(format!("joined room {room} as peer {me} with {peers:?}")),
                 ];
-                actions.extend(peers.iter().map(|&other| Action::Call {
-                    peer: other,
-                    polite: peer > other,
-                }));
+                if peers.len() > MAX_PEERS {
+                    self.phase = Phase::Crowded {
+                        members: peers.len(),
+                    };
+                    actions.push(Action::Log(format!(
+                        "room {room} has {} members; this page calls at most {MAX_PEERS} \
+                         others, so it leaves and asks again later",
+                        peers.len()
+                    )));
+                    actions.push(Action::Leave);
+                    return actions;
+                }
+                self.me = Some(me);
+                for &other in &peers {
+                    actions.extend(self.call(me, other));
+                }
                 self.phase = if peers.is_empty() {
                     Phase::Waiting
                 } else {
@@ -151,17 +232,27 @@ impl Room {
                 actions
             }
             Event::Join { room, peer } => {
-                let polite = self.me.is_some_and(|me| me > peer);
+                let Some(me) = self.me else {
+                    return vec![Action::Log(format!(
+                        "peer {peer} joined room {room}, which this page is not in"
+                    ))];
+                };
                 let mut others = match std::mem::replace(&mut self.phase, Phase::Waiting) {
                     Phase::Together(others) => others,
                     _ => Vec::new(),
                 };
+                if others.len() >= MAX_PEERS {
+                    self.phase = Phase::Together(others);
+                    return vec![Action::Log(format!(
+                        "peer {peer} joined room {room}, beyond the {MAX_PEERS} others this \
+                         page calls; not calling it"
+                    ))];
+                }
                 others.push(peer);
                 self.phase = Phase::Together(others);
-                vec![
-                    Action::Log(format!("peer {peer} joined room {room}")),
-                    Action::Call { peer, polite },
-                ]
+                let mut actions = vec![Action::Log(format!("peer {peer} joined room {room}"))];
+                actions.extend(self.call(me, peer));
+                actions
             }
             Event::Full { room } => {
                 self.phase = Phase::Full;

@@ -1,10 +1,17 @@
 //! The page's elements: status, room, chat, log, videos and buttons. Everything shown in
 //! the log also goes to the browser console.
+//!
+//! Remote videos are tiles in the grid `#remote-grid`, one per peer (`data-peer`, its
+//! connection state in `data-call`), before the local tile; the grid's `data-count` (the
+//! number of remote tiles) sets its columns. The first tile is always `#remote-tile`, with
+//! `#remote-video` and `#remote-label`; with nobody to show it stays, as a placeholder
+//! (`data-call="idle"`) with a note.
 
+use signalroom_protocol::PeerId;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Document, HtmlElement, HtmlInputElement, HtmlVideoElement, MediaStream};
+use web_sys::{Document, Element, HtmlElement, HtmlInputElement, HtmlVideoElement, MediaStream};
 
 /// What the status badge says, and its colour (`data-state` in the stylesheet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +112,89 @@ impl Ui {
         web_sys::console::debug_1(&line.into());
     }
 
-    /// Shows the call's connection state on the remote tile (`data-call`).
-    pub fn call_state(&self, state: &str) {
-        if let Some(tile) = self.element::<HtmlElement>("remote-tile") {
-            let _ = tile.set_attribute("data-call", state);
+    /// The tile showing `peer`, if any.
+    fn tile(&self, peer: PeerId) -> Option<Element> {
+        let grid = self.element::<Element>("remote-grid")?;
+        grid.query_selector(&format!("[data-peer=\"{peer}\"]"))
+            .ok()
+            .flatten()
+    }
+
+    /// Shows a tile for `peer`: the placeholder if it is free, a new one otherwise.
+    pub fn add_tile(&self, peer: PeerId) {
+        if self.tile(peer).is_some() {
+            return;
         }
+        let (Some(grid), Some(first)) = (
+            self.element::<Element>("remote-grid"),
+            self.element::<Element>("remote-tile"),
+        ) else {
+            return;
+        };
+        let tile = if first.has_attribute("data-peer") {
+            let Some(copy) = first
+                .clone_node_with_deep(true)
+                .ok()
+                .and_then(|n| n.dyn_into::<Element>().ok())
+            else {
+                return;
+            };
+            set_ids(&copy, Place::Later);
+            let local = self.element::<Element>("local-tile");
+            let _ = grid.insert_before(&copy, local.as_ref().map(|l| l.as_ref()));
+            copy
+        } else {
+            first
+        };
+        let _ = tile.set_attribute("data-peer", &peer.to_string());
+        self.tile_state(peer, "new", &format!("connecting to peer {peer}…"));
+        self.count_tiles(&grid);
+    }
+
+    /// Shows `peer`'s connection state on its tile (`data-call`) and its caption.
+    pub fn tile_state(&self, peer: PeerId, state: &str, label: &str) {
+        if let Some(tile) = self.tile(peer) {
+            let _ = tile.set_attribute("data-call", state);
+            if let Ok(Some(caption)) = tile.query_selector("figcaption") {
+                caption.set_text_content(Some(label));
+            }
+        }
+    }
+
+    /// Takes `peer`'s tile away; the last one stays as the placeholder, showing `note`.
+    pub fn drop_tile(&self, peer: PeerId, note: &str) {
+        let (Some(tile), Some(grid)) = (self.tile(peer), self.element::<Element>("remote-grid"))
+        else {
+            return;
+        };
+        if let Ok(Some(video)) = tile.query_selector("video") {
+            if let Ok(video) = video.dyn_into::<HtmlVideoElement>() {
+                video.set_src_object(None);
+            }
+        }
+        let next = tile
+            .next_element_sibling()
+            .filter(|next| next.has_attribute("data-peer"));
+        match (tile.id() == "remote-tile", next) {
+            (false, _) => tile.remove(),
+            // The next tile becomes the first.
+            (true, Some(next)) => {
+                tile.remove();
+                set_ids(&next, Place::First);
+            }
+            (true, None) => {
+                let _ = tile.remove_attribute("data-peer");
+                let _ = tile.set_attribute("data-call", "idle");
+                self.set_text("remote-label", note);
+            }
+        }
+        self.count_tiles(&grid);
+    }
+
+    /// Sets the grid's `data-count`: its remote tiles (the placeholder counts).
+    fn count_tiles(&self, grid: &Element) {
+        let count = grid.child_element_count().saturating_sub(1).max(1);
+        let _ = grid.set_attribute("data-count", &count.to_string());
     }
 
     /// Shows the local camera, or nothing.
@@ -119,23 +204,33 @@ impl Ui {
         }
     }
 
-    /// Shows the peer's stream, or nothing. Browsers may refuse to autoplay sound before
+    /// Shows `peer`'s stream on its tile. Browsers may refuse to autoplay sound before
     /// the user has interacted with the page: then the video plays muted until clicked.
-    pub fn show_remote(&self, stream: Option<&MediaStream>) {
-        let Some(video) = self.element::<HtmlVideoElement>("remote-video") else {
+    pub fn show_remote(&self, peer: PeerId, stream: &MediaStream) {
+        let Some(tile) = self.tile(peer) else { return };
+        let Some(video) = tile
+            .query_selector("video")
+            .ok()
+            .flatten()
+            .and_then(|v| v.dyn_into::<HtmlVideoElement>().ok())
+        else {
             return;
         };
-        video.set_src_object(stream);
-        if stream.is_none() {
+        // Each of the stream's tracks reports it; start it once.
+        if video.src_object().as_ref() == Some(stream) {
             return;
         }
+        video.set_src_object(Some(stream));
         let Ok(playing) = video.play() else { return };
-        let ui = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             if JsFuture::from(playing).await.is_err() {
                 video.set_muted(true);
                 let _ = video.play();
-                ui.remote_label("muted by the browser: click the video to hear the peer");
+                if let Ok(Some(caption)) = tile.query_selector("figcaption") {
+                    caption.set_text_content(Some(
+                        "muted by the browser: click the video to hear the peer",
+                    ));
+                }
                 let unmute = Closure::<dyn FnMut()>::new({
                     let video = video.clone();
                     move || video.set_muted(false)
@@ -200,9 +295,13 @@ impl Ui {
         self.set_text("local-label", text);
     }
 
-    /// Sets the caption under the remote video.
+    /// Sets the placeholder's caption, shown while no peer has a tile.
     pub fn remote_label(&self, text: &str) {
-        self.set_text("remote-label", text);
+        if let Some(tile) = self.element::<Element>("remote-tile") {
+            if !tile.has_attribute("data-peer") {
+                self.set_text("remote-label", text);
+            }
+        }
     }
 
     /// Calls `on_submit` with the chat box's text when the user sends it, then clears it.
@@ -234,5 +333,36 @@ impl Ui {
         let handler = Closure::<dyn FnMut()>::new(on_click);
         button.set_onclick(Some(handler.as_ref().unchecked_ref()));
         handler.forget();
+    }
+}
+
+/// Where a remote tile stands in the grid.
+#[derive(Clone, Copy)]
+enum Place {
+    /// First: it has the ids `remote-tile`, `remote-video` and `remote-label`.
+    First,
+    /// After the first: no ids.
+    Later,
+}
+
+/// Gives `tile`, its video and its caption the ids its place calls for.
+fn set_ids(tile: &Element, place: Place) {
+    for (selector, id) in [
+        (None, "remote-tile"),
+        (Some("video"), "remote-video"),
+        (Some("figcaption"), "remote-label"),
+    ] {
+        let element = match selector {
+            None => Some(tile.clone()),
+            Some(selector) => tile.query_selector(selector).ok().flatten(),
+        };
+        if let Some(element) = element {
+            match place {
+                Place::First => element.set_id(id),
+                Place::Later => {
+                    let _ = element.remove_attribute("id");
+                }
+            }
+        }
     }
 }

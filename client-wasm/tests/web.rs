@@ -149,6 +149,210 @@ fn the_token_goes_to_the_relay_url_encoded() {
     assert_eq!(config.relay_url(), "wss://h/ws");
 }
 
+/// The mesh: one call per pair, who offers to whom, and what each pair goes through when a
+/// member leaves, a newcomer arrives or the relay connection is lost.
+mod mesh {
+    use super::peer;
+    use signalroom_client::codec::Incoming;
+    use signalroom_client::room::{polite, Action, Phase, Room, MAX_PEERS};
+    use signalroom_protocol::{Event, PeerId, RoomName, Signal};
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn name() -> RoomName {
+        RoomName::new("mesh").expect("valid")
+    }
+
+    fn created(me: u64) -> Incoming {
+        Incoming::Event(Event::Created {
+            room: name(),
+            peer: peer(me),
+            ice_servers: Vec::new(),
+        })
+    }
+
+    fn joined(me: u64, peers: &[u64]) -> Incoming {
+        Incoming::Event(Event::Joined {
+            room: name(),
+            peer: peer(me),
+            peers: peers.iter().map(|&p| peer(p)).collect(),
+            ice_servers: Vec::new(),
+        })
+    }
+
+    fn join(who: u64) -> Incoming {
+        Incoming::Event(Event::<Signal>::Join {
+            room: name(),
+            peer: peer(who),
+        })
+    }
+
+    fn left(who: u64) -> Incoming {
+        Incoming::Event(Event::<Signal>::Left {
+            room: name(),
+            peer: peer(who),
+        })
+    }
+
+    /// The calls and hang-ups among `actions`, logs left out.
+    fn calls(actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Log(_) | Action::IceServers(_)))
+            .collect()
+    }
+
+    fn call(who: u64, polite: bool) -> Action {
+        Action::Call {
+            peer: peer(who),
+            polite,
+        }
+    }
+
+    fn ids(ids: &[u64]) -> Vec<PeerId> {
+        ids.iter().map(|&p| peer(p)).collect()
+    }
+
+    #[wasm_bindgen_test]
+    fn in_every_pair_exactly_one_side_offers_first() {
+        for a in 1..6 {
+            for b in 1..6 {
+                if a != b {
+                    assert_ne!(polite(peer(a), peer(b)), polite(peer(b), peer(a)));
+                }
+            }
+        }
+        // The later arrival (larger id) is polite and lets the other offer.
+        assert!(polite(peer(3), peer(1)));
+        assert!(!polite(peer(1), peer(3)));
+    }
+
+    #[wasm_bindgen_test]
+    fn a_newcomer_calls_everyone_inside_and_waits_for_their_offers() {
+        let mut room = Room::new(name());
+        let actions = calls(room.apply(joined(3, &[1, 2])));
+        assert_eq!(actions, vec![call(1, true), call(2, true)]);
+        assert_eq!(room.phase(), &Phase::Together(ids(&[1, 2])));
+        assert_eq!(room.peers(), &ids(&[1, 2])[..]);
+    }
+
+    #[wasm_bindgen_test]
+    fn members_inside_call_the_newcomer_and_offer_first() {
+        let mut first = Room::new(name());
+        first.apply(created(1));
+        assert_eq!(calls(first.apply(join(2))), vec![call(2, false)]);
+        assert_eq!(calls(first.apply(join(3))), vec![call(3, false)]);
+        assert_eq!(first.phase(), &Phase::Together(ids(&[2, 3])));
+
+        let mut second = Room::new(name());
+        second.apply(joined(2, &[1]));
+        assert_eq!(calls(second.apply(join(3))), vec![call(3, false)]);
+        assert_eq!(second.phase(), &Phase::Together(ids(&[1, 3])));
+    }
+
+    #[wasm_bindgen_test]
+    fn a_member_leaving_takes_only_its_own_pair() {
+        let mut room = Room::new(name());
+        room.apply(joined(2, &[1]));
+        room.apply(join(3));
+        assert_eq!(calls(room.apply(left(1))), vec![Action::HangUp(peer(1))]);
+        assert_eq!(room.phase(), &Phase::Together(ids(&[3])));
+        // A fourth arrives and is called; the pair with 3 is untouched.
+        assert_eq!(calls(room.apply(join(4))), vec![call(4, false)]);
+        assert_eq!(room.phase(), &Phase::Together(ids(&[3, 4])));
+        assert_eq!(calls(room.apply(left(3))), vec![Action::HangUp(peer(3))]);
+        assert_eq!(calls(room.apply(left(4))), vec![Action::HangUp(peer(4))]);
+        assert_eq!(room.phase(), &Phase::Waiting);
+    }
+
+    #[wasm_bindgen_test]
+    fn signals_and_chat_name_their_pair() {
+        let mut room = Room::new(name());
+        room.apply(joined(3, &[1, 2]));
+        let bye = Incoming::Event(Event::Message {
+            from: peer(2),
+            data: Signal::Bye,
+        });
+        assert_eq!(
+            room.apply(bye),
+            vec![Action::Signal {
+                from: peer(2),
+                signal: Signal::Bye
+            }]
+        );
+        assert_eq!(room.phase(), &Phase::Together(ids(&[1, 2])));
+    }
+
+    #[wasm_bindgen_test]
+    fn hanging_up_ends_every_pair() {
+        let mut room = Room::new(name());
+        room.apply(joined(3, &[1, 2]));
+        assert_eq!(
+            room.left(),
+            vec![Action::HangUp(peer(1)), Action::HangUp(peer(2))]
+        );
+        assert_eq!(room.peers(), &[]);
+    }
+
+    #[wasm_bindgen_test]
+    fn after_a_lost_relay_the_earlier_calls_run_until_someone_is_called_again() {
+        let mut room = Room::new(name());
+        room.apply(joined(3, &[1, 2]));
+        room.disconnected();
+        assert_eq!(room.phase(), &Phase::Connecting);
+        // Back first: alone, the earlier calls keep running.
+        assert_eq!(calls(room.apply(created(1))), vec![]);
+        // The first newcomer (new ids all round) replaces them all, once.
+        assert_eq!(
+            calls(room.apply(join(2))),
+            vec![Action::EndEarlier, call(2, false)]
+        );
+        assert_eq!(calls(room.apply(join(3))), vec![call(3, false)]);
+
+        // Back into a room with others: the earlier calls end before the new ones start.
+        let mut other = Room::new(name());
+        other.apply(joined(2, &[1]));
+        other.disconnected();
+        assert_eq!(
+            calls(other.apply(joined(7, &[5, 6]))),
+            vec![Action::EndEarlier, call(5, true), call(6, true)]
+        );
+
+        // Hanging up ends them too; a page that was alone has none.
+        let mut alone = Room::new(name());
+        alone.apply(joined(2, &[1]));
+        alone.disconnected();
+        assert_eq!(alone.left(), vec![Action::EndEarlier]);
+        let mut waiting = Room::new(name());
+        waiting.apply(created(1));
+        waiting.disconnected();
+        assert_eq!(calls(waiting.apply(created(1))), vec![]);
+        assert_eq!(calls(waiting.apply(join(2))), vec![call(2, false)]);
+    }
+
+    #[wasm_bindgen_test]
+    fn beyond_the_mesh_limit_a_newcomer_leaves_and_members_do_not_call() {
+        let inside: Vec<u64> = (1..=MAX_PEERS as u64).collect();
+        // A room with MAX_PEERS others is joined and all are called.
+        let mut room = Room::new(name());
+        let actions = calls(room.apply(joined(99, &inside)));
+        assert_eq!(actions.len(), MAX_PEERS);
+        // A member with MAX_PEERS others does not call one more.
+        assert_eq!(calls(room.apply(join(100))), vec![]);
+        assert_eq!(room.peers().len(), MAX_PEERS);
+        // A newcomer finding more than MAX_PEERS inside leaves, and calls nobody.
+        let crowd: Vec<u64> = (1..=MAX_PEERS as u64 + 1).collect();
+        let mut late = Room::new(name());
+        assert_eq!(calls(late.apply(joined(99, &crowd))), vec![Action::Leave]);
+        assert_eq!(
+            late.phase(),
+            &Phase::Crowded {
+                members: MAX_PEERS + 1
+            }
+        );
+        assert_eq!(late.me(), None);
+    }
+}
+
 mod negotiation {
     use signalroom_client::negotiation::{Negotiation, Step};
     use signalroom_protocol::SdpType;

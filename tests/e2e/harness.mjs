@@ -175,7 +175,7 @@ export async function startBalancer(ports) {
  * Headless Chromium that grants media without a prompt, with a fake camera and microphone
  * unless `camera` is false (then the machine has none).
  */
-export function launchBrowser({ camera = true, trust = [] } = {}) {
+export function launchBrowser({ camera = true, trust = [], video } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -189,6 +189,8 @@ export function launchBrowser({ camera = true, trust = [] } = {}) {
       '--no-first-run',
       '--use-fake-ui-for-media-stream',
       ...(camera ? ['--use-fake-device-for-media-stream'] : []),
+      // The fake camera shows this file instead of its own 640x480 picture.
+      ...(video ? [`--use-file-for-fake-video-capture=${video}`] : []),
       // Certificates the test made, trusted by the hash of their public key, and no others.
       ...(trust.length ? [`--ignore-certificate-errors-spki-list=${trust.join(',')}`] : []),
     ],
@@ -211,6 +213,24 @@ export function makeCertificate() {
   ], { stdio: 'ignore' });
   const spki = new X509Certificate(readFileSync(cert)).publicKey.export({ type: 'spki', format: 'der' });
   return { cert, key, spki: createHash('sha256').update(spki).digest('base64') };
+}
+
+/**
+ * A small video for the fake camera (160x120, 10 frames a second, two frames that alternate
+ * in brightness), as a Y4M file in a fresh directory: many pages encode it at little CPU.
+ */
+export function smallVideo() {
+  const [width, height] = [160, 120];
+  const dir = mkdtempSync(`${tmpdir()}/signalroom-e2e-video-`);
+  const file = `${dir}/small.y4m`;
+  const chunks = [Buffer.from(`YUV4MPEG2 W${width} H${height} F10:1 Ip A1:1 C420jpeg\n`)];
+  for (const luma of [60, 180]) {
+    chunks.push(Buffer.from('FRAME\n'));
+    chunks.push(Buffer.alloc(width * height, luma));
+    chunks.push(Buffer.alloc((width * height) / 2, 128));
+  }
+  writeFileSync(file, Buffer.concat(chunks));
+  return file;
 }
 
 let pages = 0;
