@@ -104,9 +104,7 @@ impl Fields {
         name: &str,
         read: impl FnOnce(JsValue) -> Option<T>,
     ) -> Result<T, DecodeError> {
-        self.get(name)
-            .and_then(read)
-            .ok_or_else(|| DecodeError(["missing or invalid field `", name, "`"].concat()))
+        self.get(name).and_then(read).ok_or_else(|| invalid(name))
     }
 
     /// The field `name`, read by `read`; the type's default when it is absent.
@@ -116,7 +114,7 @@ impl Fields {
         read: impl FnOnce(JsValue) -> Option<T>,
     ) -> Result<T, DecodeError> {
         match self.get(name) {
-            Some(_) => self.field(name, read),
+            Some(value) => read(value).ok_or_else(|| invalid(name)),
             None => Ok(T::default()),
         }
     }
@@ -128,10 +126,16 @@ impl Fields {
         read: impl FnOnce(JsValue) -> Option<T>,
     ) -> Result<Option<T>, DecodeError> {
         match self.get(name) {
-            Some(value) if !value.is_null() => self.field(name, read).map(Some),
+            Some(value) if !value.is_null() => read(value).map(Some).ok_or_else(|| invalid(name)),
             _ => Ok(None),
         }
     }
+}
+
+/// Field `name` is missing or unreadable.
+#[inline(never)]
+fn invalid(name: &str) -> DecodeError {
+    DecodeError(["missing or invalid field `", name, "`"].concat())
 }
 
 fn as_string(value: JsValue) -> Option<String> {
@@ -154,9 +158,13 @@ fn as_room(value: JsValue) -> Option<RoomName> {
     RoomName::new(value.as_string()?).ok()
 }
 
-fn as_list<T>(value: JsValue, mut read: impl FnMut(JsValue) -> Option<T>) -> Option<Vec<T>> {
+fn as_list<T>(value: JsValue, read: impl Fn(JsValue) -> Option<T>) -> Option<Vec<T>> {
     let array = value.dyn_into::<Array>().ok()?;
-    array.iter().map(&mut read).collect()
+    let mut list = Vec::new();
+    for item in array.iter() {
+        list.push(read(item)?);
+    }
+    Some(list)
 }
 
 fn as_ice_servers(value: JsValue) -> Option<Vec<IceServer>> {
