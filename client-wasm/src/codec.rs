@@ -206,13 +206,19 @@ fn as_signal(value: JsValue) -> Option<Signal> {
 }
 
 /// Serializes any frame to the exact text a native serializer (`serde_json`) writes.
-pub fn encode<T: Serialize>(frame: &T) -> String {
+pub fn encode<T: Serialize + ?Sized>(frame: &T) -> String {
     let mut writer = JsonWriter(String::new());
     // Our own types always serialize; an empty frame would be refused, not misread.
     match frame.serialize(&mut writer) {
         Ok(()) => writer.0,
         Err(Unsupported) => String::new(),
     }
+}
+
+/// `value` as a JavaScript value, through its JSON: for handing protocol types to browser
+/// APIs (the ICE servers of an `RTCConfiguration`) without serde-wasm-bindgen's serializer.
+pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(&encode(value))
 }
 
 /// A value serde offered that frames never hold (maps, floats, bytes, tuples).
@@ -602,6 +608,28 @@ mod tests {
         let parsed = js_sys::JSON::parse(&written).expect("valid JSON");
         let read = Reflect::get(&parsed, &"text".into()).expect("has text");
         assert_eq!(read.as_string(), Some(text));
+    }
+
+    #[wasm_bindgen_test]
+    fn ice_servers_become_what_serde_wasm_bindgen_made_of_them() {
+        let servers = vec![
+            IceServer {
+                urls: vec!["stun:s".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec!["turn:t".into(), "turns:t".into()],
+                username: Some("u".into()),
+                credential: Some("p\"".into()),
+            },
+        ];
+        let ours = to_js(servers.as_slice()).expect("converts");
+        let theirs = serde_wasm_bindgen::to_value(&servers).expect("converts");
+        let json = |v: &JsValue| js_sys::JSON::stringify(v).ok().and_then(|s| s.as_string());
+        assert_eq!(json(&ours), json(&theirs));
+        assert!(js_sys::Array::is_array(&ours));
+        assert!(to_js(&1.5f64).is_err());
     }
 
     #[wasm_bindgen_test]
