@@ -475,7 +475,7 @@ impl ser::SerializeStruct for Compound<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "wasm32"))]
 mod tests {
     use serde::de::IgnoredAny;
     use signalroom_protocol::{golden, Request};
