@@ -91,7 +91,8 @@ impl Fields {
         value.is_object().then_some(Self(value))
     }
 
-    /// The field `name`, unless it is absent.
+    /// The field `name`, unless it is absent. (`Reflect.get` also sees inherited properties;
+    /// no field name of the protocol is one of `Object.prototype`'s.)
     fn get(&self, name: &str) -> Option<JsValue> {
         Reflect::get(&self.0, &JsValue::from_str(name))
             .ok()
