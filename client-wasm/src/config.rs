@@ -47,13 +47,31 @@ impl PageConfig {
 
 /// `relay` with `token=` (URL-encoded) added to its query.
 pub fn with_token(relay: &str, token: &str) -> String {
-    let separator = if relay.contains('?') { '&' } else { '?' };
+    let separator = if relay.contains('?') {
+        "&token="
+    } else {
+        "?token="
+    };
     let token = String::from(js_sys::encode_uri_component(token));
-    format!("{relay}{separator}token={token}")
+    [relay, separator, &token].concat()
 }
 
 /// `ws://host/ws`, or `wss://` for a page served over https.
 pub fn same_origin_relay(https: bool, host: &str) -> String {
-    let scheme = if https { "wss" } else { "ws" };
-    format!("{scheme}://{host}/{}", signalroom_protocol::WS_PATH)
+    let scheme = if https { "wss://" } else { "ws://" };
+    [scheme, host, "/", signalroom_protocol::WS_PATH].concat()
+}
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    #[wasm_bindgen_test]
+    fn the_same_origin_relay_follows_the_page_scheme() {
+        assert_eq!(same_origin_relay(false, "h:8080"), "ws://h:8080/ws");
+        assert_eq!(same_origin_relay(true, "h"), "wss://h/ws");
+        assert_eq!(with_token("wss://h/ws", "é"), "wss://h/ws?token=%C3%A9");
+    }
 }

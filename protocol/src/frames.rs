@@ -152,6 +152,28 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code spelled `code` on the wire; [`ErrorCode::Unknown`] for a code this version
+    /// does not know, as when deserializing.
+    pub fn from_wire(code: &str) -> Self {
+        match code {
+            "malformed_json" => Self::MalformedJson,
+            "unknown_type" => Self::UnknownType,
+            "invalid_frame" => Self::InvalidFrame,
+            "invalid_room" => Self::InvalidRoom,
+            "not_in_room" => Self::NotInRoom,
+            "already_in_room" => Self::AlreadyInRoom,
+            "unknown_peer" => Self::UnknownPeer,
+            "binary_unsupported" => Self::BinaryUnsupported,
+            "rate_limited" => Self::RateLimited,
+            "too_many_rooms" => Self::TooManyRooms,
+            "unavailable" => Self::Unavailable,
+            "forbidden" => Self::Forbidden,
+            _ => Self::Unknown,
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

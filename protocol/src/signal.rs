@@ -58,6 +58,17 @@ impl SdpType {
             Self::Rollback => "rollback",
         }
     }
+
+    /// The type spelled `sdp_type` on the wire, if it is one.
+    pub fn from_wire(sdp_type: &str) -> Option<Self> {
+        Some(match sdp_type {
+            "offer" => Self::Offer,
+            "pranswer" => Self::Pranswer,
+            "answer" => Self::Answer,
+            "rollback" => Self::Rollback,
+            _ => return None,
+        })
+    }
 }
 
 /// A STUN or TURN server, as `RTCIceServer` spells it.

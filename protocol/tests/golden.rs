@@ -261,3 +261,39 @@ fn peer_ids_are_validated() {
     assert!(PeerId::new(PeerId::MAX).is_ok());
     assert!(PeerId::new(PeerId::MAX + 1).is_err());
 }
+
+#[test]
+fn wire_spellings_agree_with_serde() {
+    let codes = [
+        "malformed_json",
+        "unknown_type",
+        "invalid_frame",
+        "invalid_room",
+        "not_in_room",
+        "already_in_room",
+        "unknown_peer",
+        "binary_unsupported",
+        "rate_limited",
+        "too_many_rooms",
+        "unavailable",
+        "forbidden",
+        "unknown",
+        "from_the_future",
+    ];
+    for code in codes {
+        let quoted = format!("\"{code}\"");
+        let decoded: ErrorCode = serde_json::from_str(&quoted).expect("decodes");
+        assert_eq!(ErrorCode::from_wire(code), decoded, "{code}");
+        if decoded != ErrorCode::Unknown {
+            assert_eq!(decoded.as_str(), code);
+        }
+    }
+    for sdp_type in ["offer", "pranswer", "answer", "rollback", "Offer", ""] {
+        let quoted = format!("\"{sdp_type}\"");
+        let decoded: Option<SdpType> = serde_json::from_str(&quoted).ok();
+        assert_eq!(SdpType::from_wire(sdp_type), decoded, "{sdp_type}");
+        if let Some(decoded) = decoded {
+            assert_eq!(decoded.as_str(), sdp_type);
+        }
+    }
+}
