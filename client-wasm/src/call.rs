@@ -64,7 +64,7 @@ impl Call {
         post: impl Fn(CallEvent) + 'static,
     ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
-        let servers = serde_wasm_bindgen::to_value(ice_servers)?;
+        let servers = crate::codec::to_js(ice_servers)?;
         config.set_ice_servers(&servers);
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
 

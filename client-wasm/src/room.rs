@@ -204,9 +204,13 @@ impl Room {
                 ice_servers,
             } => {
                 let me = peer;
+                let inside: Vec<String> = peers.iter().map(PeerId::to_string).collect();
+                let inside = inside.join(", ");
                 let mut actions = vec![
                     Action::IceServers(ice_servers),
-                    Action::Log(format!("joined room {room} as peer {me} with {peers:?}")),
+                    Action::Log(format!(
+                        "joined room {room} as peer {me} with peers {inside}"
+                    )),
                 ];
                 if peers.len() > MAX_PEERS {
                     self.phase = Phase::Crowded {
