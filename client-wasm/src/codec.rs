@@ -270,18 +270,8 @@ impl JsonWriter {
         out.push('"');
     }
 
-    fn integer(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.0.extend(digits[at..].iter().map(|&d| char::from(d)));
+    fn integer(&mut self, n: u64) {
+        signalroom_protocol::push_decimal(&mut self.0, n);
     }
 }
 

@@ -199,8 +199,9 @@ pub fn write_message_json(out: &mut String, from: PeerId, data: &str) {
     out.push('}');
 }
 
-/// Appends `n` in decimal; `write!` through `fmt` costs several times more per message.
-fn push_decimal(out: &mut String, mut n: u64) {
+/// Appends `n` in decimal: `write!` through `fmt` costs several times more per message on
+/// the relay, and `fmt`'s code is a good share of the page's WASM.
+pub fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

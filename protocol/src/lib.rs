@@ -30,7 +30,9 @@ mod frames;
 mod ids;
 mod signal;
 
-pub use frames::{message_json, write_message_json, ErrorCode, Event, MissingField, Request};
+pub use frames::{
+    message_json, push_decimal, write_message_json, ErrorCode, Event, MissingField, Request,
+};
 pub use ids::{InvalidPeerId, InvalidRoomName, PeerId, RoomName};
 pub use signal::{IceServer, SdpType, Signal};
 
