@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             let server = tokio::net::TcpStream::from_std(server).expect("registered");
             // The relay writes only to sockets known to be writable.
             server.writable().await.expect("writable");
-            let (outbox, socket) = Outbox::new(server, 64, 1 << 20);
+            let (outbox, socket) = Outbox::new(server.into(), 64, 1 << 20);
             let id = rooms.connect(outbox).await.expect("in-process rooms always connect");
             peers.push(Peer { id, _socket: socket, client, received: Vec::new() });
         }
