@@ -22,6 +22,10 @@ use crate::ui::{Badge, Ui};
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
 const CALL_PATIENCE_MS: u32 = 8_000;
 
+/// A page turned away as `full` asks again this often while it stays connected (the relay
+/// closes it after its join timeout, and it then reconnects and asks as ever).
+const ASK_AGAIN_MS: u32 = 2_000;
+
 /// Everything the event loop reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -48,6 +52,11 @@ pub enum Input {
         peer: PeerId,
         /// Which call.
         serial: u32,
+    },
+    /// Time to ask a full room again; `ask` numbers the request (only the latest counts).
+    AskAgain {
+        /// Which request to ask again.
+        ask: u32,
     },
 }
 
@@ -92,6 +101,8 @@ struct App {
     pairs: Vec<Pair>,
     /// The last call's serial.
     serial: u32,
+    /// The last request to ask a full room again.
+    asks: u32,
 }
 
 /// Runs the page.
@@ -153,6 +164,7 @@ pub async fn run() {
         ice_servers: Vec::new(),
         pairs: Vec::new(),
         serial: 0,
+        asks: 0,
     };
     app.open_media().await;
     app.connect().await;
@@ -498,6 +510,16 @@ impl App {
                 event,
             } => self.on_call_event(peer, serial, event).await,
             Input::Overdue { peer, serial } => self.on_overdue(peer, serial),
+            Input::AskAgain { ask } => {
+                let still_outside = *self.room.phase() == Phase::Full;
+                if ask == self.asks && still_outside && self.wish == Wish::In && self.relay.is_up()
+                {
+                    self.send(&Request::<Signal>::CreateOrJoin {
+                        room: self.room.name().clone(),
+                    })
+                    .await;
+                }
+            }
             Input::Chat(text) => {
                 let me = self
                     .room
@@ -553,6 +575,14 @@ impl App {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Log(line) => self.ui.log(&line),
+            Action::AskAgain => {
+                self.asks += 1;
+                let (ask, inputs) = (self.asks, self.inputs.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    TimeoutFuture::new(ASK_AGAIN_MS).await;
+                    let _ = inputs.unbounded_send(Input::AskAgain { ask });
+                });
+            }
             Action::Chat { from, text } => {
                 self.ui.chat(&format!("peer {from}"), &text, false, "relay")
             }

@@ -78,6 +78,9 @@ pub enum Action {
     },
     /// Use these STUN/TURN servers for calls.
     IceServers(Vec<IceServer>),
+    /// Ask for the room again in a moment: a seat may free up (a member leaves, or the seat
+    /// of this page's own earlier connection, on a relay that died, is given up).
+    AskAgain,
 }
 
 /// Whether calls from before a lost relay connection may still be running.
@@ -260,7 +263,10 @@ impl Room {
             }
             Event::Full { room } => {
                 self.phase = Phase::Full;
-                vec![Action::Log(format!("room {room} is full"))]
+                vec![
+                    Action::Log(format!("room {room} is full")),
+                    Action::AskAgain,
+                ]
             }
             Event::Left { room, peer } => {
                 if let Phase::Together(others) = &mut self.phase {

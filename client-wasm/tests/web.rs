@@ -114,8 +114,10 @@ fn the_newcomer_is_polite_and_chat_is_shown() {
 #[wasm_bindgen_test]
 fn full_and_errors_leave_the_page_outside() {
     let mut room = Room::new(RoomName::new("foo").expect("valid"));
-    room.apply(golden_event(&[r#""type":"full""#]));
+    let actions = room.apply(golden_event(&[r#""type":"full""#]));
     assert_eq!(room.phase(), &Phase::Full);
+    // It asks again in a moment: a seat may free up.
+    assert_eq!(actions.last(), Some(&Action::AskAgain));
     let actions = room.apply(golden_event(&[r#""type":"error""#]));
     assert!(matches!(&actions[..], [Action::Log(line)] if line.contains("not_in_room")));
     assert_eq!(room.phase(), &Phase::Full);
