@@ -201,6 +201,23 @@ async fn the_limits_hold_over_tls() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn sighup_never_stops_a_relay_without_tls() -> Result<()> {
+    let relay = RelayProcess::start(&[]).await?;
+    let mut before = support::client_at(relay.addr).await?;
+    let a = created_peer(before.join("hangup").await?)?;
+    // `systemctl reload` sends it; its default action would end the process.
+    relay.signal("HUP")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after = support::client_at(relay.addr).await?;
+    joined_peer(&mut after, "hangup", &[a]).await?;
+    ensure!(
+        matches!(before.recv().await?, Event::Join { .. }),
+        "the connection from before still hears the room"
+    );
+    Ok(())
+}
+
 /// Runs the relay binary with `args` expecting it to refuse to start; returns its stderr.
 fn refused_start(args: &[&str]) -> Result<String> {
     let output = std::process::Command::new(relay_binary()?)

@@ -146,9 +146,9 @@ pub async fn run_with<R: Rooms>(
         let _ = stop_tx.send(true);
         stop_tx
     };
-    if let Some(certs) = &certs {
-        tokio::spawn(reload_on_hangup(certs.clone(), stop_rx.clone()));
-    }
+    // Always: SIGHUP's default action would end the process, and a reload must never stop
+    // the relay, with or without TLS.
+    tokio::spawn(reload_on_hangup(certs.clone(), stop_rx.clone()));
     let http = http::serve(
         listener,
         routes,
@@ -167,8 +167,12 @@ pub async fn run_with<R: Rooms>(
     Ok(())
 }
 
-/// Reads the certificate and key again on every SIGHUP until the relay stops.
-async fn reload_on_hangup(certs: std::sync::Arc<tls::Certs>, mut stop: watch::Receiver<bool>) {
+/// Reads the certificate and key again on every SIGHUP until the relay stops; without TLS,
+/// says there is nothing to reload.
+async fn reload_on_hangup(
+    certs: Option<std::sync::Arc<tls::Certs>>,
+    mut stop: watch::Receiver<bool>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -177,9 +181,12 @@ async fn reload_on_hangup(certs: std::sync::Arc<tls::Certs>, mut stop: watch::Re
         };
         loop {
             tokio::select! {
-                _ = hangups.recv() => match certs.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: certificate and key reloaded"),
-                    Err(error) => tracing::error!(%error, "SIGHUP: keeping the previous certificate"),
+                _ = hangups.recv() => match certs.as_ref().map(|certs| certs.reload()) {
+                    None => tracing::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+                    Some(Ok(())) => tracing::info!("SIGHUP: certificate and key reloaded"),
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "SIGHUP: keeping the previous certificate")
+                    }
                 },
                 _ = stop.changed() => return,
             }
