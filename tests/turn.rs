@@ -42,6 +42,15 @@ fn minted(event: Event<serde_json::Value>) -> Result<(PeerId, IceServer)> {
 }
 
 /// The Unix time in a minted username `EXPIRY:PEER`, checked to name `peer`.
+/// Fails unless `turn` relays packets for the credential in `server`.
+async fn relays(turn: &TurnServer, server: &IceServer) -> Result<()> {
+    let username = server.username.as_deref().context("username")?;
+    let credential = server.credential.as_deref().context("credential")?;
+    let check = turn.check(username, credential).await?;
+    ensure!(check.relayed, "coturn refused {username}: {}", check.report);
+    Ok(())
+}
+
 fn expiry(turn: &IceServer, peer: PeerId) -> Result<u64> {
     let username = turn.username.as_deref().context("a username")?;
     let (expiry, who) = username.split_once(':').context("EXPIRY:PEER")?;
@@ -102,17 +111,7 @@ async fn a_minted_credential_is_accepted_by_coturn() -> Result<()> {
     let (peer_b, server_b) = minted(b.join("turn").await?)?;
     assert_ne!(server_b.username, server.username);
     expiry(&server_b, peer_b)?;
-    let check = turn
-        .check(
-            server_b.username.as_deref().context("username")?,
-            server_b.credential.as_deref().context("credential")?,
-        )
-        .await?;
-    assert!(
-        check.relayed,
-        "coturn refused the joiner's credential: {}",
-        check.report
-    );
+    relays(&turn, &server_b).await?;
 
     let stats = http_get(relay.addr, "/stats").await?;
     assert!(!stats.contains(SECRET), "/stats shows the secret: {stats}");
@@ -186,13 +185,7 @@ async fn entering_again_mints_a_fresh_credential() -> Result<()> {
     let (new_peer, third) = minted(reloaded.join("again").await?)?;
     assert_ne!(new_peer, peer);
     expiry(&third, new_peer)?;
-    let check = turn
-        .check(
-            third.username.as_deref().context("username")?,
-            third.credential.as_deref().context("credential")?,
-        )
-        .await?;
-    assert!(check.relayed, "{}", check.report);
+    relays(&turn, &third).await?;
     Ok(())
 }
 
@@ -214,13 +207,7 @@ async fn rooms_shared_through_redis_mint_credentials_too() -> Result<()> {
     let (peer_b, server_b) = minted(b.join("shared").await?)?;
     expiry(&server_a, peer_a)?;
     expiry(&server_b, peer_b)?;
-    let check = turn
-        .check(
-            server_b.username.as_deref().context("username")?,
-            server_b.credential.as_deref().context("credential")?,
-        )
-        .await?;
-    assert!(check.relayed, "{}", check.report);
+    relays(&turn, &server_b).await?;
     Ok(())
 }
 
