@@ -220,11 +220,14 @@ impl App {
         // The URL opened holds the token; the one logged does not.
         self.ui.log(&format!("connecting to {}", self.config.relay));
         if self.wish == Wish::In {
-            self.send(&Request::<Signal>::CreateOrJoin {
-                room: self.room.name().clone(),
-            })
-            .await;
+            self.ask_for_room().await;
         }
+    }
+
+    /// Asks the relay for the page's room.
+    async fn ask_for_room(&mut self) {
+        let room = self.room.name().clone();
+        self.send(&Request::<Signal>::CreateOrJoin { room }).await;
     }
 
     async fn on_relay(&mut self, update: Update) {
@@ -514,10 +517,7 @@ impl App {
                 let still_outside = *self.room.phase() == Phase::Full;
                 if ask == self.asks && still_outside && self.wish == Wish::In && self.relay.is_up()
                 {
-                    self.send(&Request::<Signal>::CreateOrJoin {
-                        room: self.room.name().clone(),
-                    })
-                    .await;
+                    self.ask_for_room().await;
                 }
             }
             Input::Chat(text) => {
@@ -561,10 +561,7 @@ impl App {
                 self.ui.remote_label("waiting for someone to join");
                 self.open_media().await;
                 if self.relay.is_up() {
-                    self.send(&Request::<Signal>::CreateOrJoin {
-                        room: self.room.name().clone(),
-                    })
-                    .await;
+                    self.ask_for_room().await;
                 } else {
                     self.connect().await;
                 }

@@ -32,16 +32,6 @@ impl TurnRest {
         Self { secret, urls, ttl }
     }
 
-    /// The TURN server's URLs.
-    pub fn urls(&self) -> &[String] {
-        &self.urls
-    }
-
-    /// How long a minted credential works.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The username and password for `peer`, minted at `now`.
     pub fn credential(&self, peer: PeerId, now: SystemTime) -> (String, String) {
         // A clock before 1970 counts as 1970: the credential is then simply expired.
@@ -75,11 +65,6 @@ impl IceServers {
     /// of each peer's own.
     pub fn new(fixed: Vec<IceServer>, turn: Option<TurnRest>) -> Self {
         Self { fixed, turn }
-    }
-
-    /// The TURN REST settings, if credentials are minted.
-    pub fn turn(&self) -> Option<&TurnRest> {
-        self.turn.as_ref()
     }
 
     /// The servers for `peer` entering a room at `now`: the fixed ones, then the TURN
