@@ -62,6 +62,9 @@ enum End {
     Lost(&'static str),
     /// The client does not read: dropped without a last word.
     Dropped(WriteError),
+    /// The rooms backend took the member out of its room and queued the close frame that
+    /// tells it why (it lost its seat): the relay sees that frame out and closes.
+    Ended,
 }
 
 impl End {
@@ -97,6 +100,7 @@ impl End {
             Self::Dropped(WriteError::Overflowed) => Closed::OutboxOverflow,
             Self::Dropped(WriteError::Stalled) => Closed::OutboxStall,
             Self::Dropped(WriteError::Failed) => Closed::WriteFailed,
+            Self::Ended => Closed::Unavailable,
         }
     }
 }
@@ -114,6 +118,7 @@ impl std::fmt::Display for End {
                 f.write_str("write stalled: the client does not read")
             }
             Self::Dropped(WriteError::Failed) => f.write_str("write failed"),
+            Self::Ended => f.write_str("the relay lost its seat in its room"),
         }
     }
 }
@@ -174,6 +179,9 @@ pub async fn serve<R: Rooms>(
             // Writes first: they free queue space other connections need.
             biased;
             () = socket.needs_attention() => {
+                if socket.ended() {
+                    break End::Ended;
+                }
                 if let Err(error) = socket.write_waiting(limits.idle_timeout).await {
                     break End::Dropped(error);
                 }
@@ -202,7 +210,7 @@ pub async fn serve<R: Rooms>(
                     break End::policy(Closed::JoinTimeout, "join a room sooner");
                 }
                 let mut batch = Batch::new();
-                outbox.push_ping(&mut batch);
+                let _ = outbox.push_ping(&mut batch);
                 batch.flush();
             }
             _ = &mut stop => {
@@ -240,14 +248,18 @@ const LAST_WORDS: Duration = Duration::from_secs(2);
 /// FIN keeps unread bytes from turning the close into a reset that could cost the client
 /// the close frame.
 async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Reader) {
-    let (code, reason) = match end {
+    let close = match end {
         End::Lost(_) | End::Dropped(_) => return,
-        End::ClientClosed(code) => (code.unwrap_or(close::NORMAL), ""),
-        End::Close { code, reason, .. } => (code, reason),
+        // Its close frame is queued already.
+        End::Ended => None,
+        End::ClientClosed(code) => Some((code.unwrap_or(close::NORMAL), "")),
+        End::Close { code, reason, .. } => Some((code, reason)),
     };
-    let mut batch = Batch::new();
-    outbox.push_close(code, reason, &mut batch);
-    batch.flush();
+    if let Some((code, reason)) = close {
+        let mut batch = Batch::new();
+        let _ = outbox.push_close(code, reason, &mut batch);
+        batch.flush();
+    }
     let _ = tokio::time::timeout(LAST_WORDS, async {
         if socket.write_last(LAST_WORDS).await.is_ok() && socket.shut_writes().is_ok() {
             drain(socket, reader).await;
@@ -309,7 +321,7 @@ impl<R: Rooms> Client<'_, R> {
                 }
                 Incoming::Ping(payload) => {
                     metrics::count(Counter::Received(Frame::Ping));
-                    self.outbox.push_pong(payload, batch);
+                    let _ = self.outbox.push_pong(payload, batch);
                     continue;
                 }
                 // Pongs only prove liveness, which any read does.
@@ -446,7 +458,7 @@ fn refuse(outbox: &Outbox, refusal: Refusal, batch: &mut Batch) {
         code: refusal.code,
         message: refusal.message,
     };
-    outbox.send(&error, batch);
+    let _ = outbox.send(&error, batch);
 }
 
 /// Whether a frame may pass the rate limit.

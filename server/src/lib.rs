@@ -5,8 +5,8 @@
 //! [`ice`] mints the TURN credentials handed out with the STUN/TURN servers; [`rooms`] the room logic behind the [`Rooms`]
 //! interface and its in-process backend; [`connection`] the per-connection task and its
 //! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
-//! framing; `spare` the buffers they reuse; [`redis_rooms`] the backend that shares rooms
-//! between relays through Redis; [`codec`] request decoding and refusals, with
+//! framing; `spare` the buffers they reuse; [`rooms`] also holds the backend that shares
+//! rooms between relays through Redis; [`codec`] request decoding and refusals, with
 //! [`json`] checking the data the relay forwards; [`routes`] the HTTP surface, with
 //! [`upgrade`] the WebSocket handshake and [`auth`] the room tokens it may need; [`http`]
 //! the accept loop; [`secret`] the secrets the flags point at. [`run`] ties them up.
@@ -20,7 +20,6 @@ pub mod ice;
 pub mod json;
 pub mod metrics;
 pub mod outbox;
-pub mod redis_rooms;
 pub mod rooms;
 pub mod routes;
 pub mod secret;
@@ -35,8 +34,7 @@ use std::time::Duration;
 
 pub use config::Config;
 pub use ice::{IceServers, TurnRest};
-pub use redis_rooms::RedisRooms;
-pub use rooms::{LocalRooms, Rooms, Stats};
+pub use rooms::{LocalRooms, RedisRooms, RedisTopology, Rooms, Stats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -65,9 +63,9 @@ pub async fn run(
 ) -> Result<(), StartError> {
     match &config.redis_url {
         Some(url) => {
+            let topology = RedisTopology::from_flags(url, config.redis_cluster);
             let rooms = RedisRooms::connect(
-                url,
-                config.redis_cluster,
+                &topology,
                 config.room_capacity,
                 config.max_rooms,
                 ice_servers(&config),
@@ -141,8 +139,9 @@ pub async fn run_with<R: Rooms>(
     }
     let relay_stop = async move {
         shutdown.await;
-        // Departures are not announced from here on, then every connection is told to go.
-        rooms.shutdown();
+        // Every member leaves its room (announced to members on other relays), then every
+        // connection is told to go.
+        rooms.shutdown().await;
         let _ = stop_tx.send(true);
         stop_tx
     };

@@ -64,6 +64,19 @@ use crate::spare;
 use crate::stream::Stream;
 use crate::ws::{self, opcode};
 
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an overflowed outbox's member must be taken out of its room"]
+pub enum Push {
+    /// The frame is queued, to be written in order.
+    Queued,
+    /// The connection is ending (a close frame is queued, or it broke): the frame is
+    /// dropped, and the connection's end cleans up.
+    Ignored,
+    /// The queue was full: the frame is dropped and the connection must go.
+    Overflowed,
+}
+
 /// The handle the rooms deliver through. Cloning is cheap.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -108,6 +121,9 @@ enum State {
     Open(Writer),
     /// A close frame is queued, the last: nothing more is taken.
     Closing(Writer),
+    /// As `Closing`, but queued by the relay for a connection whose task does not know yet:
+    /// the task is to end the connection.
+    Ended(Writer),
     /// The connection must go: nothing more is taken or written.
     Broken(WriteError),
     /// The connection's task has finished with the socket: nothing more is taken.
@@ -128,7 +144,7 @@ enum Writer {
 impl State {
     fn writer(self) -> Option<Writer> {
         match self {
-            Self::Open(writer) | Self::Closing(writer) => Some(writer),
+            Self::Open(writer) | Self::Closing(writer) | Self::Ended(writer) => Some(writer),
             Self::Broken(_) | Self::Closed => None,
         }
     }
@@ -138,13 +154,14 @@ impl State {
         match self {
             Self::Open(_) => Self::Open(writer),
             Self::Closing(_) => Self::Closing(writer),
+            Self::Ended(_) => Self::Ended(writer),
             other => other,
         }
     }
 
     /// Whether the connection's task has to act.
     fn needs_task(self) -> bool {
-        self.writer() == Some(Writer::Task) || matches!(self, Self::Broken(_))
+        self.writer() == Some(Writer::Task) || matches!(self, Self::Broken(_) | Self::Ended(_))
     }
 }
 
@@ -225,37 +242,50 @@ impl Outbox {
         )
     }
 
-    /// Queues a text frame; false if the queue is full and the connection must go.
-    pub fn push_text(&self, text: &str, batch: &mut Batch) -> bool {
+    /// Queues a text frame.
+    pub fn push_text(&self, text: &str, batch: &mut Batch) -> Push {
         self.push(opcode::TEXT, text.as_bytes(), batch)
     }
 
     /// Queues `event`, serialized, for this connection only.
-    pub fn send<D: Serialize>(&self, event: &Event<D>, batch: &mut Batch) -> bool {
+    pub fn send<D: Serialize>(&self, event: &Event<D>, batch: &mut Batch) -> Push {
         self.push_text(&encode(event), batch)
     }
 
     /// Queues a close frame, the last this connection takes.
-    pub fn push_close(&self, code: u16, reason: &str, batch: &mut Batch) -> bool {
+    pub fn push_close(&self, code: u16, reason: &str, batch: &mut Batch) -> Push {
         self.push(opcode::CLOSE, &ws::close_payload(code, reason), batch)
     }
 
+    /// Queues a close frame on the relay's own initiative (not the connection's task's):
+    /// the connection's task is woken to see it out, within its bounded close handshake.
+    pub fn push_end(&self, code: u16, reason: &str, batch: &mut Batch) -> Push {
+        let pushed = self.push_close(code, reason, batch);
+        if pushed == Push::Queued {
+            let mut queue = self.shared.lock();
+            if let State::Closing(writer) = queue.state {
+                self.shared.set(&mut queue, State::Ended(writer));
+            }
+        }
+        pushed
+    }
+
     /// Queues a ping.
-    pub fn push_ping(&self, batch: &mut Batch) -> bool {
+    pub fn push_ping(&self, batch: &mut Batch) -> Push {
         self.push(opcode::PING, &[], batch)
     }
 
     /// Queues the answer to a ping.
-    pub fn push_pong(&self, payload: &[u8], batch: &mut Batch) -> bool {
+    pub fn push_pong(&self, payload: &[u8], batch: &mut Batch) -> Push {
         self.push(opcode::PONG, payload, batch)
     }
 
-    fn push(&self, kind: u8, payload: &[u8], batch: &mut Batch) -> bool {
+    fn push(&self, kind: u8, payload: &[u8], batch: &mut Batch) -> Push {
         let size = ws::frame_len(payload.len());
         let mut queue = self.shared.lock();
         let State::Open(writer) = queue.state else {
             // The connection is already ending; its disconnect cleans up.
-            return true;
+            return Push::Ignored;
         };
         if queue.frames.len() >= self.shared.max_frames
             || queue.bytes.len() + size > self.shared.max_bytes
@@ -263,7 +293,7 @@ impl Outbox {
             queue.release();
             self.shared
                 .set(&mut queue, State::Broken(WriteError::Overflowed));
-            return false;
+            return Push::Overflowed;
         }
         if queue.bytes.capacity() == 0 {
             queue.bytes = spare::take();
@@ -283,7 +313,7 @@ impl Outbox {
             State::Open(writer)
         };
         self.shared.set(&mut queue, state);
-        true
+        Push::Queued
     }
 }
 
@@ -401,6 +431,11 @@ impl Socket {
             }
         })
         .await;
+    }
+
+    /// Whether the relay ended the connection from elsewhere ([`Outbox::push_end`]).
+    pub fn ended(&self) -> bool {
+        matches!(self.shared.lock().state, State::Ended(_))
     }
 
     /// Writes what waits for this task as the socket takes it. Fails when the queue
@@ -527,7 +562,7 @@ mod tests {
         let (outbox, _socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         for text in ["one", "two", "three"] {
-            assert!(outbox.push_text(text, &mut batch));
+            assert_eq!(outbox.push_text(text, &mut batch), Push::Queued);
         }
         assert_eq!(state(&outbox), State::Open(Writer::Batch));
         let mut bytes = Vec::new();
@@ -556,7 +591,7 @@ mod tests {
             .collect();
         let mut batch = Batch::new();
         for text in &big {
-            assert!(outbox.push_text(text, &mut batch));
+            assert_eq!(outbox.push_text(text, &mut batch), Push::Queued);
         }
         batch.flush();
         assert_eq!(
@@ -591,7 +626,7 @@ mod tests {
             let mut batch = Batch::new();
             let text = "x".repeat(40);
             let mut taken = 0;
-            while outbox.push_text(&text, &mut batch) {
+            while outbox.push_text(&text, &mut batch) == Push::Queued {
                 taken += 1;
                 assert!(taken <= 3, "a limit holds");
             }
@@ -601,7 +636,7 @@ mod tests {
             socket.needs_attention().await;
             let waited = socket.write_waiting(Duration::from_secs(1)).await;
             assert_eq!(waited, Err(WriteError::Overflowed));
-            assert!(outbox.push_text("late", &mut batch));
+            assert_eq!(outbox.push_text("late", &mut batch), Push::Ignored);
             assert!(outbox.shared.lock().bytes.is_empty());
             batch.flush();
         }
@@ -615,7 +650,7 @@ mod tests {
         let chunk = "s".repeat(60 * 1024);
         while state(&outbox) != State::Open(Writer::Task) {
             let mut batch = Batch::new();
-            assert!(outbox.push_text(&chunk, &mut batch));
+            assert_eq!(outbox.push_text(&chunk, &mut batch), Push::Queued);
             batch.flush();
         }
         let waited = socket.write_waiting(Duration::from_millis(200)).await;
@@ -624,14 +659,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_close_from_elsewhere_wakes_the_connections_task() -> io::Result<()> {
+        let (relay, _client) = socket_pair().await?;
+        let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
+        let mut batch = Batch::new();
+        assert!(!socket.ended());
+        assert_eq!(outbox.push_end(1012, "seat lost", &mut batch), Push::Queued);
+        assert_eq!(state(&outbox), State::Ended(Writer::Batch));
+        assert!(socket.ended());
+        // The task, waiting for its writes' attention, is let go at once.
+        tokio::time::timeout(Duration::from_secs(1), socket.needs_attention())
+            .await
+            .map_err(|_| io::Error::other("the connection's task was not woken"))?;
+        assert_eq!(outbox.push_text("late", &mut batch), Push::Ignored);
+        batch.flush();
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn the_close_frame_is_the_last_thing_written() -> io::Result<()> {
         let (relay, mut client) = socket_pair().await?;
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
-        assert!(outbox.push_text("before", &mut batch));
-        assert!(outbox.push_close(1000, "bye", &mut batch));
-        assert!(outbox.push_text("after", &mut batch), "taken quietly");
-        outbox.push_ping(&mut batch);
+        assert_eq!(outbox.push_text("before", &mut batch), Push::Queued);
+        assert_eq!(outbox.push_close(1000, "bye", &mut batch), Push::Queued);
+        assert_eq!(
+            outbox.push_text("after", &mut batch),
+            Push::Ignored,
+            "taken quietly"
+        );
+        let _ = outbox.push_ping(&mut batch);
         assert_eq!(state(&outbox), State::Closing(Writer::Batch));
         batch.flush();
         drop((outbox, socket));
@@ -654,7 +711,7 @@ mod tests {
         let (relay, mut client) = socket_pair().await?;
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
-        assert!(outbox.push_text("stranded?", &mut batch));
+        assert_eq!(outbox.push_text("stranded?", &mut batch), Push::Queued);
         drop(batch);
         assert_eq!(state(&outbox), State::Open(Writer::Task));
         socket.needs_attention().await;

@@ -1,0 +1,546 @@
+//! The room logic, written once for every backend.
+//!
+//! [`Core`] is this relay's view of the rooms it has members in: who is in each room (on
+//! whichever relay), which of them are here (with their outboxes), and where each of this
+//! relay's connections stands (outside, on its way in, inside). A backend *decides*
+//! membership (a join fits or not, a departure happened) and the core *applies* each
+//! decision: it answers the joiner, tells the members here `join` or `left`, and fans
+//! messages out. `LocalRooms` decides under the same lock it applies under; `RedisRooms`
+//! decides in Redis and applies what a room's channel brings back, in the channel's order.
+//!
+//! The core never blocks and never writes a socket: it pushes into outboxes, through the
+//! caller's [`Batch`]. A member whose outbox overflows is taken out of delivery at once,
+//! whichever backend: it receives nothing more, and the backend announces its departure
+//! ([`Core::take_evicted`]).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
+
+use crate::metrics::{self, Counter};
+use crate::outbox::{encode, Batch, Outbox, Push};
+use crate::rooms::{JoinOutcome, RoomError, Stats};
+
+/// The close code and reason for a member the relay took out of its room without its
+/// asking (another relay gave this one up, or its seat was lost with Redis's data).
+pub(crate) const SEAT_LOST: (u16, &str) = (1012, "the relay lost your seat; join again");
+
+/// This relay's view of its rooms and connections. Held behind one mutex by each backend.
+#[derive(Default)]
+pub(crate) struct Core {
+    peers: HashMap<PeerId, Member, BuildHasherDefault<IdHasher>>,
+    /// Room names come from clients: this map keeps std's DoS-resistant hasher. Only joins
+    /// and events from other relays look a name up; a member holds its room's slot.
+    names: HashMap<RoomName, usize>,
+    /// Rooms by slot, so that relaying a frame finds the room without hashing its name.
+    slots: Vec<Option<Room>>,
+    /// Slots free for new rooms.
+    free: Vec<usize>,
+    /// Members taken out of delivery because their outbox overflowed, whose departure the
+    /// backend has yet to decide.
+    evicted: Vec<(PeerId, RoomName)>,
+}
+
+/// A room with members here, or joins on their way in.
+struct Room {
+    name: RoomName,
+    /// Every member, on whichever relay, in the order they came.
+    members: Vec<PeerId>,
+    /// The members on this relay, with their outboxes: they receive the room's events.
+    here: Vec<(PeerId, Outbox)>,
+    /// Connections of this relay on their way in: the room is kept while any are.
+    joining: usize,
+    /// Decisions applied so far, so that a backend reading the room again can tell
+    /// whether any came meanwhile.
+    events: u64,
+}
+
+struct Member {
+    outbox: Outbox,
+    seat: Seat,
+}
+
+/// Where a connection stands. A state machine: `Outside` → `Joining` → `Inside` → `Outside`.
+enum Seat {
+    Outside,
+    /// A join was asked for and is being decided; the ICE servers are for its answer
+    /// (minted before, so that no HMAC runs under the lock).
+    Joining {
+        slot: usize,
+        ice_servers: Vec<IceServer>,
+    },
+    Inside(usize),
+}
+
+/// Hashes peer ids, which the relays assign in sequence (no client picks them), with one
+/// multiplication instead of SipHash: the one lookup per relayed message.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing spreads sequential ids over the high bits the table uses.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A join on its way in.
+pub(crate) struct Entry {
+    /// The members this relay knows to be inside (all of them, for `LocalRooms`).
+    pub known: usize,
+    /// Whether the room was not tracked here before: the first interest in its channel.
+    pub first: bool,
+}
+
+/// Whether a relayed message must also reach members on other relays.
+pub(crate) enum Fanout {
+    /// Everyone it is for is here: delivered.
+    Done,
+    /// Delivered here; members of this room elsewhere are to get it too.
+    Elsewhere(RoomName),
+}
+
+impl Core {
+    /// Registers a new connection, outside any room.
+    pub fn connect(&mut self, peer: PeerId, outbox: Outbox) {
+        let seat = Seat::Outside;
+        self.peers.insert(peer, Member { outbox, seat });
+    }
+
+    /// Rooms tracked here (with members here or joins on their way).
+    pub fn rooms(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Every room tracked here.
+    pub fn room_names(&self) -> impl Iterator<Item = &RoomName> {
+        self.names.keys()
+    }
+
+    /// Every member of this relay inside a room, with the room.
+    pub fn inside(&self) -> impl Iterator<Item = (PeerId, &RoomName)> {
+        self.peers
+            .iter()
+            .filter_map(|(peer, member)| match member.seat {
+                Seat::Inside(slot) => self.room(slot).map(|room| (*peer, &room.name)),
+                _ => None,
+            })
+    }
+
+    /// Starts `peer`'s join of `name`: checks it may ask, and tracks the room meanwhile.
+    /// The backend then decides ([`Core::apply_join`], or [`Core::abandon_join`]).
+    pub fn begin_join(
+        &mut self,
+        peer: PeerId,
+        name: &RoomName,
+        ice_servers: Vec<IceServer>,
+    ) -> Result<Entry, RoomError> {
+        let member = self.peers.get(&peer).ok_or(RoomError::NotInRoom)?;
+        match member.seat {
+            Seat::Outside => {}
+            Seat::Joining { slot, .. } | Seat::Inside(slot) => {
+                let current = self.room(slot).map(|room| room.name.clone());
+                return Err(RoomError::AlreadyInRoom(
+                    current.unwrap_or_else(|| name.clone()),
+                ));
+            }
+        }
+        let first = !self.names.contains_key(name);
+        let slot = self.slot_for(name);
+        let room = self.slots[slot].as_mut().expect("slot_for made it");
+        room.joining += 1;
+        let known = room.members.len();
+        if let Some(member) = self.peers.get_mut(&peer) {
+            member.seat = Seat::Joining { slot, ice_servers };
+        }
+        Ok(Entry { known, first })
+    }
+
+    /// The members this relay knows of in room `name`.
+    pub fn members(&self, name: &RoomName) -> &[PeerId] {
+        self.names
+            .get(name)
+            .and_then(|&slot| self.room(slot))
+            .map_or(&[], |room| room.members.as_slice())
+    }
+
+    /// `peer`'s join was refused (or failed): it is outside again. Tells it `full` when
+    /// that is why. Returns true when the room is no longer tracked here.
+    pub fn abandon_join(
+        &mut self,
+        peer: PeerId,
+        full: Option<&RoomName>,
+        batch: &mut Batch,
+    ) -> bool {
+        let Some(member) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Seat::Joining { slot, .. } = member.seat else {
+            return false;
+        };
+        member.seat = Seat::Outside;
+        if let Some(room) = full {
+            let _ = member
+                .outbox
+                .send(&Event::<()>::Full { room: room.clone() }, batch);
+        }
+        if let Some(room) = self.slots[slot].as_mut() {
+            room.joining -= 1;
+        }
+        self.drop_if_unused(slot)
+    }
+
+    /// Applies the decision that `peer` entered room `name`, whose members were then
+    /// `before` (`None`: as this relay knows them). A joiner of this relay gets `created`
+    /// or `joined`; the members here get `join`.
+    pub fn apply_join(
+        &mut self,
+        name: &RoomName,
+        peer: PeerId,
+        before: Option<Vec<PeerId>>,
+        batch: &mut Batch,
+    ) -> Option<JoinOutcome> {
+        let slot = *self.names.get(name)?;
+        let room = self.slots[slot].as_mut()?;
+        let member = self.peers.get_mut(&peer);
+        let ours = member
+            .as_ref()
+            .is_some_and(|m| matches!(m.seat, Seat::Joining { slot: s, .. } if s == slot));
+        if !ours && room.members.contains(&peer) {
+            // Known already (a member put back after Redis lost it): nothing happened.
+            return None;
+        }
+        room.events += 1;
+        let mut overflowed = Vec::new();
+        let announce = encode(&Event::<()>::Join {
+            room: name.clone(),
+            peer,
+        });
+        push_all(&room.here, None, &announce, batch, &mut overflowed);
+        let mut outcome = None;
+        if let Some(member) = member.filter(|_| ours) {
+            // Our own joiner: the decision's members are the room as it found it.
+            if let Some(before) = before {
+                room.members = before;
+            }
+            room.members.retain(|p| *p != peer);
+            let ice_servers = match std::mem::replace(&mut member.seat, Seat::Inside(slot)) {
+                Seat::Joining { ice_servers, .. } => ice_servers,
+                Seat::Outside | Seat::Inside(_) => Vec::new(),
+            };
+            let answer = if room.members.is_empty() {
+                outcome = Some(JoinOutcome::Created);
+                Event::<()>::Created {
+                    room: name.clone(),
+                    peer,
+                    ice_servers,
+                }
+            } else {
+                outcome = Some(JoinOutcome::Joined(room.members.len() + 1));
+                Event::<()>::Joined {
+                    room: name.clone(),
+                    peer,
+                    peers: room.members.clone(),
+                    ice_servers,
+                }
+            };
+            if member.outbox.send(&answer, batch) == Push::Overflowed {
+                overflowed.push(peer);
+            }
+            room.joining -= 1;
+            room.here.push((peer, member.outbox.clone()));
+        }
+        room.members.push(peer);
+        self.evict(overflowed);
+        outcome
+    }
+
+    /// Stops tracking room `name` if nobody here is in it or on the way: true then.
+    pub fn release(&mut self, name: &RoomName) -> bool {
+        match self.names.get(name) {
+            Some(&slot) => self.drop_if_unused(slot),
+            None => false,
+        }
+    }
+
+    /// Takes `peer` out of delivery for a departure it asked for (or its connection's
+    /// end): it is outside at once, and the backend decides the departure. Returns the
+    /// room it was in.
+    pub fn depart(&mut self, peer: PeerId) -> Option<RoomName> {
+        let member = self.peers.get_mut(&peer)?;
+        let Seat::Inside(slot) = std::mem::replace(&mut member.seat, Seat::Outside) else {
+            return None;
+        };
+        let room = self.slots[slot].as_mut()?;
+        room.here.retain(|(p, _)| *p != peer);
+        Some(room.name.clone())
+    }
+
+    /// Forgets a closed connection; returns the room it was in, whose departure the
+    /// backend decides.
+    pub fn forget(&mut self, peer: PeerId) -> Option<RoomName> {
+        let room = self.depart(peer);
+        self.peers.remove(&peer);
+        room
+    }
+
+    /// Applies the decision that `peer` left room `name`: the members here get `left`. A
+    /// member of this relay still inside did not ask to go: it is told so by a close
+    /// frame ([`SEAT_LOST`]). Returns true when the room is no longer tracked here.
+    pub fn apply_left(&mut self, name: &RoomName, peer: PeerId, batch: &mut Batch) -> bool {
+        let Some(&slot) = self.names.get(name) else {
+            return false;
+        };
+        let Some(room) = self.slots[slot].as_mut() else {
+            return false;
+        };
+        room.events += 1;
+        let known = room.members.len();
+        room.members.retain(|p| *p != peer);
+        if room.members.len() == known {
+            // Not a member as far as this relay knows: nothing to tell anyone.
+            return false;
+        }
+        room.here.retain(|(p, _)| *p != peer);
+        let mut overflowed = Vec::new();
+        let left = encode(&Event::<()>::Left {
+            room: name.clone(),
+            peer,
+        });
+        push_all(&room.here, None, &left, batch, &mut overflowed);
+        if let Some(member) = self.peers.get_mut(&peer) {
+            if matches!(member.seat, Seat::Inside(inside) if inside == slot) {
+                member.seat = Seat::Outside;
+                let (code, reason) = SEAT_LOST;
+                let _ = member.outbox.push_end(code, reason, batch);
+            }
+        }
+        self.evict(overflowed);
+        self.drop_if_unused(slot)
+    }
+
+    /// Delivers a message's `frame` from `from` to the members here it is for: the rest of
+    /// its room, or only `to`.
+    pub fn relay(
+        &mut self,
+        from: PeerId,
+        to: Option<PeerId>,
+        frame: &str,
+        batch: &mut Batch,
+    ) -> Result<Fanout, RoomError> {
+        let slot = match self.peers.get(&from).map(|m| &m.seat) {
+            Some(Seat::Inside(slot)) => *slot,
+            _ => return Err(RoomError::NotInRoom),
+        };
+        let room = self.room(slot).ok_or(RoomError::NotInRoom)?;
+        let mut overflowed = Vec::new();
+        let elsewhere = match to {
+            Some(to) if to == from => return Err(RoomError::UnknownPeer(to)),
+            Some(to) => match room.here.iter().find(|(p, _)| *p == to) {
+                Some(addressee) => {
+                    metrics::count(Counter::Relayed);
+                    push_all(
+                        std::slice::from_ref(addressee),
+                        None,
+                        frame,
+                        batch,
+                        &mut overflowed,
+                    );
+                    false
+                }
+                None if room.members.contains(&to) => true,
+                None => return Err(RoomError::UnknownPeer(to)),
+            },
+            None => {
+                let sent = push_all(&room.here, Some(from), frame, batch, &mut overflowed);
+                metrics::add(Counter::Relayed, sent);
+                room.members.len() > room.here.len()
+            }
+        };
+        let fanout = if elsewhere {
+            Fanout::Elsewhere(room.name.clone())
+        } else {
+            Fanout::Done
+        };
+        self.evict(overflowed);
+        Ok(fanout)
+    }
+
+    /// Delivers a message another relay carried in: to `to` if it is here, or to every
+    /// member here but `from`.
+    pub fn deliver(
+        &mut self,
+        name: &RoomName,
+        from: Option<PeerId>,
+        to: Option<PeerId>,
+        frame: &str,
+        batch: &mut Batch,
+    ) {
+        let Some(room) = self.names.get(name).and_then(|&slot| self.room(slot)) else {
+            return;
+        };
+        let mut overflowed = Vec::new();
+        let sent = match to {
+            Some(to) => match room.here.iter().find(|(p, _)| *p == to) {
+                Some(addressee) => push_all(
+                    std::slice::from_ref(addressee),
+                    None,
+                    frame,
+                    batch,
+                    &mut overflowed,
+                ),
+                None => 0,
+            },
+            None => push_all(&room.here, from, frame, batch, &mut overflowed),
+        };
+        metrics::add(Counter::Relayed, sent);
+        self.evict(overflowed);
+    }
+
+    /// Members taken out of delivery since the last call, and their rooms: the backend
+    /// decides each one's departure.
+    pub fn take_evicted(&mut self) -> Vec<(PeerId, RoomName)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Sets room `name`'s members to what the backend read, telling the members here who
+    /// left and who came meanwhile; members of this relay are its own to know. Returns
+    /// false, changing nothing, when decisions were applied since `seen` events.
+    pub fn catch_up(
+        &mut self,
+        name: &RoomName,
+        inside: &[PeerId],
+        seen: u64,
+        batch: &mut Batch,
+    ) -> bool {
+        let Some(&slot) = self.names.get(name) else {
+            return true;
+        };
+        let events = self.room(slot).map_or(seen, |room| room.events);
+        if events != seen {
+            return false;
+        }
+        let here = |p: &PeerId| self.peers.contains_key(p);
+        let members = self.members(name);
+        let gone: Vec<PeerId> = members
+            .iter()
+            .filter(|p| !inside.contains(p) && !here(p))
+            .copied()
+            .collect();
+        let came: Vec<PeerId> = inside
+            .iter()
+            .filter(|p| !members.contains(p) && !here(p))
+            .copied()
+            .collect();
+        for peer in gone {
+            self.apply_left(name, peer, batch);
+        }
+        for peer in came {
+            self.apply_join(name, peer, None, batch);
+        }
+        true
+    }
+
+    /// The decisions applied so far in room `name`.
+    pub fn events(&self, name: &RoomName) -> Option<u64> {
+        let slot = *self.names.get(name)?;
+        self.room(slot).map(|room| room.events)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let rooms = self.slots.iter().flatten().filter(|r| !r.here.is_empty());
+        Stats {
+            connections: self.peers.len(),
+            rooms: rooms.clone().count(),
+            members: rooms.map(|r| r.here.len()).sum(),
+        }
+    }
+
+    fn room(&self, slot: usize) -> Option<&Room> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// The slot of room `name`, made (empty) if it is not tracked.
+    fn slot_for(&mut self, name: &RoomName) -> usize {
+        if let Some(&slot) = self.names.get(name) {
+            return slot;
+        }
+        let room = Room {
+            name: name.clone(),
+            members: Vec::new(),
+            here: Vec::new(),
+            joining: 0,
+            events: 0,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(room);
+                slot
+            }
+            None => {
+                self.slots.push(Some(room));
+                self.slots.len() - 1
+            }
+        };
+        self.names.insert(name.clone(), slot);
+        slot
+    }
+
+    /// Stops tracking the room in `slot` if nobody here is in it or on the way: true then.
+    fn drop_if_unused(&mut self, slot: usize) -> bool {
+        let Some(room) = self.slots[slot].as_ref() else {
+            return false;
+        };
+        if !room.here.is_empty() || room.joining > 0 {
+            return false;
+        }
+        self.names.remove(&room.name);
+        self.slots[slot] = None;
+        self.free.push(slot);
+        true
+    }
+
+    /// Takes members whose outbox overflowed out of delivery; their departures wait in
+    /// `evicted` for the backend.
+    fn evict(&mut self, overflowed: Vec<PeerId>) {
+        for peer in overflowed {
+            tracing::warn!(%peer, "outbox full; dropping a client that does not read");
+            if let Some(room) = self.depart(peer) {
+                self.evicted.push((peer, room));
+            }
+        }
+    }
+}
+
+/// Pushes `frame` to each of `here` but `except`; notes those whose outbox overflowed.
+/// Returns how many it was pushed to.
+fn push_all(
+    here: &[(PeerId, Outbox)],
+    except: Option<PeerId>,
+    frame: &str,
+    batch: &mut Batch,
+    overflowed: &mut Vec<PeerId>,
+) -> u64 {
+    let mut sent = 0;
+    for (peer, outbox) in here {
+        if Some(*peer) == except {
+            continue;
+        }
+        sent += 1;
+        if outbox.push_text(frame, batch) == Push::Overflowed {
+            overflowed.push(*peer);
+        }
+    }
+    sent
+}
