@@ -58,11 +58,11 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use signalroom_protocol::Event;
+use signalroom_wsframe::{self as wsframe, CloseCode, OpCode};
 
 use crate::metrics::{self, Counter};
 use crate::spare;
 use crate::stream::Stream;
-use crate::ws::{self, opcode};
 
 /// The handle the rooms deliver through. Cloning is cheap.
 #[derive(Debug, Clone)]
@@ -227,7 +227,7 @@ impl Outbox {
 
     /// Queues a text frame; false if the queue is full and the connection must go.
     pub fn push_text(&self, text: &str, batch: &mut Batch) -> bool {
-        self.push(opcode::TEXT, text.as_bytes(), batch)
+        self.push(OpCode::Text, text.as_bytes(), batch)
     }
 
     /// Queues `event`, serialized, for this connection only.
@@ -235,23 +235,24 @@ impl Outbox {
         self.push_text(&encode(event), batch)
     }
 
-    /// Queues a close frame, the last this connection takes.
-    pub fn push_close(&self, code: u16, reason: &str, batch: &mut Batch) -> bool {
-        self.push(opcode::CLOSE, &ws::close_payload(code, reason), batch)
+    /// Queues a close frame, the last this connection takes. A reason over 123 bytes is
+    /// cut (a control frame holds 125).
+    pub fn push_close(&self, code: CloseCode, reason: &str, batch: &mut Batch) -> bool {
+        self.push(OpCode::Close, &wsframe::close_payload(code, reason), batch)
     }
 
     /// Queues a ping.
     pub fn push_ping(&self, batch: &mut Batch) -> bool {
-        self.push(opcode::PING, &[], batch)
+        self.push(OpCode::Ping, &[], batch)
     }
 
     /// Queues the answer to a ping.
     pub fn push_pong(&self, payload: &[u8], batch: &mut Batch) -> bool {
-        self.push(opcode::PONG, payload, batch)
+        self.push(OpCode::Pong, payload, batch)
     }
 
-    fn push(&self, kind: u8, payload: &[u8], batch: &mut Batch) -> bool {
-        let size = ws::frame_len(payload.len());
+    fn push(&self, kind: OpCode, payload: &[u8], batch: &mut Batch) -> bool {
+        let size = wsframe::frame_len(payload.len());
         let mut queue = self.shared.lock();
         let State::Open(writer) = queue.state else {
             // The connection is already ending; its disconnect cleans up.
@@ -268,7 +269,7 @@ impl Outbox {
         if queue.bytes.capacity() == 0 {
             queue.bytes = spare::take();
         }
-        ws::encode(&mut queue.bytes, kind, payload);
+        wsframe::encode(&mut queue.bytes, kind, payload);
         queue.frames.push_back(size);
         let writer = match writer {
             Writer::Nobody => {
@@ -277,7 +278,7 @@ impl Outbox {
             }
             coming => coming,
         };
-        let state = if kind == opcode::CLOSE {
+        let state = if kind == OpCode::Close {
             State::Closing(writer)
         } else {
             State::Open(writer)
@@ -480,7 +481,7 @@ mod tests {
     use tokio::net::TcpSocket;
 
     use super::*;
-    use crate::ws::Header;
+    use signalroom_wsframe::Header;
 
     /// The relay's end of a loopback connection, with small kernel buffers so that writes
     /// can be cut short, and the client's end, read without waiting.
@@ -499,7 +500,7 @@ mod tests {
     }
 
     /// What the client has received so far, as frames: opcode and payload.
-    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(OpCode, Vec<u8>)> {
         let mut chunk = [0; 65536];
         while let Ok(read @ 1..) = client.read(&mut chunk) {
             bytes.extend_from_slice(&chunk[..read]);
@@ -629,7 +630,7 @@ mod tests {
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         assert!(outbox.push_text("before", &mut batch));
-        assert!(outbox.push_close(1000, "bye", &mut batch));
+        assert!(outbox.push_close(CloseCode::Normal, "bye", &mut batch));
         assert!(outbox.push_text("after", &mut batch), "taken quietly");
         outbox.push_ping(&mut batch);
         assert_eq!(state(&outbox), State::Closing(Writer::Batch));
@@ -638,10 +639,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut bytes = Vec::new();
         let received = frames(&mut client, &mut bytes);
-        let close = ws::close_payload(1000, "bye");
+        let close = [&1000u16.to_be_bytes()[..], b"bye"].concat();
         assert_eq!(
             received,
-            [(opcode::TEXT, b"before".to_vec()), (opcode::CLOSE, close)]
+            [(OpCode::Text, b"before".to_vec()), (OpCode::Close, close)]
         );
         assert!(bytes.is_empty());
         let mut rest = [0; 16];
@@ -663,7 +664,7 @@ mod tests {
         let mut bytes = Vec::new();
         assert_eq!(
             frames(&mut client, &mut bytes),
-            [(opcode::TEXT, b"stranded?".to_vec())]
+            [(OpCode::Text, b"stranded?".to_vec())]
         );
         Ok(())
     }

@@ -605,7 +605,7 @@ impl RedisRooms {
             if let Some((_, channel)) = &member.room {
                 if !registered.contains(&registry_entry(peer, channel)) {
                     member.outbox.push_close(
-                        1012,
+                        signalroom_wsframe::CloseCode::ServiceRestart,
                         "the relay lost its rooms; join again",
                         &mut batch,
                     );
