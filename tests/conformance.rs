@@ -4,10 +4,13 @@
 //!
 //! The client is raw bytes over a `TcpStream`, with no WebSocket library whose leniency could
 //! hide a fault: it writes the upgrade request and parses the response head itself, and
-//! writes masked frames built with the relay's own header codec (`ws::Header`), split into
-//! separate TCP writes where a test says so. Every frame the relay sends goes through
-//! [`check`]; [`Raw::expect_close`] holds the relay to the end of a connection: its close
-//! frame, then nothing but the end of TCP within a second.
+//! writes masked frames split into separate TCP writes where a test says so. Its frames are
+//! built, and the relay's read, by a few lines of its own written from RFC 6455's section
+//! 5.2 ([`encode`], [`FrameHead::parse`], checked against the RFC's examples), not by the relay's
+//! codec (`signalroom-wsframe`): a fault in that codec cannot hide by being on both sides.
+//! Every frame the relay sends goes through [`check`]; [`Raw::expect_close`] holds the relay
+//! to the end of a connection: its close frame, then nothing but the end of TCP within a
+//! second.
 //!
 //! Cases of one kind run as a table, concurrently, each on its own connection; a failing
 //! test names every case that failed and what the relay did instead.
@@ -26,13 +29,19 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
-use signalroom_server::ws::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
-use signalroom_server::ws::{apply_mask, Header};
 use signalroom_server::Config;
 use support::{room_name, Relay, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+// Opcodes (RFC 6455, section 5.2).
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
 
 const FIN: bool = true;
 const MORE: bool = false;
@@ -97,33 +106,89 @@ fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The size of a client frame's header, mask key included, for `len` payload bytes.
 fn header_size(len: usize) -> usize {
-    let header = Header {
-        fin: FIN,
-        rsv: 0,
-        opcode: TEXT,
-        mask: Some(MASK),
-        len: len as u64,
-    };
-    header.size()
+    frame(FIN, 0, TEXT, &vec![0; len]).len() - len
 }
 
-/// A frame with the mask key `mask`, or unmasked.
+/// A frame with the mask key `mask`, or unmasked, as RFC 6455's section 5.2 draws it: FIN,
+/// RSV1-3 and the opcode; the mask bit and a 7-bit length, or 126 and a 16-bit length, or 127
+/// and a 64-bit length (network order, shortest form); the key; the payload, octet `i` XORed
+/// with octet `i % 4` of the key (section 5.3).
 fn encode(mask: Option<[u8; 4]>, fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let header = Header {
-        fin,
-        rsv,
-        opcode,
-        mask,
-        len: payload.len() as u64,
-    };
-    let mut out = Vec::with_capacity(header.size() + payload.len());
-    header.write(&mut out);
-    let at = out.len();
-    out.extend_from_slice(payload);
-    if let Some(mask) = mask {
-        apply_mask(&mut out[at..], mask);
+    let mut out = vec![u8::from(fin) << 7 | rsv << 4 | opcode];
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    let len = payload.len();
+    if len <= 125 {
+        out.push(masked | len as u8);
+    } else if len <= 0xffff {
+        out.push(masked | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(masked | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    match mask {
+        Some(key) => {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
     }
     out
+}
+
+/// A frame header as the relay sent it, read as RFC 6455's section 5.2 draws it.
+#[derive(Debug)]
+struct FrameHead {
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len: u64,
+    /// The header's bytes.
+    size: usize,
+}
+
+impl FrameHead {
+    /// The header at the start of `bytes`, if it is all there.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let (&first, rest) = bytes.split_first()?;
+        let (&second, rest) = rest.split_first()?;
+        let (len, rest) = match second & 0x7f {
+            126 => {
+                let (extended, rest) = rest.split_first_chunk::<2>()?;
+                (u64::from(u16::from_be_bytes(*extended)), rest)
+            }
+            127 => {
+                let (extended, rest) = rest.split_first_chunk::<8>()?;
+                (u64::from_be_bytes(*extended), rest)
+            }
+            short => (u64::from(short), rest),
+        };
+        let (mask, rest) = if second & 0x80 != 0 {
+            let (key, rest) = rest.split_first_chunk::<4>()?;
+            (Some(*key), rest)
+        } else {
+            (None, rest)
+        };
+        Some(Self {
+            fin: first & 0x80 != 0,
+            rsv: (first >> 4) & 0x7,
+            opcode: first & 0x0f,
+            mask,
+            len,
+            size: bytes.len() - rest.len(),
+        })
+    }
+
+    /// The size of the shortest header for this frame.
+    fn shortest(&self) -> usize {
+        let length = match self.len {
+            0..=125 => 0,
+            126..=0xffff => 2,
+            _ => 8,
+        };
+        2 + length + if self.mask.is_some() { 4 } else { 0 }
+    }
 }
 
 /// A message cut into fragments at `cuts` (ascending offsets into `payload`; equal ones
@@ -315,15 +380,16 @@ impl Debug for Frame {
 
 /// Every frame the relay sends passes here: RFC 6455's rules for a server's frames, and the
 /// relay's own (it never fragments).
-fn check(header: &Header, size: usize, payload: &[u8]) -> Result<()> {
+fn check(header: &FrameHead, payload: &[u8]) -> Result<()> {
     ensure!(
         header.mask.is_none(),
         "a masked frame (5.1: servers MUST NOT mask)"
     );
     ensure!(header.rsv == 0, "reserved bits {:03b} set", header.rsv);
     ensure!(
-        size == header.size(),
-        "a {size}-byte header for {} payload bytes: not the minimal length encoding",
+        header.size == header.shortest(),
+        "a {}-byte header for {} payload bytes: not the minimal length encoding",
+        header.size,
         header.len
     );
     ensure!(header.fin, "a fragment (the relay never fragments)");
@@ -422,12 +488,12 @@ impl Raw {
     /// The relay's next frame, checked; its heartbeat pings are checked and passed over.
     async fn next_frame(&mut self) -> Result<Frame> {
         loop {
-            if let Some((header, size)) = Header::parse(&self.read)? {
-                let end = size + usize::try_from(header.len)?;
+            if let Some(header) = FrameHead::parse(&self.read) {
+                let end = header.size + usize::try_from(header.len)?;
                 if self.read.len() >= end {
-                    let payload = self.read[size..end].to_vec();
+                    let payload = self.read[header.size..end].to_vec();
                     self.read.drain(..end);
-                    check(&header, size, &payload)
+                    check(&header, &payload)
                         .with_context(|| format!("the relay sent {header:?}"))?;
                     if header.opcode == PING {
                         continue;
@@ -533,12 +599,12 @@ impl Raw {
 
 /// Whether `bytes`, frames a client writes, hold a close frame.
 fn holds_close(mut bytes: &[u8]) -> bool {
-    while let Ok(Some((header, size))) = Header::parse(bytes) {
+    while let Some(header) = FrameHead::parse(bytes) {
         if header.opcode == CLOSE {
             return true;
         }
         let len = usize::try_from(header.len).unwrap_or(usize::MAX);
-        match bytes.get(size.saturating_add(len)..) {
+        match bytes.get(header.size.saturating_add(len)..) {
             Some(rest) => bytes = rest,
             None => return false,
         }
@@ -660,6 +726,93 @@ async fn each_fails<N: Into<String>>(
 
 // ---------------------------------------------------------------------------------------
 // The suite.
+
+/// The client's own frame codec, against RFC 6455's examples (section 5.7) byte for byte.
+mod client_codec {
+    use super::*;
+
+    const KEY: [u8; 4] = MASK;
+
+    #[test]
+    fn builds_the_rfcs_example_frames() {
+        let hello = b"Hello";
+        assert_eq!(
+            encode(None, FIN, 0, TEXT, hello),
+            [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+        );
+        assert_eq!(
+            encode(Some(KEY), FIN, 0, TEXT, hello),
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+        assert_eq!(
+            encode(None, MORE, 0, TEXT, b"Hel"),
+            [0x01, 0x03, 0x48, 0x65, 0x6c]
+        );
+        assert_eq!(
+            encode(None, FIN, 0, CONTINUATION, b"lo"),
+            [0x80, 0x02, 0x6c, 0x6f]
+        );
+        assert_eq!(
+            encode(None, FIN, 0, PING, hello),
+            [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+        );
+        assert_eq!(
+            encode(Some(KEY), FIN, 0, PONG, hello),
+            [0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+        assert_eq!(
+            encode(None, FIN, 0, BINARY, &[0; 256])[..4],
+            [0x82, 0x7e, 0x01, 0x00]
+        );
+        assert_eq!(
+            encode(None, FIN, 0, BINARY, &[0; 65536])[..10],
+            [0x82, 0x7f, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]
+        );
+        assert_eq!(header_size(125), 6);
+        assert_eq!(header_size(126), 8);
+        assert_eq!(header_size(65536), 14);
+    }
+
+    #[test]
+    fn reads_the_rfcs_example_headers() {
+        // FIN, opcode, mask key, payload length, header size.
+        type Fields = (bool, u8, Option<[u8; 4]>, u64, usize);
+        let cases: [(&[u8], Fields); 5] = [
+            (&[0x81, 0x05], (FIN, TEXT, None, 5, 2)),
+            (
+                &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d],
+                (FIN, TEXT, Some(KEY), 5, 6),
+            ),
+            (&[0x01, 0x03], (MORE, TEXT, None, 3, 2)),
+            (&[0x82, 0x7e, 0x01, 0x00], (FIN, BINARY, None, 256, 4)),
+            (
+                &[0x82, 0x7f, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00],
+                (FIN, BINARY, None, 65536, 10),
+            ),
+        ];
+        for (bytes, fields) in cases {
+            let head = FrameHead::parse(bytes).expect("a whole header");
+            assert_eq!(head.rsv, 0);
+            assert_eq!(
+                (head.fin, head.opcode, head.mask, head.len, head.size),
+                fields,
+                "{bytes:x?}"
+            );
+            assert_eq!(head.shortest(), head.size);
+            assert!(FrameHead::parse(&bytes[..bytes.len() - 1]).is_none());
+        }
+        let long = FrameHead::parse(&[0x81, 0x7e, 0x00, 0x05]).expect("a whole header");
+        assert_eq!((long.len, long.size, long.shortest()), (5, 4, 2));
+        assert!(holds_close(
+            &[
+                encode(Some(KEY), FIN, 0, TEXT, b"x"),
+                frame(FIN, 0, CLOSE, &[])
+            ]
+            .concat()
+        ));
+        assert!(!holds_close(&frame(FIN, 0, PING, b"x")));
+    }
+}
 
 /// RFC 6455 section 4: the opening handshake.
 mod handshake {

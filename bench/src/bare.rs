@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use signalroom_server::ws::{apply_mask, Header};
+use signalroom_wsframe::{apply_mask, Header};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Serves forever on `listener`.

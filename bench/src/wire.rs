@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use anyhow::{bail, ensure, Context, Result};
-use signalroom_server::ws::{apply_mask, opcode, Header};
+use signalroom_wsframe::{apply_mask, Header, OpCode};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -138,9 +138,9 @@ impl Conn {
             return Ok(None);
         }
         let frame = match header.opcode {
-            opcode::TEXT => Frame::Text,
-            opcode::CLOSE => Frame::Close,
-            _ => Frame::Other,
+            OpCode::Text => Frame::Text,
+            OpCode::Close => Frame::Close,
+            OpCode::Continuation | OpCode::Binary | OpCode::Ping | OpCode::Pong => Frame::Other,
         };
         self.start = end;
         Ok(Some((frame, start..end)))
@@ -150,13 +150,7 @@ impl Conn {
 /// A masked client text frame carrying `text`, ready to send any number of times.
 pub fn text_frame(text: &str) -> Vec<u8> {
     const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
-    let header = Header {
-        fin: true,
-        rsv: 0,
-        opcode: opcode::TEXT,
-        mask: Some(MASK),
-        len: text.len() as u64,
-    };
+    let header = Header::client(OpCode::Text, MASK, text.len());
     let mut frame = Vec::with_capacity(header.size() + text.len());
     header.write(&mut frame);
     let at = frame.len();

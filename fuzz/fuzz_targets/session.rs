@@ -15,7 +15,7 @@ use signalroom_server::connection::handle;
 use signalroom_server::ice::IceServers;
 use signalroom_server::outbox::{Batch, Outbox, Socket};
 use signalroom_server::rooms::{LocalRooms, Rooms};
-use signalroom_server::ws::{opcode, Header};
+use signalroom_wsframe::{Header, OpCode};
 
 const PEERS: usize = 4;
 const CAPACITY: usize = 2;
@@ -96,7 +96,7 @@ fn texts(peer: &mut Peer) -> Vec<String> {
         assert_eq!(size, header.size(), "the shortest length encoding");
         let end = size + usize::try_from(header.len).expect("a length that fits");
         let Some(payload) = peer.received.get(size..end) else { break };
-        if header.opcode == opcode::TEXT {
+        if header.opcode == OpCode::Text {
             texts.push(String::from_utf8(payload.to_vec()).expect("text frames are UTF-8"));
         }
         peer.received.drain(..end);

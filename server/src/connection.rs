@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
+use signalroom_wsframe::CloseCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -36,30 +37,29 @@ pub struct Limits {
     pub join_timeout: Duration,
 }
 
-/// WebSocket close codes the relay uses besides those of [`FrameError`].
-mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
-
-/// Why a connection ends, which says what the client is told on the way out.
+/// Why a connection ends, which says what the client is told on the way out (its close
+/// code and reason) and how the metrics count it: both are exhaustive matches, so a new
+/// way to end has both or does not compile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client sent a close frame: the relay answers with its code and shuts its side
     /// of TCP as soon as the answer is written (RFC 6455, section 7.1.1: the server closes
     /// first).
-    ClientClosed(Option<u16>),
-    /// The relay closes, or fails the connection: its close frame follows every frame
-    /// already queued.
-    Close {
-        code: u16,
-        reason: &'static str,
-        why: Closed,
-    },
+    ClientClosed(Option<CloseCode>),
+    /// The client broke the framing: the relay fails the connection.
+    Broken(FrameError),
+    /// The client was silent for the idle timeout.
+    IdleTimeout,
+    /// The client stayed outside a room for the join timeout.
+    JoinTimeout,
+    /// The client kept sending well over the rate limit.
+    RateLimit,
+    /// The rooms backend could not take the connection.
+    Unavailable,
+    /// The relay is shutting down.
+    Shutdown,
     /// The client's stream ended or failed: there is nobody to tell.
-    Lost(&'static str),
+    Lost(Loss),
     /// The client does not read: dropped without a last word.
     Dropped(WriteError),
     /// The rooms backend took the member out of its room and queued the close frame that
@@ -67,27 +67,39 @@ enum End {
     Ended,
 }
 
-impl End {
-    /// The relay closes for `reason`, with the code that names it.
-    fn policy(why: Closed, reason: &'static str) -> Self {
-        Self::Close {
-            code: close::POLICY,
-            reason,
-            why,
-        }
-    }
+/// How a client's stream went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// The client closed TCP without a close frame.
+    Closed,
+    /// Reading failed.
+    Failed,
+}
 
-    /// The client broke the framing.
-    fn broken(error: FrameError) -> Self {
-        let reason = match error {
-            FrameError::Protocol(_) => "protocol error",
-            FrameError::TooBig(_) => "frame too large",
-            FrameError::NotUtf8 => "invalid UTF-8",
-        };
-        Self::Close {
-            code: error.close_code(),
-            reason,
-            why: Closed::ProtocolError,
+impl End {
+    /// The close frame the client gets, code and reason, after every frame already
+    /// queued; `None` when it gets none.
+    fn close_frame(self) -> Option<(CloseCode, &'static str)> {
+        match self {
+            Self::ClientClosed(code) => Some((code.unwrap_or(CloseCode::Normal), "")),
+            Self::Broken(error) => Some((
+                error.close_code(),
+                match error {
+                    FrameError::Protocol(_) => "protocol error",
+                    FrameError::TooBig(_) => "frame too large",
+                    FrameError::NotUtf8 => "invalid UTF-8",
+                },
+            )),
+            Self::IdleTimeout => Some((CloseCode::PolicyViolation, "idle timeout")),
+            Self::JoinTimeout => Some((CloseCode::PolicyViolation, "join a room sooner")),
+            Self::RateLimit => Some((
+                CloseCode::PolicyViolation,
+                "rate limit exceeded persistently",
+            )),
+            Self::Unavailable => Some((CloseCode::TryAgainLater, "rooms unavailable")),
+            // Clients reconnect on 1001.
+            Self::Shutdown => Some((CloseCode::GoingAway, "relay shutting down")),
+            Self::Lost(_) | Self::Dropped(_) | Self::Ended => None,
         }
     }
 
@@ -95,12 +107,17 @@ impl End {
     fn counted_as(self) -> Closed {
         match self {
             Self::ClientClosed(_) => Closed::ClientClosed,
-            Self::Close { why, .. } => why,
+            Self::Broken(_) => Closed::ProtocolError,
+            Self::IdleTimeout => Closed::IdleTimeout,
+            Self::JoinTimeout => Closed::JoinTimeout,
+            Self::RateLimit => Closed::RateLimit,
+            Self::Unavailable => Closed::Unavailable,
+            Self::Shutdown => Closed::Shutdown,
             Self::Lost(_) => Closed::Lost,
             Self::Dropped(WriteError::Overflowed) => Closed::OutboxOverflow,
             Self::Dropped(WriteError::Stalled) => Closed::OutboxStall,
             Self::Dropped(WriteError::Failed) => Closed::WriteFailed,
-            Self::Ended => Closed::Unavailable,
+            Self::Ended => Closed::SeatLost,
         }
     }
 }
@@ -109,8 +126,17 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::ClientClosed(_) => f.write_str("closed by the client"),
-            Self::Close { code, reason, .. } => write!(f, "{reason} ({code})"),
-            Self::Lost(why) => f.write_str(why),
+            Self::Broken(_)
+            | Self::IdleTimeout
+            | Self::JoinTimeout
+            | Self::RateLimit
+            | Self::Unavailable
+            | Self::Shutdown => match self.close_frame() {
+                Some((code, reason)) => write!(f, "{reason} ({code})"),
+                None => Ok(()),
+            },
+            Self::Lost(Loss::Closed) => f.write_str("the client closed TCP"),
+            Self::Lost(Loss::Failed) => f.write_str("transport error"),
             Self::Dropped(WriteError::Overflowed) => {
                 f.write_str("outbox overflow: the client does not read")
             }
@@ -140,11 +166,7 @@ pub async fn serve<R: Rooms>(
         Ok(peer) => peer,
         Err(error) => {
             tracing::warn!(%error, "refused a connection");
-            let end = End::Close {
-                code: close::TRY_AGAIN_LATER,
-                reason: "rooms unavailable",
-                why: Closed::Unavailable,
-            };
+            let end = End::Unavailable;
             metrics::count(Counter::Closed(end.counted_as()));
             last_words(end, &outbox, &socket, &mut reader).await;
             return;
@@ -188,13 +210,13 @@ pub async fn serve<R: Rooms>(
             }
             ready = socket.readable() => {
                 if ready.is_err() {
-                    break End::Lost("transport error");
+                    break End::Lost(Loss::Failed);
                 }
                 match reader.read_from(socket.stream()) {
-                    Ok(0) => break End::Lost("the client closed TCP"),
+                    Ok(0) => break End::Lost(Loss::Closed),
                     Ok(read) => metrics::add(Counter::BytesReceived, read as u64),
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => break End::Lost("transport error"),
+                    Err(_) => break End::Lost(Loss::Failed),
                 }
                 client.last_heard = Instant::now();
                 ended = client.handle_read(&mut reader).await;
@@ -204,23 +226,16 @@ pub async fn serve<R: Rooms>(
                 let now = Instant::now();
                 heartbeat.as_mut().reset(now + beat);
                 if now.duration_since(client.last_heard) >= limits.idle_timeout {
-                    break End::policy(Closed::IdleTimeout, "idle timeout");
+                    break End::IdleTimeout;
                 }
                 if client.outside_since.is_some_and(|since| now.duration_since(since) >= limits.join_timeout) {
-                    break End::policy(Closed::JoinTimeout, "join a room sooner");
+                    break End::JoinTimeout;
                 }
                 let mut batch = Batch::new();
                 let _ = outbox.push_ping(&mut batch);
                 batch.flush();
             }
-            _ = &mut stop => {
-                // Clients reconnect on 1001.
-                break End::Close {
-                    code: close::GOING_AWAY,
-                    reason: "relay shutting down",
-                    why: Closed::Shutdown,
-                };
-            }
+            _ = &mut stop => break End::Shutdown,
         }
     };
 
@@ -252,8 +267,7 @@ async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Rea
         End::Lost(_) | End::Dropped(_) => return,
         // Its close frame is queued already.
         End::Ended => None,
-        End::ClientClosed(code) => Some((code.unwrap_or(close::NORMAL), "")),
-        End::Close { code, reason, .. } => Some((code, reason)),
+        _ => end.close_frame(),
     };
     if let Some((code, reason)) = close {
         let mut batch = Batch::new();
@@ -310,7 +324,7 @@ impl<R: Rooms> Client<'_, R> {
                 Ok(None) => return None,
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "broken framing");
-                    return Some(End::broken(error));
+                    return Some(End::Broken(error));
                 }
             };
             let text = match frame {
@@ -349,8 +363,7 @@ impl<R: Rooms> Client<'_, R> {
                 }
                 Admit::Never => {
                     metrics::count(Counter::RateLimited);
-                    let why = "rate limit exceeded persistently";
-                    return Some(End::policy(Closed::RateLimit, why));
+                    return Some(End::RateLimit);
                 }
             }
             if matches!(frame, Incoming::Binary) {

@@ -49,93 +49,109 @@ pub enum Counter {
     RateLimited,
 }
 
-/// Why an upgrade was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Not a WebSocket handshake the relay accepts (400).
-    BadHandshake,
-    /// From an origin not allowed (403).
-    Origin,
-    /// At the connection limit (503).
-    ConnectionLimit,
-    /// Without a valid room token (401).
-    Unauthorized,
+/// Declares an enum of label values: the enum, its every variant in declaration order
+/// (`ALL`) and each variant's label, from one list, so that no variant can lack a label or
+/// a slot. A variant's slot in its family is its place in `ALL` (its discriminant).
+macro_rules! labelled {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident => $label:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The variant's label value in the exposition.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)+
+                }
+            }
+
+            /// The variant's place in [`Self::ALL`].
+            const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    /// The client sent a close frame.
-    ClientClosed,
-    /// The client's TCP stream ended or failed without one.
-    Lost,
-    /// Silent for the idle timeout.
-    IdleTimeout,
-    /// Outside a room for the join timeout.
-    JoinTimeout,
-    /// Kept sending well over the rate limit.
-    RateLimit,
-    /// Broke the WebSocket framing (protocol error, frame too large, invalid UTF-8).
-    ProtocolError,
-    /// Its outbox overflowed: it did not read.
-    OutboxOverflow,
-    /// Its socket took nothing for the idle timeout.
-    OutboxStall,
-    /// Writing to it failed.
-    WriteFailed,
-    /// The rooms backend was unavailable when it connected.
-    Unavailable,
-    /// The relay shut down.
-    Shutdown,
+labelled! {
+    /// Why an upgrade was refused.
+    pub enum Refusal {
+        /// Not a WebSocket handshake the relay accepts (400).
+        BadHandshake => "bad_handshake",
+        /// From an origin not allowed (403).
+        Origin => "origin",
+        /// At the connection limit (503).
+        ConnectionLimit => "connection_limit",
+        /// Without a valid room token (401).
+        Unauthorized => "unauthorized",
+    }
 }
 
-/// A frame's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    CreateOrJoin,
-    Message,
-    Leave,
-    /// A text frame that is no request the relay knows.
-    Invalid,
-    Binary,
-    Ping,
-    Pong,
-    Close,
+labelled! {
+    /// Why a connection ended.
+    pub enum Closed {
+        /// The client sent a close frame.
+        ClientClosed => "client_closed",
+        /// The client's TCP stream ended or failed without one.
+        Lost => "lost",
+        /// Silent for the idle timeout.
+        IdleTimeout => "idle_timeout",
+        /// Outside a room for the join timeout.
+        JoinTimeout => "join_timeout",
+        /// Kept sending well over the rate limit.
+        RateLimit => "rate_limit",
+        /// Broke the WebSocket framing (protocol error, frame too large, invalid UTF-8).
+        ProtocolError => "protocol_error",
+        /// Its outbox overflowed: it did not read.
+        OutboxOverflow => "outbox_overflow",
+        /// Its socket took nothing for the idle timeout.
+        OutboxStall => "outbox_stall",
+        /// Writing to it failed.
+        WriteFailed => "write_failed",
+        /// The rooms backend was unavailable when it connected.
+        Unavailable => "unavailable",
+        /// The relay shut down.
+        Shutdown => "shutdown",
+        /// The rooms backend took it out of its room (it lost its seat) and closed it.
+        SeatLost => "seat_lost",
+    }
 }
 
-const REFUSALS: [(Refusal, &str); 4] = [
-    (Refusal::BadHandshake, "bad_handshake"),
-    (Refusal::Origin, "origin"),
-    (Refusal::ConnectionLimit, "connection_limit"),
-    (Refusal::Unauthorized, "unauthorized"),
-];
+labelled! {
+    /// A frame's kind.
+    pub enum Frame {
+        /// A `create_or_join` request.
+        CreateOrJoin => "create_or_join",
+        /// A `message` request.
+        Message => "message",
+        /// A `leave` request.
+        Leave => "leave",
+        /// A text frame that is no request the relay knows.
+        Invalid => "invalid",
+        /// A binary frame.
+        Binary => "binary",
+        /// A ping.
+        Ping => "ping",
+        /// A pong.
+        Pong => "pong",
+        /// A close frame.
+        Close => "close",
+    }
+}
 
-const CLOSES: [(Closed, &str); 11] = [
-    (Closed::ClientClosed, "client_closed"),
-    (Closed::Lost, "lost"),
-    (Closed::IdleTimeout, "idle_timeout"),
-    (Closed::JoinTimeout, "join_timeout"),
-    (Closed::RateLimit, "rate_limit"),
-    (Closed::ProtocolError, "protocol_error"),
-    (Closed::OutboxOverflow, "outbox_overflow"),
-    (Closed::OutboxStall, "outbox_stall"),
-    (Closed::WriteFailed, "write_failed"),
-    (Closed::Unavailable, "unavailable"),
-    (Closed::Shutdown, "shutdown"),
-];
-
-const FRAMES: [(Frame, &str); 8] = [
-    (Frame::CreateOrJoin, "create_or_join"),
-    (Frame::Message, "message"),
-    (Frame::Leave, "leave"),
-    (Frame::Invalid, "invalid"),
-    (Frame::Binary, "binary"),
-    (Frame::Ping, "ping"),
-    (Frame::Pong, "pong"),
-    (Frame::Close, "close"),
-];
-
-/// Every error code the relay sends; one more slot counts any other.
+/// Every error code the relay sends, in the order of their slots ([`code_index`]); one more
+/// slot counts any other.
 const CODES: [ErrorCode; 12] = [
     ErrorCode::MalformedJson,
     ErrorCode::UnknownType,
@@ -151,6 +167,15 @@ const CODES: [ErrorCode; 12] = [
     ErrorCode::Forbidden,
 ];
 
+// `CODES` lists the codes in the order `code_index` gives them.
+const _: () = {
+    let mut i = 0;
+    while i < CODES.len() {
+        assert!(code_index(CODES[i]) == i, "CODES and code_index disagree");
+        i += 1;
+    }
+};
+
 /// Upper bounds of the join-time histogram's buckets, in seconds.
 const JOIN_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
@@ -163,17 +188,35 @@ const BYTES_RECEIVED: usize = 2;
 const BYTES_SENT: usize = 3;
 const RATE_LIMITED: usize = 4;
 const UPGRADE_REFUSED: usize = 5;
-const CLOSED: usize = UPGRADE_REFUSED + REFUSALS.len();
-const RECEIVED: usize = CLOSED + CLOSES.len();
-const REFUSED: usize = RECEIVED + FRAMES.len();
+const CLOSED: usize = UPGRADE_REFUSED + Refusal::ALL.len();
+const RECEIVED: usize = CLOSED + Closed::ALL.len();
+const REFUSED: usize = RECEIVED + Frame::ALL.len();
 const JOIN_COUNT: usize = REFUSED + CODES.len() + 1;
 const JOIN_NANOS: usize = JOIN_COUNT + 1;
 /// Per bucket, not cumulative: one increment per join.
 const JOIN_BUCKET: usize = JOIN_NANOS + 1;
 const SLOTS: usize = JOIN_BUCKET + JOIN_BUCKETS.len() + 1;
 
-fn position<T: PartialEq, L>(table: &[(T, L)], key: T) -> usize {
-    table.iter().position(|(k, _)| *k == key).unwrap_or(0)
+/// An error code's place among the `frames_refused` slots: its place in [`CODES`], or the
+/// last slot ("other") for a code the relay does not send. `ErrorCode` is
+/// `#[non_exhaustive]`, so a code added to the protocol falls in "other" until it is added
+/// here and to `CODES` (the tests check the two agree).
+const fn code_index(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::MalformedJson => 0,
+        ErrorCode::UnknownType => 1,
+        ErrorCode::InvalidFrame => 2,
+        ErrorCode::InvalidRoom => 3,
+        ErrorCode::NotInRoom => 4,
+        ErrorCode::AlreadyInRoom => 5,
+        ErrorCode::UnknownPeer => 6,
+        ErrorCode::BinaryUnsupported => 7,
+        ErrorCode::RateLimited => 8,
+        ErrorCode::TooManyRooms => 9,
+        ErrorCode::Unavailable => 10,
+        ErrorCode::Forbidden => 11,
+        _ => CODES.len(),
+    }
 }
 
 impl Counter {
@@ -184,12 +227,10 @@ impl Counter {
             Self::BytesReceived => BYTES_RECEIVED,
             Self::BytesSent => BYTES_SENT,
             Self::RateLimited => RATE_LIMITED,
-            Self::UpgradeRefused(why) => UPGRADE_REFUSED + position(&REFUSALS, why),
-            Self::Closed(why) => CLOSED + position(&CLOSES, why),
-            Self::Received(kind) => RECEIVED + position(&FRAMES, kind),
-            Self::Refused(code) => {
-                REFUSED + CODES.iter().position(|c| *c == code).unwrap_or(CODES.len())
-            }
+            Self::UpgradeRefused(why) => UPGRADE_REFUSED + why.index(),
+            Self::Closed(why) => CLOSED + why.index(),
+            Self::Received(kind) => RECEIVED + kind.index(),
+            Self::Refused(code) => REFUSED + code_index(code),
         }
     }
 }
@@ -420,21 +461,21 @@ impl prometheus_client::collector::Collector for Snapshot {
                 "WebSocket upgrades refused, by reason.",
                 "reason",
                 UPGRADE_REFUSED,
-                labels(&REFUSALS),
+                labels(Refusal::ALL, Refusal::label),
             ),
             (
                 "connections_closed",
                 "Connections ended, by reason.",
                 "reason",
                 CLOSED,
-                labels(&CLOSES),
+                labels(Closed::ALL, Closed::label),
             ),
             (
                 "frames_received",
                 "Frames received from clients, by type.",
                 "type",
                 RECEIVED,
-                labels(&FRAMES),
+                labels(Frame::ALL, Frame::label),
             ),
             (
                 "frames_refused",
@@ -481,17 +522,18 @@ impl prometheus_client::collector::Collector for Snapshot {
     }
 }
 
-/// The label values of a table, in its order.
-fn labels<T>(table: &[(T, &'static str)]) -> Vec<&'static str> {
-    table.iter().map(|(_, label)| *label).collect()
+/// The label values of a family, in the order of its slots.
+fn labels<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|v| label(*v)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_counter_has_its_own_slot() {
+    /// Every counter there is: the families' `ALL`s come from the same list as their
+    /// labels, and `CODES` is checked against `code_index` at compile time.
+    fn every_counter() -> Vec<Counter> {
         let mut all = vec![
             Counter::Accepted,
             Counter::Relayed,
@@ -499,17 +541,66 @@ mod tests {
             Counter::BytesSent,
             Counter::RateLimited,
         ];
-        all.extend(REFUSALS.iter().map(|(r, _)| Counter::UpgradeRefused(*r)));
-        all.extend(CLOSES.iter().map(|(c, _)| Counter::Closed(*c)));
-        all.extend(FRAMES.iter().map(|(f, _)| Counter::Received(*f)));
+        all.extend(Refusal::ALL.iter().map(|r| Counter::UpgradeRefused(*r)));
+        all.extend(Closed::ALL.iter().map(|c| Counter::Closed(*c)));
+        all.extend(Frame::ALL.iter().map(|f| Counter::Received(*f)));
         all.extend(CODES.iter().map(|c| Counter::Refused(*c)));
-        let mut slots: Vec<usize> = all.iter().map(|c| c.slot()).collect();
-        slots.push(Counter::Refused(ErrorCode::Unknown).slot());
+        all.push(Counter::Refused(ErrorCode::Unknown));
+        all
+    }
+
+    #[test]
+    fn every_counter_has_its_own_slot() {
+        let mut slots: Vec<usize> = every_counter().iter().map(|c| c.slot()).collect();
         let count = slots.len();
         slots.sort_unstable();
         slots.dedup();
         assert_eq!(slots.len(), count, "no two counters share a slot");
-        assert_eq!(slots.last(), Some(&(JOIN_COUNT - 1)), "the table is dense");
+        assert_eq!(
+            slots,
+            (0..JOIN_COUNT).collect::<Vec<_>>(),
+            "the table is dense"
+        );
+        for (i, code) in CODES.iter().enumerate() {
+            assert_eq!(Counter::Refused(*code).slot(), REFUSED + i, "{code}");
+        }
+    }
+
+    #[test]
+    fn every_label_is_a_distinct_snake_case_word() {
+        let codes: Vec<&str> = CODES.iter().map(|c| c.as_str()).chain(["other"]).collect();
+        let families = [
+            labels(Refusal::ALL, Refusal::label),
+            labels(Closed::ALL, Closed::label),
+            labels(Frame::ALL, Frame::label),
+            codes,
+        ];
+        for family in families {
+            let mut distinct = family.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), family.len(), "a label twice in {family:?}");
+            for label in family {
+                assert!(
+                    !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "the label {label:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_variants_place_in_all_is_its_slot() {
+        for (i, why) in Closed::ALL.iter().enumerate() {
+            assert_eq!(why.index(), i);
+            assert_eq!(Counter::Closed(*why).slot(), CLOSED + i);
+        }
+        for (i, why) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(Counter::UpgradeRefused(*why).slot(), UPGRADE_REFUSED + i);
+        }
+        for (i, kind) in Frame::ALL.iter().enumerate() {
+            assert_eq!(Counter::Received(*kind).slot(), RECEIVED + i);
+        }
     }
 
     #[test]

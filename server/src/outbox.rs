@@ -58,11 +58,11 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
 use signalroom_protocol::Event;
+use signalroom_wsframe::{self as wsframe, CloseCode, OpCode};
 
 use crate::metrics::{self, Counter};
 use crate::spare;
 use crate::stream::Stream;
-use crate::ws::{self, opcode};
 
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +244,7 @@ impl Outbox {
 
     /// Queues a text frame.
     pub fn push_text(&self, text: &str, batch: &mut Batch) -> Push {
-        self.push(opcode::TEXT, text.as_bytes(), batch)
+        self.push(OpCode::Text, text.as_bytes(), batch)
     }
 
     /// Queues `event`, serialized, for this connection only.
@@ -252,14 +252,15 @@ impl Outbox {
         self.push_text(&encode(event), batch)
     }
 
-    /// Queues a close frame, the last this connection takes.
-    pub fn push_close(&self, code: u16, reason: &str, batch: &mut Batch) -> Push {
-        self.push(opcode::CLOSE, &ws::close_payload(code, reason), batch)
+    /// Queues a close frame, the last this connection takes. A reason over 123 bytes is
+    /// cut (a control frame holds 125).
+    pub fn push_close(&self, code: CloseCode, reason: &str, batch: &mut Batch) -> Push {
+        self.push(OpCode::Close, &wsframe::close_payload(code, reason), batch)
     }
 
     /// Queues a close frame on the relay's own initiative (not the connection's task's):
     /// the connection's task is woken to see it out, within its bounded close handshake.
-    pub fn push_end(&self, code: u16, reason: &str, batch: &mut Batch) -> Push {
+    pub fn push_end(&self, code: CloseCode, reason: &str, batch: &mut Batch) -> Push {
         let pushed = self.push_close(code, reason, batch);
         if pushed == Push::Queued {
             let mut queue = self.shared.lock();
@@ -272,16 +273,16 @@ impl Outbox {
 
     /// Queues a ping.
     pub fn push_ping(&self, batch: &mut Batch) -> Push {
-        self.push(opcode::PING, &[], batch)
+        self.push(OpCode::Ping, &[], batch)
     }
 
     /// Queues the answer to a ping.
     pub fn push_pong(&self, payload: &[u8], batch: &mut Batch) -> Push {
-        self.push(opcode::PONG, payload, batch)
+        self.push(OpCode::Pong, payload, batch)
     }
 
-    fn push(&self, kind: u8, payload: &[u8], batch: &mut Batch) -> Push {
-        let size = ws::frame_len(payload.len());
+    fn push(&self, kind: OpCode, payload: &[u8], batch: &mut Batch) -> Push {
+        let size = wsframe::frame_len(payload.len());
         let mut queue = self.shared.lock();
         let State::Open(writer) = queue.state else {
             // The connection is already ending; its disconnect cleans up.
@@ -298,7 +299,7 @@ impl Outbox {
         if queue.bytes.capacity() == 0 {
             queue.bytes = spare::take();
         }
-        ws::encode(&mut queue.bytes, kind, payload);
+        wsframe::encode(&mut queue.bytes, kind, payload);
         queue.frames.push_back(size);
         let writer = match writer {
             Writer::Nobody => {
@@ -307,7 +308,7 @@ impl Outbox {
             }
             coming => coming,
         };
-        let state = if kind == opcode::CLOSE {
+        let state = if kind == OpCode::Close {
             State::Closing(writer)
         } else {
             State::Open(writer)
@@ -515,7 +516,7 @@ mod tests {
     use tokio::net::TcpSocket;
 
     use super::*;
-    use crate::ws::Header;
+    use signalroom_wsframe::Header;
 
     /// The relay's end of a loopback connection, with small kernel buffers so that writes
     /// can be cut short, and the client's end, read without waiting.
@@ -534,7 +535,7 @@ mod tests {
     }
 
     /// What the client has received so far, as frames: opcode and payload.
-    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(OpCode, Vec<u8>)> {
         let mut chunk = [0; 65536];
         while let Ok(read @ 1..) = client.read(&mut chunk) {
             bytes.extend_from_slice(&chunk[..read]);
@@ -664,7 +665,7 @@ mod tests {
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         assert!(!socket.ended());
-        assert_eq!(outbox.push_end(1012, "seat lost", &mut batch), Push::Queued);
+        assert_eq!(outbox.push_end(CloseCode::ServiceRestart, "seat lost", &mut batch), Push::Queued);
         assert_eq!(state(&outbox), State::Ended(Writer::Batch));
         assert!(socket.ended());
         // The task, waiting for its writes' attention, is let go at once.
@@ -682,7 +683,10 @@ mod tests {
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         assert_eq!(outbox.push_text("before", &mut batch), Push::Queued);
-        assert_eq!(outbox.push_close(1000, "bye", &mut batch), Push::Queued);
+        assert_eq!(
+            outbox.push_close(CloseCode::Normal, "bye", &mut batch),
+            Push::Queued
+        );
         assert_eq!(
             outbox.push_text("after", &mut batch),
             Push::Ignored,
@@ -695,10 +699,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut bytes = Vec::new();
         let received = frames(&mut client, &mut bytes);
-        let close = ws::close_payload(1000, "bye");
+        let close = [&1000u16.to_be_bytes()[..], b"bye"].concat();
         assert_eq!(
             received,
-            [(opcode::TEXT, b"before".to_vec()), (opcode::CLOSE, close)]
+            [(OpCode::Text, b"before".to_vec()), (OpCode::Close, close)]
         );
         assert!(bytes.is_empty());
         let mut rest = [0; 16];
@@ -720,7 +724,7 @@ mod tests {
         let mut bytes = Vec::new();
         assert_eq!(
             frames(&mut client, &mut bytes),
-            [(opcode::TEXT, b"stranded?".to_vec())]
+            [(OpCode::Text, b"stranded?".to_vec())]
         );
         Ok(())
     }

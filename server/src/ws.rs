@@ -1,5 +1,6 @@
-//! WebSocket framing (RFC 6455), the server's side: parsing what clients send and framing
-//! what the relay writes.
+//! WebSocket framing (RFC 6455), the server's side: checking and assembling what clients
+//! send. The frame codec (headers, masking, opcodes, close codes) is `signalroom-wsframe`'s;
+//! what a server accepts from a client is decided here.
 //!
 //! The relay frames its own bytes rather than hand the socket to a general WebSocket
 //! library so that any connection's task can write a frame straight into another
@@ -8,26 +9,13 @@
 
 use std::io;
 
+use signalroom_wsframe::{
+    apply_mask, parse_close, CloseCode, CloseError, Header, HeaderError, OpCode,
+};
 use tokio::io::Interest;
 
 use crate::spare;
 use crate::stream::Stream;
-
-/// Frame opcodes.
-pub mod opcode {
-    /// More of a fragmented message.
-    pub const CONTINUATION: u8 = 0x0;
-    /// UTF-8 text.
-    pub const TEXT: u8 = 0x1;
-    /// Bytes.
-    pub const BINARY: u8 = 0x2;
-    /// Closing handshake.
-    pub const CLOSE: u8 = 0x8;
-    /// Liveness probe; answered with a pong carrying the same bytes.
-    pub const PING: u8 = 0x9;
-    /// Answer to a ping.
-    pub const PONG: u8 = 0xA;
-}
 
 /// What a client sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +29,7 @@ pub enum Incoming<'a> {
     /// A pong.
     Pong,
     /// The client is closing, with its status code if it gave one.
-    Close(Option<u16>),
+    Close(Option<CloseCode>),
 }
 
 /// Why a client's bytes are not a WebSocket stream the relay accepts.
@@ -49,7 +37,7 @@ pub enum Incoming<'a> {
 pub enum FrameError {
     /// The bytes break RFC 6455.
     #[error("protocol error: {0}")]
-    Protocol(&'static str),
+    Protocol(Violation),
     /// A message over the size limit.
     #[error("message larger than {0} bytes")]
     TooBig(usize),
@@ -58,123 +46,59 @@ pub enum FrameError {
     NotUtf8,
 }
 
+/// How a client's bytes break RFC 6455.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// A header that does not parse.
+    #[error("{0}")]
+    Header(HeaderError),
+    /// A reserved bit set, with no extension negotiated.
+    #[error("reserved bits set")]
+    ReservedBits,
+    /// A frame without a mask.
+    #[error("client frames must be masked")]
+    Unmasked,
+    /// A fragmented control frame, or one over 125 bytes.
+    #[error("control frames are short and whole")]
+    LongOrFragmentedControl,
+    /// A text or binary frame while a fragmented message is still arriving.
+    #[error("a new message inside a fragmented one")]
+    Interleaved,
+    /// A continuation frame with no fragmented message to continue.
+    #[error("a continuation with no message")]
+    OrphanContinuation,
+    /// A close frame's payload of one byte.
+    #[error("a close payload of one byte")]
+    OneByteClose,
+    /// A close code no close frame may carry.
+    #[error("a close code that may not be sent")]
+    UnsendableCloseCode,
+}
+
 impl FrameError {
     /// The close code that tells the client.
-    pub fn close_code(self) -> u16 {
+    pub fn close_code(self) -> CloseCode {
         match self {
-            Self::Protocol(_) => 1002,
-            Self::TooBig(_) => 1009,
-            Self::NotUtf8 => 1007,
+            Self::Protocol(_) => CloseCode::ProtocolError,
+            Self::TooBig(_) => CloseCode::MessageTooBig,
+            Self::NotUtf8 => CloseCode::InvalidPayload,
         }
     }
 }
 
-/// A frame header (RFC 6455, section 5.2): the one codec for frames in both directions,
-/// shared by the relay, its tests, the benchmark's clients and the fuzz targets.
-///
-/// `parse` reads only the header's structure; what the relay accepts from a client (a
-/// mask, no reserved bits, short whole control frames, the size limit) is the
-/// [`Reader`]'s to decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    /// The last frame of its message.
-    pub fin: bool,
-    /// The three reserved bits, RSV1 as `0b100` down to RSV3 as `0b001`.
-    pub rsv: u8,
-    /// One of [`opcode`]'s, or a reserved one (4 bits).
-    pub opcode: u8,
-    /// The masking key: clients mask every frame, servers none.
-    pub mask: Option<[u8; 4]>,
-    /// Payload length in bytes.
-    pub len: u64,
+impl From<HeaderError> for FrameError {
+    fn from(error: HeaderError) -> Self {
+        Self::Protocol(Violation::Header(error))
+    }
 }
 
-impl Header {
-    /// An unmasked, final frame's header: what a server sends.
-    pub fn server(opcode: u8, len: usize) -> Self {
-        Self {
-            fin: true,
-            rsv: 0,
-            opcode,
-            mask: None,
-            len: len as u64,
+impl From<CloseError> for FrameError {
+    fn from(error: CloseError) -> Self {
+        match error {
+            CloseError::OneByte => Self::Protocol(Violation::OneByteClose),
+            CloseError::Unsendable => Self::Protocol(Violation::UnsendableCloseCode),
+            CloseError::NotUtf8 => Self::NotUtf8,
         }
-    }
-
-    /// Parses the header at the start of `bytes`: `Ok(None)` while it is incomplete, else
-    /// the header and its size. A 64-bit length with its top bit set is an error.
-    pub fn parse(bytes: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
-        let Some(&[first, second]) = bytes.get(..2) else {
-            return Ok(None);
-        };
-        let (len, at) = match second & 0x7f {
-            126 => match bytes.get(2..4) {
-                Some(&[high, low]) => (u64::from(u16::from_be_bytes([high, low])), 4),
-                _ => return Ok(None),
-            },
-            127 => match bytes.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                Some(b) if b[0] & 0x80 != 0 => {
-                    return Err(FrameError::Protocol("a 64-bit length with its top bit set"))
-                }
-                Some(b) => (u64::from_be_bytes(b), 10),
-                None => return Ok(None),
-            },
-            short => (u64::from(short), 2),
-        };
-        let (mask, size) = if second & 0x80 == 0 {
-            (None, at)
-        } else {
-            match bytes
-                .get(at..at + 4)
-                .and_then(|m| <[u8; 4]>::try_from(m).ok())
-            {
-                Some(mask) => (Some(mask), at + 4),
-                None => return Ok(None),
-            }
-        };
-        let header = Self {
-            fin: first & 0x80 != 0,
-            rsv: (first >> 4) & 0x7,
-            opcode: first & 0x0f,
-            mask,
-            len,
-        };
-        Ok(Some((header, size)))
-    }
-
-    /// Appends the header, with the shortest length encoding and the mask key if any.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        out.push(u8::from(self.fin) << 7 | (self.rsv & 0x7) << 4 | self.opcode & 0x0f);
-        let masked = if self.mask.is_some() { 0x80 } else { 0 };
-        match self.len {
-            len @ 0..=125 => out.push(masked | len as u8),
-            len @ 126..=0xffff => {
-                out.push(masked | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(masked | 127);
-                out.extend_from_slice(&len.to_be_bytes());
-            }
-        }
-        if let Some(mask) = self.mask {
-            out.extend_from_slice(&mask);
-        }
-    }
-
-    /// The bytes [`Header::write`] writes.
-    pub fn size(&self) -> usize {
-        let length = match self.len {
-            0..=125 => 0,
-            126..=0xffff => 2,
-            _ => 8,
-        };
-        2 + length + if self.mask.is_some() { 4 } else { 0 }
-    }
-
-    /// A control frame: close, ping or pong (or a reserved control opcode).
-    pub fn is_control(&self) -> bool {
-        self.opcode & 0x8 != 0
     }
 }
 
@@ -195,11 +119,17 @@ pub struct Reader {
     assembled: Vec<u8>,
 }
 
+/// A data message's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Binary,
+}
+
 /// A fragmented message so far.
 #[derive(Debug)]
 struct Partial {
-    /// [`opcode::TEXT`] or [`opcode::BINARY`].
-    kind: u8,
+    kind: Kind,
     bytes: Vec<u8>,
     /// How much of a text's bytes is known to be whole, valid UTF-8: each fragment is
     /// checked as it comes, so a bad one fails the message at once, and no byte twice.
@@ -207,7 +137,7 @@ struct Partial {
 }
 
 impl Partial {
-    fn new(kind: u8) -> Self {
+    fn new(kind: Kind) -> Self {
         Self {
             kind,
             bytes: Vec::new(),
@@ -219,7 +149,7 @@ impl Partial {
     /// the end, to be completed by the next fragment).
     fn extend(&mut self, fragment: &[u8]) -> Result<(), FrameError> {
         self.bytes.extend_from_slice(fragment);
-        if self.kind == opcode::TEXT {
+        if self.kind == Kind::Text {
             match std::str::from_utf8(&self.bytes[self.checked..]) {
                 Ok(_) => self.checked = self.bytes.len(),
                 Err(cut) if cut.error_len().is_none() => self.checked += cut.valid_up_to(),
@@ -233,7 +163,7 @@ impl Partial {
 /// One parsed, unmasked frame; `payload` indexes the reader's buffer.
 struct Frame {
     fin: bool,
-    opcode: u8,
+    opcode: OpCode,
     payload: std::ops::Range<usize>,
 }
 
@@ -324,32 +254,18 @@ impl Reader {
             let Some(frame) = self.parse()? else {
                 return Ok(None);
             };
-            match frame.opcode {
-                opcode::CLOSE | opcode::PING | opcode::PONG => {
-                    let payload = &self.buf[frame.payload];
-                    return Ok(Some(match frame.opcode {
-                        opcode::PING => Incoming::Ping(payload),
-                        opcode::PONG => Incoming::Pong,
-                        _ => Incoming::Close(close_code(payload)?),
-                    }));
+            let kind = match frame.opcode {
+                OpCode::Ping => return Ok(Some(Incoming::Ping(&self.buf[frame.payload]))),
+                OpCode::Pong => return Ok(Some(Incoming::Pong)),
+                OpCode::Close => {
+                    let close = parse_close(&self.buf[frame.payload])?;
+                    return Ok(Some(Incoming::Close(close.map(|(code, _)| code))));
                 }
-                opcode::TEXT | opcode::BINARY => {
-                    if self.partial.is_some() {
-                        return Err(FrameError::Protocol(
-                            "a new message inside a fragmented one",
-                        ));
-                    }
-                    if !frame.fin {
-                        let mut partial = Partial::new(frame.opcode);
-                        partial.extend(&self.buf[frame.payload])?;
-                        self.partial = Some(partial);
-                        continue;
-                    }
-                    return message(frame.opcode, &self.buf[frame.payload]).map(Some);
-                }
-                opcode::CONTINUATION => {
+                OpCode::Text => Kind::Text,
+                OpCode::Binary => Kind::Binary,
+                OpCode::Continuation => {
                     let Some(partial) = &mut self.partial else {
-                        return Err(FrameError::Protocol("a continuation with no message"));
+                        return Err(FrameError::Protocol(Violation::OrphanContinuation));
                     };
                     if partial.bytes.len() + frame.payload.len() > self.max_message {
                         return Err(FrameError::TooBig(self.max_message));
@@ -364,8 +280,17 @@ impl Reader {
                     self.assembled = bytes;
                     return message(kind, &self.assembled).map(Some);
                 }
-                _ => return Err(FrameError::Protocol("unknown opcode")),
+            };
+            if self.partial.is_some() {
+                return Err(FrameError::Protocol(Violation::Interleaved));
             }
+            if !frame.fin {
+                let mut partial = Partial::new(kind);
+                partial.extend(&self.buf[frame.payload])?;
+                self.partial = Some(partial);
+                continue;
+            }
+            return message(kind, &self.buf[frame.payload]).map(Some);
         }
     }
 
@@ -375,13 +300,13 @@ impl Reader {
             return Ok(None);
         };
         if header.rsv != 0 {
-            return Err(FrameError::Protocol("reserved bits set"));
+            return Err(FrameError::Protocol(Violation::ReservedBits));
         }
         let Some(mask) = header.mask else {
-            return Err(FrameError::Protocol("client frames must be masked"));
+            return Err(FrameError::Protocol(Violation::Unmasked));
         };
         if header.is_control() && (!header.fin || header.len > 125) {
-            return Err(FrameError::Protocol("control frames are short and whole"));
+            return Err(FrameError::Protocol(Violation::LongOrFragmentedControl));
         }
         let len = match usize::try_from(header.len) {
             Ok(len) if len <= self.max_message => len,
@@ -405,152 +330,57 @@ impl Reader {
 }
 
 /// A complete data message.
-fn message(kind: u8, payload: &[u8]) -> Result<Incoming<'_>, FrameError> {
-    if kind == opcode::BINARY {
-        return Ok(Incoming::Binary);
+fn message(kind: Kind, payload: &[u8]) -> Result<Incoming<'_>, FrameError> {
+    match kind {
+        Kind::Binary => Ok(Incoming::Binary),
+        Kind::Text => std::str::from_utf8(payload)
+            .map(Incoming::Text)
+            .map_err(|_| FrameError::NotUtf8),
     }
-    std::str::from_utf8(payload)
-        .map(Incoming::Text)
-        .map_err(|_| FrameError::NotUtf8)
-}
-
-/// The status code of a close frame's payload, checking it is one that may be sent and
-/// that its reason is UTF-8.
-fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
-    match payload {
-        [] => Ok(None),
-        [_] => Err(FrameError::Protocol("a close payload of one byte")),
-        [high, low, reason @ ..] => {
-            let code = u16::from_be_bytes([*high, *low]);
-            if !close_code_may_be_sent(code) {
-                return Err(FrameError::Protocol("a close code that may not be sent"));
-            }
-            std::str::from_utf8(reason).map_err(|_| FrameError::NotUtf8)?;
-            Ok(Some(code))
-        }
-    }
-}
-
-/// Whether a close frame may carry `code` (RFC 6455, section 7.4, and the IANA registry):
-/// the defined codes but 1004-1006 and 1015, which only name what an endpoint saw, and the
-/// codes for libraries (3000-3999) and applications (4000-4999). Any other fails the
-/// connection.
-pub fn close_code_may_be_sent(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
-/// XORs `payload` with `mask` (masking and unmasking are the same), in blocks the compiler
-/// turns into vector XORs.
-pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
-    const BLOCK: usize = 32;
-    let wide: [u8; BLOCK] = std::array::from_fn(|i| mask[i % 4]);
-    let mut blocks = payload.chunks_exact_mut(BLOCK);
-    for block in &mut blocks {
-        for (byte, m) in block.iter_mut().zip(wide) {
-            *byte ^= m;
-        }
-    }
-    for (byte, m) in blocks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
-        *byte ^= m;
-    }
-}
-
-/// Appends a whole, unmasked frame (servers do not mask) to `out`.
-pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    let header = Header::server(opcode, payload.len());
-    out.reserve(header.size() + payload.len());
-    header.write(out);
-    out.extend_from_slice(payload);
-}
-
-/// The bytes of a frame the relay sends with a payload of `len` bytes.
-pub fn frame_len(len: usize) -> usize {
-    Header::server(opcode::TEXT, len).size() + len
-}
-
-/// The payload of a close frame.
-pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    payload
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A masked client frame.
+    /// A masked client frame whose first byte is `first` (FIN, RSV and opcode bits, any
+    /// of them), written here byte by byte rather than with the codec under test.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x12, 0x34, 0x56, 0x78];
-        let header = Header {
-            fin: first & 0x80 != 0,
-            rsv: (first >> 4) & 0x7,
-            opcode: first & 0x0f,
-            mask: Some(mask),
-            len: payload.len() as u64,
-        };
-        let mut frame = Vec::new();
-        header.write(&mut frame);
-        let at = frame.len();
-        frame.extend_from_slice(payload);
-        apply_mask(&mut frame[at..], mask);
+        let mut frame = vec![first];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         frame
     }
 
-    #[test]
-    fn a_header_reads_back_what_it_wrote_in_the_shortest_form() {
-        for len in [
-            0,
-            1,
-            125,
-            126,
-            127,
-            0xffff,
-            0x10000,
-            u64::from(u32::MAX) + 1,
-        ] {
-            for mask in [None, Some([1, 2, 3, 4])] {
-                for (fin, rsv, op) in [(true, 0, opcode::TEXT), (false, 0b101, 0xB)] {
-                    let header = Header {
-                        fin,
-                        rsv,
-                        opcode: op,
-                        mask,
-                        len,
-                    };
-                    let mut out = Vec::new();
-                    header.write(&mut out);
-                    assert_eq!(out.len(), header.size());
-                    let shortest = match len {
-                        0..=125 => 2,
-                        126..=0xffff => 4,
-                        _ => 10,
-                    };
-                    assert_eq!(header.size(), shortest + if mask.is_some() { 4 } else { 0 });
-                    assert_eq!(Header::parse(&out), Ok(Some((header, out.len()))));
-                    for cut in 0..out.len() {
-                        assert_eq!(Header::parse(&out[..cut]), Ok(None), "{len} cut at {cut}");
-                    }
-                }
-            }
-        }
-        let top_bit = [0x81, 127, 0x80, 0, 0, 0, 0, 0, 0, 1];
-        assert!(Header::parse(&top_bit).is_err());
+    fn close(code: u16, reason: &str) -> Vec<u8> {
+        [&code.to_be_bytes()[..], reason.as_bytes()].concat()
     }
 
     #[test]
     fn close_codes_that_may_not_be_sent_fail_the_connection() {
         for code in [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
-            let frame = client(0x88, &close_payload(code, "ok"));
-            assert_eq!(
-                reader(&frame).next_message(),
-                Ok(Some(Incoming::Close(Some(code))))
-            );
+            let frame = client(0x88, &close(code, "ok"));
+            let Ok(Some(Incoming::Close(Some(got)))) = reader(&frame).next_message() else {
+                panic!("code {code} refused");
+            };
+            assert_eq!(got.wire(), code);
         }
         for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
-            let frame = client(0x88, &close_payload(code, ""));
+            let frame = client(0x88, &close(code, ""));
             let error = reader(&frame).next_message().expect_err("refused");
-            assert_eq!(error.close_code(), 1002, "code {code}");
+            assert_eq!(error.close_code(), CloseCode::ProtocolError, "code {code}");
         }
     }
 
@@ -606,13 +436,16 @@ mod tests {
         bytes.extend(client(0x89, b"are you there"));
         bytes.extend(client(0x80, &long.as_bytes()[101..]));
         bytes.extend(client(0x82, &[0, 1, 2]));
-        bytes.extend(client(0x88, &close_payload(1000, "bye")));
+        bytes.extend(client(0x88, &close(1000, "bye")));
         let mut r = reader(&bytes);
         assert_eq!(r.next_message(), Ok(Some(Incoming::Text("hello"))));
         assert_eq!(r.next_message(), Ok(Some(Incoming::Ping(b"are you there"))));
         assert_eq!(r.next_message(), Ok(Some(Incoming::Text(long.as_str()))));
         assert_eq!(r.next_message(), Ok(Some(Incoming::Binary)));
-        assert_eq!(r.next_message(), Ok(Some(Incoming::Close(Some(1000)))));
+        assert_eq!(
+            r.next_message(),
+            Ok(Some(Incoming::Close(Some(CloseCode::Normal))))
+        );
         assert_eq!(r.next_message(), Ok(None));
     }
 
@@ -630,24 +463,54 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc_6455_forbids() {
-        let cases: [(Vec<u8>, u16); 9] = [
-            (encoded(0x81, b"unmasked"), 1002),
-            (client(0xC1, b"rsv1"), 1002),
-            (client(0x83, b"opcode 3"), 1002),
-            (client(0x09, b"fragmented ping"), 1002),
-            (client(0x89, &[0; 126]), 1002),
-            (client(0x80, b"continuation of nothing"), 1002),
-            (client(0x81, &[0xff, 0xfe]), 1007),
-            (client(0x88, &[3]), 1002),
-            (client(0x81, &[b'x'; 1025]), 1009),
+        let unmasked = [0x81, 8, b'u', b'n', b'm', b'a', b's', b'k', b'e', b'd'].to_vec();
+        let cases: [(Vec<u8>, FrameError); 10] = [
+            (unmasked, FrameError::Protocol(Violation::Unmasked)),
+            (
+                client(0xC1, b"rsv1"),
+                FrameError::Protocol(Violation::ReservedBits),
+            ),
+            (
+                client(0x83, b"opcode 3"),
+                FrameError::Protocol(Violation::Header(HeaderError::ReservedOpCode)),
+            ),
+            (
+                client(0x09, b"fragmented ping"),
+                FrameError::Protocol(Violation::LongOrFragmentedControl),
+            ),
+            (
+                client(0x89, &[0; 126]),
+                FrameError::Protocol(Violation::LongOrFragmentedControl),
+            ),
+            (
+                client(0x80, b"continuation of nothing"),
+                FrameError::Protocol(Violation::OrphanContinuation),
+            ),
+            (client(0x81, &[0xff, 0xfe]), FrameError::NotUtf8),
+            (
+                client(0x88, &[3]),
+                FrameError::Protocol(Violation::OneByteClose),
+            ),
+            (client(0x88, &[0x03, 0xe8, 0xff]), FrameError::NotUtf8),
+            (client(0x81, &[b'x'; 1025]), FrameError::TooBig(1024)),
         ];
-        for (bytes, code) in cases {
-            let error = reader(&bytes).next_message().expect_err("refused");
-            assert_eq!(error.close_code(), code, "{error}");
+        for (bytes, expected) in cases {
+            assert_eq!(reader(&bytes).next_message(), Err(expected));
+        }
+        let codes = [
+            (FrameError::Protocol(Violation::Unmasked), 1002),
+            (FrameError::NotUtf8, 1007),
+            (FrameError::TooBig(1024), 1009),
+        ];
+        for (error, code) in codes {
+            assert_eq!(error.close_code().wire(), code, "{error}");
         }
         let mut nested = client(0x01, b"one");
         nested.extend(client(0x81, b"two"));
-        assert!(reader(&nested).next_message().is_err());
+        assert_eq!(
+            reader(&nested).next_message(),
+            Err(FrameError::Protocol(Violation::Interleaved))
+        );
         let mut grown = client(0x01, &[b'x'; 1000]);
         grown.extend(client(0x80, &[b'x'; 100]));
         assert_eq!(reader(&grown).next_message(), Err(FrameError::TooBig(1024)));
@@ -665,37 +528,7 @@ mod tests {
         // A length with its top bit set is no length at all (RFC 6455, section 5.2).
         header[2] = 0x80;
         let error = reader(&header).next_message().expect_err("refused");
-        assert_eq!(error.close_code(), 1002);
-    }
-
-    #[test]
-    fn unmasks_every_length_like_the_rfc_says() {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        for len in [0, 1, 31, 32, 33, 70, 200] {
-            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut masked: Vec<u8> = plain
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ mask[i % 4])
-                .collect();
-            apply_mask(&mut masked, mask);
-            assert_eq!(masked, plain, "{len} bytes");
-        }
-    }
-
-    #[test]
-    fn encodes_each_length_form() {
-        for len in [0, 125, 126, 0xffff, 0x10000] {
-            let mut out = Vec::new();
-            encode(&mut out, opcode::TEXT, &vec![b'a'; len]);
-            assert_eq!(out.len(), frame_len(len));
-            assert_eq!(out[0], 0x81);
-        }
-    }
-
-    fn encoded(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode(&mut out, first & 0x0f, payload);
-        out
+        assert_eq!(error, HeaderError::LengthTopBit.into());
+        assert_eq!(error.close_code(), CloseCode::ProtocolError);
     }
 }

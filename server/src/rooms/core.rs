@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
+use signalroom_wsframe::CloseCode;
 
 use crate::metrics::{self, Counter};
 use crate::outbox::{encode, Batch, Outbox, Push};
@@ -24,7 +25,10 @@ use crate::rooms::{JoinOutcome, RoomError, Stats};
 
 /// The close code and reason for a member the relay took out of its room without its
 /// asking (another relay gave this one up, or its seat was lost with Redis's data).
-pub(crate) const SEAT_LOST: (u16, &str) = (1012, "the relay lost your seat; join again");
+pub(crate) const SEAT_LOST: (CloseCode, &str) = (
+    CloseCode::ServiceRestart,
+    "the relay lost your seat; join again",
+);
 
 /// This relay's view of its rooms and connections. Held behind one mutex by each backend.
 #[derive(Default)]
