@@ -1,8 +1,6 @@
 //! Room tokens (`--auth-secret-file`): which upgrades are refused and how, which rooms a
 //! token opens, and that neither the token nor the secret is ever shown.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
