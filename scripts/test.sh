@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh --test
 
 say "protocol and relay tests"
-# Some tests run the relay binary as a process of its own (to kill or pause it).
-cargo build -p signalroom-server
+# Tests that run the relay as a process of its own (to kill or pause it) have Cargo build
+# it first (support::relay_binary), so they never run a stale one.
 cargo test --workspace
 
 say "browser client tests (wasm-bindgen-test in headless Chromium)"

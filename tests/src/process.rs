@@ -2,6 +2,9 @@
 //! free ports and temporary directories.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -30,8 +33,8 @@ impl Drop for TempDir {
     }
 }
 
-/// The relay binary (`signalroom`, built beside the tests by `cargo test --workspace`) run
-/// as a process of its own, for tests that kill it; killed when dropped.
+/// The relay binary (`signalroom`, see [`relay_binary`]) run as a process of its own, for
+/// tests that kill it; killed when dropped.
 pub struct RelayProcess {
     pub addr: SocketAddr,
     child: std::process::Child,
@@ -80,20 +83,83 @@ impl RelayProcess {
     }
 }
 
-/// The relay binary beside the test binaries.
-pub fn relay_binary() -> Result<std::path::PathBuf> {
+/// The relay binary, `signalroom`, built from the sources under test.
+///
+/// Cargo tells an integration test where its own package's binaries are
+/// (`CARGO_BIN_EXE_<name>`, built before the test runs), but these tests are a package of
+/// their own, and depending on another package's binary (an artifact dependency) needs a
+/// nightly Cargo. Running `target/debug/signalroom` when it is there would run whatever was
+/// built last: stale after a change, or missing. Moving the process tests into the
+/// server's package, or building a copy of `main.rs` here, would test something else than
+/// the package's own binary or split the tests.
+///
+/// So the first test that needs the binary asks Cargo for it: `cargo build -p
+/// signalroom-server --bin signalroom --message-format=json`, in this build's target
+/// directory and profile. Cargo rebuilds it if any source it depends on changed (nothing
+/// to do takes a fraction of a second), and the path is the one Cargo reports for the
+/// artifact, never a guess. `cargo test` no longer holds the build lock while the tests
+/// run, so the nested build cannot wait for it. Built once per test binary.
+pub fn relay_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| build_relay().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// See [`relay_binary`].
+fn build_relay() -> Result<PathBuf> {
+    // This test binary is <target dir>/<profile dir>/deps/<name>.
     let exe = std::env::current_exe()?;
-    let binary = exe
+    let profile_dir = exe
         .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("signalroom"))
-        .context("the target directory")?;
+        .and_then(Path::parent)
+        .context("the test binary is not in a target directory")?;
+    let target_dir = profile_dir.parent().context("no target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => bail!("no profile directory above {}", exe.display()),
+    };
+    // Cargo gives its own path to what it runs; a test binary run by hand finds `cargo`
+    // on PATH.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(&cargo)
+        .args(["build", "--quiet", "--message-format=json"])
+        .args(["-p", "signalroom-server", "--bin", "signalroom"])
+        .args(["--profile", profile])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
     ensure!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p signalroom-server`",
-        binary.display()
+        output.status.success(),
+        "building the relay failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
-    Ok(binary)
+    let stdout = String::from_utf8(output.stdout)?;
+    for line in stdout.lines() {
+        let message: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("cargo's message {line}"))?;
+        let target = &message["target"];
+        if message["reason"] == "compiler-artifact"
+            && target["name"] == "signalroom"
+            && target["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
+        {
+            let binary = message["executable"]
+                .as_str()
+                .context("cargo named no executable for signalroom")?;
+            return Ok(binary.into());
+        }
+    }
+    bail!("cargo built no signalroom binary:\n{stdout}")
 }
 
 impl Drop for RelayProcess {
