@@ -60,6 +60,15 @@ if [[ "${1:-}" == "--test" ]]; then
             fi
         done
     fi
+    # Fuzzing (scripts/fuzz.sh): cargo-fuzz and the nightly toolchain its sanitizers need.
+    if ! rustup toolchain list | grep -q '^nightly'; then
+        say "adding the nightly toolchain (for fuzzing)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        say "installing cargo-fuzz (about 1 minute, once)"
+        cargo install cargo-fuzz --locked
+    fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then
         say "installing the end-to-end test driver"
         npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e"

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test: the protocol's and the relay's in Rust, the client's in headless
-# Chromium, and the end-to-end browser tests against the release build. Installs missing
-# tools (wasm target, trunk, wasm-bindgen-cli, wasm-opt, Chromium) first.
+# Runs every test: the protocol's and the relay's in Rust, a short run of every fuzz
+# target, the client's in headless Chromium, and the end-to-end browser tests against the
+# release build. Installs missing tools (wasm target, trunk, wasm-bindgen-cli, wasm-opt,
+# the nightly toolchain and cargo-fuzz, Chromium) first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh --test
 
 say "protocol and relay tests"
-# Some tests run the relay binary as a process of its own (to kill or pause it).
-cargo build -p signalroom-server
+# Tests that run the relay as a process of its own (to kill or pause it) have Cargo build
+# it first (support::relay_binary), so they never run a stale one.
 cargo test --workspace
+
+say "fuzzing: every fuzz target for 20 s from the committed seeds"
+FUZZ_SECONDS=20 scripts/fuzz.sh
 
 say "browser client tests (wasm-bindgen-test in headless Chromium)"
 (

@@ -2,8 +2,6 @@
 //! nothing. Client sockets are spread over several loopback addresses so the test does not
 //! run out of ephemeral ports.
 
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{bail, Result};

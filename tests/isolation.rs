@@ -5,8 +5,6 @@
 //! relay, and against three relays sharing rooms through a Redis server and through a Redis
 //! Cluster, with the clients spread over them.
 
-mod support;
-
 use std::collections::HashMap;
 
 use anyhow::{bail, ensure, Result};

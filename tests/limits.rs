@@ -1,8 +1,6 @@
 //! Every limit of the relay, hit on purpose: what the offender sees, and that nobody else
 //! notices.
 
-mod support;
-
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};

@@ -6,8 +6,6 @@
 //! A liveness check, not a speed test: the patience per frame is seconds, a healthy
 //! relay answers in milliseconds, and the heartbeat is 100 s away.
 
-mod support;
-
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use signalroom_protocol::Event;

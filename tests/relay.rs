@@ -1,7 +1,5 @@
 //! The relay's behaviour as the protocol describes it, driven by real WebSocket clients.
 
-mod support;
-
 use anyhow::{bail, Result};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};

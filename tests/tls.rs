@@ -2,8 +2,6 @@
 //! certificate swapped on SIGHUP under an open connection, and start-up errors that name
 //! the flag.
 
-mod support;
-
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};

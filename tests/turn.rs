@@ -3,8 +3,6 @@
 //! signed with another secret or past its expiry is refused, and a page entering again gets
 //! a fresh one. The secret shows nowhere: not in `--help`, the logs or `/stats`.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};

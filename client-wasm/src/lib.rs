@@ -5,21 +5,30 @@
 //! [`codec`] turns frames into text and back; [`room`] is the room logic; [`call`] the
 //! WebRTC session, with [`negotiation`] its perfect-negotiation decisions and [`media`] the
 //! camera; [`ui`] the page's elements; [`app`] the event loop that ties them together.
+//!
+//! [`room`], [`negotiation`] and [`codec`]'s encoding are plain Rust, and their tests also
+//! run natively (`cargo test`); the modules that use the browser's APIs through web-sys and
+//! gloo are built for `wasm32` only, and so are those dependencies.
 
+#[cfg(target_arch = "wasm32")]
 pub mod app;
+#[cfg(target_arch = "wasm32")]
 pub mod call;
 pub mod codec;
+#[cfg(target_arch = "wasm32")]
 pub mod config;
+#[cfg(target_arch = "wasm32")]
 pub mod media;
 pub mod negotiation;
+#[cfg(target_arch = "wasm32")]
 pub mod relay;
 pub mod room;
+#[cfg(target_arch = "wasm32")]
 pub mod ui;
 
-use wasm_bindgen::prelude::wasm_bindgen;
-
 /// Entry point: runs when the page loads the WASM.
-#[wasm_bindgen(start)]
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
 pub fn start() {
     wasm_bindgen_futures::spawn_local(app::run());
 }

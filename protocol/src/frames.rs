@@ -260,3 +260,62 @@ impl<D> TryFrom<RequestRepr<D>> for Request<D> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code, listed once: the `match` names each (a new code is a compile error here
+    /// until it is listed), and the same list makes the array. Here rather than in the
+    /// integration tests, where `#[non_exhaustive]` would demand a wildcard arm.
+    fn every_code() -> Vec<ErrorCode> {
+        macro_rules! every {
+            ($($code:ident),+ $(,)?) => {{
+                let exhaustive = |code: ErrorCode| match code {
+                    $(ErrorCode::$code => (),)+
+                };
+                let all = [$(ErrorCode::$code),+];
+                all.into_iter().for_each(exhaustive);
+                all.to_vec()
+            }};
+        }
+        every!(
+            MalformedJson,
+            UnknownType,
+            InvalidFrame,
+            InvalidRoom,
+            NotInRoom,
+            AlreadyInRoom,
+            UnknownPeer,
+            BinaryUnsupported,
+            RateLimited,
+            TooManyRooms,
+            Unavailable,
+            Forbidden,
+            Unknown,
+        )
+    }
+
+    #[test]
+    fn every_code_is_spelled_alike_by_serde_by_hand_and_in_protocol_md() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let mut spellings = std::collections::HashSet::new();
+        for code in every_code() {
+            let wire = code.as_str();
+            assert!(spellings.insert(wire), "{wire} twice");
+            let quoted = format!("\"{wire}\"");
+            assert_eq!(serde_json::to_string(&code).expect("encodes"), quoted);
+            assert_eq!(
+                serde_json::from_str::<ErrorCode>(&quoted).expect("decodes"),
+                code
+            );
+            assert_eq!(ErrorCode::from_wire(wire), code, "{wire}");
+            if code != ErrorCode::Unknown {
+                assert!(
+                    doc.contains(&format!("| `{wire}` |")),
+                    "PROTOCOL.md's table of codes lacks {wire}"
+                );
+            }
+        }
+    }
+}

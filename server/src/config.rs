@@ -46,13 +46,16 @@ pub const DEFAULT_TURN_TTL_SECS: u64 = 24 * 60 * 60;
 /// The flag and the variables a TURN REST secret comes from.
 const TURN_SECRET_FLAG: &str = "--turn-secret-file";
 const TURN_SECRET_ENV: &str = "SIGNALROOM_TURN_SECRET";
+/// The flag and the variables the room-token secret comes from.
+const AUTH_SECRET_FLAG: &str = "--auth-secret-file";
+const AUTH_SECRET_ENV: &str = "SIGNALROOM_AUTH_SECRET";
 
 /// signalroom: a WebRTC signaling relay.
 ///
 /// Browsers connect to ws://ADDR/ws (wss:// with --tls-cert), enter rooms (two peers each by default) and exchange
 /// offers, answers and ICE candidates through the relay, which stamps every relayed frame
 /// with the sender's id. The built page is served at / from --static-dir.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "signalroom", version, about, long_about)]
 pub struct Config {
     /// Address to listen on (host:port); use 0.0.0.0:2013 to accept other machines.
@@ -270,8 +273,8 @@ impl Config {
     pub fn load_secrets(&mut self) -> Result<(), SecretError> {
         self.auth_secret = secret::load(
             self.auth_secret_file.as_deref(),
-            "--auth-secret-file",
-            "SIGNALROOM_AUTH_SECRET",
+            AUTH_SECRET_FLAG,
+            AUTH_SECRET_ENV,
         )?;
         self.turn_secret = secret::load(
             self.turn_secret_file.as_deref(),
@@ -440,35 +443,76 @@ fn parse_turn_url(arg: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
     use super::*;
+
+    /// The flags as clap sees them, without the environment: no variable of the test's
+    /// own environment can stand in for a default.
+    fn command_without_env() -> clap::Command {
+        Config::command().mut_args(|arg| arg.env(None::<&str>))
+    }
 
     #[test]
     fn defaults_match_the_documented_ones() {
-        let parsed = Config::try_parse_from(["signalroom"]).expect("no flags parse");
-        let default = Config::default();
-        assert_eq!(parsed.addr, default.addr);
-        assert_eq!(parsed.room_capacity, default.room_capacity);
-        assert_eq!(parsed.static_dir, default.static_dir);
-        assert_eq!(parsed.max_frame_bytes, default.max_frame_bytes);
-        assert_eq!(parsed.outbox_frames, default.outbox_frames);
-        assert_eq!(parsed.outbox_bytes, default.outbox_bytes);
-        assert_eq!(parsed.max_connections, default.max_connections);
-        assert_eq!(parsed.max_rooms, default.max_rooms);
-        assert_eq!(parsed.rate_per_sec, default.rate_per_sec);
-        assert_eq!(parsed.rate_burst, default.rate_burst);
-        assert_eq!(parsed.idle_timeout, default.idle_timeout);
-        assert_eq!(parsed.join_timeout, default.join_timeout);
-        assert_eq!(parsed.handshake_timeout, default.handshake_timeout);
-        assert_eq!(parsed.tls_cert, default.tls_cert);
-        assert_eq!(parsed.relay_timeout, default.relay_timeout);
-        assert_eq!(parsed.auth_secret_file, default.auth_secret_file);
-        assert_eq!(parsed.metrics_addr, default.metrics_addr);
-        assert_eq!(parsed.log_format, default.log_format);
-        assert_eq!(parsed.auth_secret, default.auth_secret);
-        assert_eq!(parsed.turn_urls, default.turn_urls);
-        assert_eq!(parsed.turn_secret_file, default.turn_secret_file);
-        assert_eq!(parsed.turn_secret, default.turn_secret);
-        assert_eq!(parsed.turn_ttl, default.turn_ttl);
+        let matches = command_without_env()
+            .try_get_matches_from(["signalroom"])
+            .expect("no flags parse");
+        let parsed = Config::from_arg_matches(&matches).expect("no flags make a config");
+        // Every field, a new one included (`Default` lists them all, and `PartialEq` is
+        // derived).
+        assert_eq!(parsed, Config::default());
+    }
+
+    /// The project's rule: flag `--foo-bar` is also variable `SIGNALROOM_FOO_BAR`, and a
+    /// repeatable flag's variable is the plural, `SIGNALROOM_FOO_BARS`, which takes several
+    /// values separated by a delimiter. A secret is never a flag: `--foo-secret-file` names
+    /// its file, and `SIGNALROOM_FOO_SECRET` holds it instead.
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        use clap::ArgAction;
+        let command = Config::command();
+        let mut envs = std::collections::BTreeSet::new();
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                panic!("{} has no long flag", arg.get_id());
+            };
+            flags += 1;
+            let singular = format!("SIGNALROOM_{}", long.to_uppercase().replace('-', "_"));
+            let repeatable = matches!(arg.get_action(), ArgAction::Append);
+            let want = if repeatable {
+                assert!(
+                    arg.get_value_delimiter().is_some(),
+                    "--{long}: its variable needs a delimiter for several values"
+                );
+                format!("{singular}S")
+            } else {
+                singular
+            };
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no environment variable"));
+            assert_eq!(env.to_str(), Some(want.as_str()), "--{long}");
+            assert!(envs.insert(want), "--{long}: its variable is taken");
+            assert!(
+                !long.contains("secret") || long.ends_with("-secret-file"),
+                "--{long}: a secret is never given as a flag"
+            );
+        }
+        assert!(flags > 20, "the flags were not found");
+        for (flag, env) in [
+            (TURN_SECRET_FLAG, TURN_SECRET_ENV),
+            (AUTH_SECRET_FLAG, AUTH_SECRET_ENV),
+        ] {
+            let file_env = format!("{env}_FILE");
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == flag.strip_prefix("--"))
+                .unwrap_or_else(|| panic!("{flag} is not a flag"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(&*file_env));
+            assert!(!envs.contains(env), "{env} is a flag's variable");
+        }
     }
 
     #[test]

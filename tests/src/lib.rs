@@ -1,1 +1,29 @@
-//! Integration tests live beside this crate root; see `relay.rs`.
+//! Shared by the integration tests (`relay.rs`, `limits.rs`, ... beside this crate's
+//! `src/`): the relay in-process on an ephemeral port or as a process of its own, a
+//! WebSocket client that speaks the protocol crate's types, and the servers some tests
+//! start (Redis, coturn). A test imports what it needs from the crate root
+//! (`use support::{meet, Relay};`): every helper is re-exported there, whichever module
+//! holds it.
+
+use std::time::Duration;
+
+mod clients;
+mod process;
+mod proxy;
+mod redis;
+mod relay;
+mod tls;
+mod turn;
+
+pub use clients::*;
+pub use process::*;
+pub use proxy::*;
+pub use redis::*;
+pub use relay::*;
+pub use tls::*;
+pub use turn::*;
+
+/// How long to wait for a frame that must come.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How long to listen for a frame that must not come.
+pub const QUIET: Duration = Duration::from_millis(150);

@@ -1,0 +1,213 @@
+//! Redis for relays that share rooms: a server, a cluster, and configs and flags for them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use signalroom_server::Config;
+
+use crate::process::send_signal;
+use crate::{free_port, listening, PATIENCE};
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence;
+/// killed when dropped.
+pub struct RedisServer {
+    pub url: String,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    pub async fn start() -> Result<Self> {
+        let port = free_port()?;
+        let child = Self::spawn(port).await?;
+        Ok(Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child,
+        })
+    }
+
+    async fn spawn(port: u16) -> Result<std::process::Child> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-server (scripts/setup.sh --test installs it)")?;
+        listening(([127, 0, 0, 1], port).into(), "redis-server").await?;
+        Ok(child)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the server with kill(1).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        send_signal(self.child.id(), signal)
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Kills the server and starts a new one, empty, on the same port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(self.port).await?;
+        Ok(())
+    }
+
+    /// The server's pid, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local Redis Cluster of three masters without replicas on free loopback ports (and
+/// their cluster-bus ports), built with `redis-cli --cluster create`; killed when dropped.
+pub struct RedisCluster {
+    /// Its nodes, comma-separated, as `--redis-url` takes them with `--redis-cluster`.
+    pub urls: String,
+    dir: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Result<Self> {
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("signalroom-cluster-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut cluster = Self {
+            urls: String::new(),
+            dir,
+            children: Vec::new(),
+        };
+        let mut nodes = Vec::new();
+        while nodes.len() < 3 {
+            let port = free_port()?;
+            // The cluster bus listens 10000 above.
+            if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                ])
+                .arg("--cluster-config-file")
+                .arg(format!("nodes-{port}.conf"))
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .context("starting redis-server (scripts/setup.sh --test installs it)")?;
+            cluster.children.push(child);
+            listening(([127, 0, 0, 1], port).into(), "redis-server").await?;
+            nodes.push(format!("127.0.0.1:{port}"));
+        }
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running redis-cli --cluster create")?;
+        ensure!(created.success(), "redis-cli --cluster create failed");
+        // Every node must agree the cluster is up before it takes commands for any slot.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        for node in &nodes {
+            let (_, port) = node.split_once(':').context("a node")?;
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", port, "cluster", "info"])
+                    .output()?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster did not come up"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster.urls = nodes
+            .iter()
+            .map(|n| format!("redis://{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(cluster)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What relays share rooms through in a test: one Redis server or a cluster.
+pub enum SharedRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl SharedRedis {
+    pub async fn server() -> Result<Self> {
+        Ok(Self::Server(RedisServer::start().await?))
+    }
+
+    pub async fn cluster() -> Result<Self> {
+        Ok(Self::Cluster(RedisCluster::start().await?))
+    }
+
+    /// A relay's config that shares rooms through it.
+    pub fn config(&self) -> Config {
+        match self {
+            Self::Server(redis) => shared(redis),
+            Self::Cluster(cluster) => Config {
+                redis_url: Some(cluster.urls.clone()),
+                redis_cluster: true,
+                ..Config::default()
+            },
+        }
+    }
+
+    /// The flags that make a relay process share rooms through it.
+    pub fn relay_args(&self) -> Vec<String> {
+        match self {
+            Self::Server(redis) => vec!["--redis-url".into(), redis.url.clone()],
+            Self::Cluster(cluster) => vec![
+                "--redis-url".into(),
+                cluster.urls.clone(),
+                "--redis-cluster".into(),
+            ],
+        }
+    }
+}
+
+/// A relay's config that shares rooms through `redis`.
+pub fn shared(redis: &RedisServer) -> Config {
+    Config {
+        redis_url: Some(redis.url.clone()),
+        ..Config::default()
+    }
+}
