@@ -52,7 +52,10 @@ impl RelayProcess {
         env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let binary = relay_binary()?;
+        // The first call may build the relay: off this thread, so that whatever the test
+        // already runs on it (an in-process relay renewing its liveness in Redis, a proxy)
+        // keeps running meanwhile.
+        let binary = tokio::task::spawn_blocking(relay_binary).await??;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut command = std::process::Command::new(binary);
         command
