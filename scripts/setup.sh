@@ -66,7 +66,7 @@ if [[ "${1:-}" == "--test" ]]; then
         rustup toolchain install nightly --profile minimal
     fi
     if ! cargo fuzz --version >/dev/null 2>&1; then
-        say "installing cargo-fuzz (about 1 minute, once)"
+        say "installing cargo-fuzz (a few minutes, once)"
         cargo install cargo-fuzz --locked
     fi
     if [[ ! -d "$root/tests/e2e/node_modules/playwright-core" ]]; then

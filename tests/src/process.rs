@@ -52,7 +52,10 @@ impl RelayProcess {
         env: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let binary = relay_binary()?;
+        // The first call may build the relay: off this thread, so that whatever the test
+        // already runs on it (an in-process relay renewing its liveness in Redis, a proxy)
+        // keeps running meanwhile.
+        let binary = tokio::task::spawn_blocking(relay_binary).await??;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut command = std::process::Command::new(binary);
         command
@@ -136,16 +139,25 @@ fn build_relay() -> Result<PathBuf> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
-    ensure!(
-        output.status.success(),
-        "building the relay failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout)?;
-    for line in stdout.lines() {
-        let message: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("cargo's message {line}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let messages: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    if !output.status.success() {
+        // The compiler's diagnostics come as JSON on stdout with --message-format=json.
+        let diagnostics: String = messages
+            .iter()
+            .filter(|m| m["reason"] == "compiler-message")
+            .filter_map(|m| m["message"]["rendered"].as_str())
+            .collect();
+        bail!(
+            "building the relay failed ({}):\n{diagnostics}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for message in &messages {
         let target = &message["target"];
         if message["reason"] == "compiler-artifact"
             && target["name"] == "signalroom"
