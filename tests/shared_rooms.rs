@@ -396,6 +396,295 @@ async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<
     Ok(())
 }
 
+/// Reads events until `want` says one is it; fails on a `left` in the meantime, or after
+/// `within`.
+async fn await_event(
+    client: &mut Client,
+    within: Duration,
+    want: impl Fn(&Event<Value>) -> bool,
+) -> Result<Event<Value>> {
+    tokio::time::timeout(within, async {
+        loop {
+            let event = match client.recv().await {
+                Ok(event) => event,
+                Err(error) if error.to_string().contains("no frame in time") => continue,
+                Err(error) => return Err(error),
+            };
+            if want(&event) {
+                return Ok(event);
+            }
+            if let Event::Left { peer, .. } = event {
+                bail!("peer {peer} left meanwhile");
+            }
+        }
+    })
+    .await
+    .context("waited too long")?
+}
+
+async fn a_relay_stopped_by_sigterm_tells_its_rooms_at_once(redis: SharedRedis) -> Result<()> {
+    // The default timeout (10 s): a `left` sooner than that is the stopping relay's own.
+    let survivor = Relay::start(redis.config()).await?;
+    let mut doomed = RelayProcess::start(&redis.relay_args()).await?;
+    let (mut a, mut b) = (survivor.client().await?, client_at(doomed.addr).await?);
+    let (a_id, b_id) = meet(&mut a, &mut b, "deploy").await?;
+    doomed.signal("TERM")?;
+    match a.recv().await? {
+        Event::Left { peer, .. } if peer == b_id => {}
+        other => bail!("expected b to leave when its relay stopped, got {other:?}"),
+    }
+    // Its seat is free at once, and the stopped relay is gone for good.
+    let mut c = survivor.client().await?;
+    let c_id = joined_peer(&mut c, "deploy", &[a_id]).await?;
+    match a.recv().await? {
+        Event::Join { peer, .. } if peer == c_id => {}
+        other => bail!("expected c to join, got {other:?}"),
+    }
+    doomed.kill()?;
+    a.expect_silence().await
+}
+
+#[tokio::test]
+async fn a_room_never_overfills_when_redis_restarts_empty() -> Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
+    redis.restart().await?;
+    // Right after the restart, a newcomer asks at both relays in turn, every 150 ms: the
+    // room is full (or Redis unavailable for a moment), never created or joined.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut full, mut waited) = (0, 0);
+    for attempt in 0..24 {
+        let relay = if attempt % 2 == 0 { &one } else { &two };
+        let Ok(mut c) = relay.client().await else {
+            waited += 1;
+            continue;
+        };
+        match c.join("phoenix").await {
+            Ok(Event::Full { .. }) => full += 1,
+            Ok(Event::Error { .. }) | Err(_) => waited += 1,
+            Ok(other) => bail!("attempt {attempt}: the newcomer got {other:?} in a full room"),
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    ensure!(full > 0, "never told full ({waited} waits)");
+    // The members kept their room and their ids, and still reach each other.
+    a.say(json!("still there?"), None).await?;
+    match b.recv().await? {
+        Event::Message { from, data, .. } if from == a_id && data == json!("still there?") => {}
+        other => bail!("expected a's message after the restart, got {other:?}"),
+    }
+    b.say(json!("yes"), Some(a_id)).await?;
+    match a.recv().await? {
+        Event::Message { from, .. } if from == b_id => Ok(()),
+        other => bail!("expected b's answer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ids_stay_unique_when_redis_restarts_empty() -> Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    };
+    let one = Relay::start(config.clone()).await?;
+    let mut held = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut client = one.client().await?;
+        held.push(joined_id(&client.join(&format!("held-{i}")).await?).context("an id")?);
+        clients.push(client);
+    }
+    redis.restart().await?;
+    // At once, before any relay could put anything back: a relay started now, and its
+    // pages, take ids no one holds.
+    let two = Relay::start(config).await?;
+    let mut fresh = Vec::new();
+    for i in 0..3 {
+        let mut client = two.client().await?;
+        match client.join(&format!("fresh-{i}")).await? {
+            Event::Created { peer, .. } => fresh.push(peer),
+            other => bail!("expected created, got {other:?}"),
+        }
+    }
+    for id in &fresh {
+        ensure!(
+            !held.contains(id),
+            "id {id} handed out twice: held {held:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn departures_interleaved_with_reconnections_leave_no_ghost() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    // Relay one reaches Redis through a link the test cuts, over and over.
+    let link = CutProxy::start(redis.addr()).await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(Config {
+            redis_url: Some(format!("redis://{}", link.addr)),
+            ..config.clone()
+        })
+        .await?,
+        Relay::start(config).await?,
+    );
+    for round in 0..12u64 {
+        let mut x = one.client().await?;
+        let room = format!("ghost-{}", round % 3);
+        match x.join(&room).await? {
+            Event::Created { .. } => {}
+            other => bail!("round {round}: expected created, got {other:?}"),
+        }
+        // The departure and the relay's re-registration of its members race: the
+        // departure while the link is down (it is sent when Redis answers again), or just
+        // before the cut, or just after it mends.
+        match round % 3 {
+            0 => {
+                link.cut();
+                x.send(&signalroom_protocol::Request::Leave).await?;
+                tokio::time::sleep(Duration::from_millis(20 * (round % 5))).await;
+                link.mend();
+            }
+            1 => {
+                drop(x);
+                link.cut();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                link.mend();
+            }
+            _ => {
+                link.cut();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                link.mend();
+                x.send(&signalroom_protocol::Request::Leave).await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every room is empty in Redis: two pages on the other relay fill each of them.
+    for room in ["ghost-0", "ghost-1", "ghost-2"] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (mut b, mut c) = (two.client().await?, two.client().await?);
+            let first = b.join(room).await?;
+            let second = c.join(room).await?;
+            match (&first, &second) {
+                (Event::Created { .. }, Event::Joined { .. }) => break,
+                _ if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => bail!("{room} holds a ghost: {first:?} then {second:?}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_room_that_exists_elsewhere_is_joined_whatever_the_room_limit() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let config = Config {
+        max_rooms: 1,
+        ..shared(&redis)
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let (mut a, mut b) = (one.client().await?, two.client().await?);
+    let a_id = created_peer(a.join("elsewhere").await?)?;
+    created_peer(b.join("here").await?)?;
+    // Relay two holds as many rooms as it may, yet a room that exists is not a new one.
+    let mut c = two.client().await?;
+    joined_peer(&mut c, "elsewhere", &[a_id]).await?;
+    // A new room is refused.
+    let mut d = two.client().await?;
+    d.send(&signalroom_protocol::Request::CreateOrJoin {
+        room: room_name("new"),
+    })
+    .await?;
+    d.expect_error(signalroom_protocol::ErrorCode::TooManyRooms)
+        .await
+}
+
+#[tokio::test]
+async fn every_room_works_again_after_a_cluster_failover() -> Result<()> {
+    let mut cluster = RedisCluster::start_with(1, 2000).await?;
+    let config = Config {
+        redis_url: Some(cluster.urls.clone()),
+        redis_cluster: true,
+        relay_timeout: 4.0,
+        ..Config::default()
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    // 24 rooms of two, one member on each relay, the rooms over every master.
+    let mut pairs = Vec::new();
+    for i in 0..24 {
+        let (mut a, mut b) = if i % 2 == 0 {
+            (one.client().await?, two.client().await?)
+        } else {
+            (two.client().await?, one.client().await?)
+        };
+        let ids = meet(&mut a, &mut b, &format!("failover-{i}")).await?;
+        pairs.push((a, b, ids));
+    }
+    cluster.kill_master_of("signalroom")?;
+    // Within the failover (about 4 s) and a few seconds, each room carries messages both
+    // ways again on its original connections, and nobody was told `left`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    for (i, (a, b, (a_id, b_id))) in pairs.iter_mut().enumerate() {
+        for way in 0..2 {
+            let (from, to, from_id) = if way == 0 {
+                (&mut *a, &mut *b, *a_id)
+            } else {
+                (&mut *b, &mut *a, *b_id)
+            };
+            let mut n = 0;
+            loop {
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "room {i}: no message from {from_id} after the failover"
+                );
+                n += 1;
+                let text = json!(format!("{i}-{from_id}-{n}"));
+                from.say(text.clone(), None).await?;
+                let got = await_event(to, Duration::from_millis(700), |e| {
+                    matches!(e, Event::Message { from, data, .. } if *from == from_id && *data == text)
+                })
+                .await;
+                if got.is_ok() {
+                    break;
+                }
+                if let Err(error) = got {
+                    ensure!(!error.to_string().contains("left"), "room {i}: {error:#}");
+                }
+            }
+        }
+    }
+    // Capacity holds and the ids are the same: a third member is turned away.
+    let mut c = one.client().await?;
+    match c.join("failover-0").await? {
+        Event::Full { .. } => Ok(()),
+        other => bail!("expected full, got {other:?}"),
+    }
+}
+
 /// The stories every way of sharing rooms must tell, on one Redis server and on a Redis
 /// Cluster of three masters (sharded pub/sub, each room in its own hash slot).
 macro_rules! on_each_redis {
@@ -425,4 +714,5 @@ on_each_redis!(
     frames_keep_their_order_across_relays,
     directed_messages_reach_only_their_target_on_any_relay,
     the_members_of_a_killed_relay_leave_their_rooms,
+    a_relay_stopped_by_sigterm_tells_its_rooms_at_once,
 );

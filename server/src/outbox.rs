@@ -665,7 +665,10 @@ mod tests {
         let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         assert!(!socket.ended());
-        assert_eq!(outbox.push_end(CloseCode::ServiceRestart, "seat lost", &mut batch), Push::Queued);
+        assert_eq!(
+            outbox.push_end(CloseCode::ServiceRestart, "seat lost", &mut batch),
+            Push::Queued
+        );
         assert_eq!(state(&outbox), State::Ended(Writer::Batch));
         assert!(socket.ended());
         // The task, waiting for its writes' attention, is let go at once.

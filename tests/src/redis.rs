@@ -70,17 +70,24 @@ impl Drop for RedisServer {
     }
 }
 
-/// A local Redis Cluster of three masters without replicas on free loopback ports (and
-/// their cluster-bus ports), built with `redis-cli --cluster create`; killed when dropped.
+/// A local Redis Cluster of three masters (with a replica each, or none) on free loopback
+/// ports (and their cluster-bus ports), built with `redis-cli --cluster create`; killed
+/// when dropped.
 pub struct RedisCluster {
     /// Its nodes, comma-separated, as `--redis-url` takes them with `--redis-cluster`.
     pub urls: String,
     dir: std::path::PathBuf,
-    children: Vec<std::process::Child>,
+    children: Vec<(u16, std::process::Child)>,
 }
 
 impl RedisCluster {
+    /// Three masters, no replica.
     pub async fn start() -> Result<Self> {
+        Self::start_with(0, 15_000).await
+    }
+
+    /// Three masters with `replicas` each; a node is failed after `node_timeout_ms`.
+    pub async fn start_with(replicas: usize, node_timeout_ms: u32) -> Result<Self> {
         static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -92,7 +99,7 @@ impl RedisCluster {
             children: Vec::new(),
         };
         let mut nodes = Vec::new();
-        while nodes.len() < 3 {
+        while nodes.len() < 3 * (1 + replicas) {
             let port = free_port()?;
             // The cluster bus listens 10000 above.
             if port > 55_000 || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
@@ -107,6 +114,8 @@ impl RedisCluster {
                     "no",
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-node-timeout",
+                    &node_timeout_ms.to_string(),
                 ])
                 .arg("--cluster-config-file")
                 .arg(format!("nodes-{port}.conf"))
@@ -115,14 +124,14 @@ impl RedisCluster {
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .context("starting redis-server (scripts/setup.sh --test installs it)")?;
-            cluster.children.push(child);
+            cluster.children.push((port, child));
             listening(([127, 0, 0, 1], port).into(), "redis-server").await?;
             nodes.push(format!("127.0.0.1:{port}"));
         }
         let created = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(std::process::Stdio::null())
             .status()
             .context("running redis-cli --cluster create")?;
@@ -145,6 +154,24 @@ impl RedisCluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        // A replica that never synced with its master is not eligible for a failover.
+        for node in &nodes {
+            let (_, port) = node.split_once(':').context("a node")?;
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", port, "info", "replication"])
+                    .output()?;
+                let info = String::from_utf8_lossy(&info.stdout);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                ensure!(
+                    tokio::time::Instant::now() < deadline + PATIENCE,
+                    "a replica did not sync"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         cluster.urls = nodes
             .iter()
             .map(|n| format!("redis://{n}"))
@@ -154,9 +181,48 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// Kills (SIGKILL) the master that serves `key`'s slot; returns its port.
+    pub fn kill_master_of(&mut self, key: &str) -> Result<u16> {
+        let (port, _) = self.children.first().context("no node")?;
+        let slot = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "keyslot", key])
+            .output()?;
+        let slot: u16 = String::from_utf8_lossy(&slot.stdout).trim().parse()?;
+        let nodes = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "nodes"])
+            .output()?;
+        let nodes = String::from_utf8_lossy(&nodes.stdout);
+        let master = nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .find(|line| {
+                line.split_whitespace().skip(8).any(|range| {
+                    let (from, to) = range.split_once('-').unwrap_or((range, range));
+                    matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(f), Ok(t)) if f <= slot && slot <= t)
+                })
+            })
+            .context("no master serves the slot")?;
+        let port: u16 = master
+            .split_whitespace()
+            .nth(1)
+            .and_then(|addr| addr.split(['@', ':']).nth(1))
+            .context("a node's address")?
+            .parse()?;
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(p, _)| *p == port)
+            .context("the master is not one of ours")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(port)
+    }
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }

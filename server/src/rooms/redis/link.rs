@@ -8,14 +8,19 @@
 //! failover when a request meets it, and resubscribes sharded channels. Both hand every
 //! push (pub/sub messages, and `Disconnection`) to one channel. The relay does not rely on
 //! either resubscription alone: after any lost connection it subscribes again itself
-//! (`recovery.rs`).
+//! (`recovery.rs`). And since the cluster client follows a failover only when a live node
+//! redirects it, the writer opens a new link when a cluster keeps failing ([`Writer::reopen`]).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, PushInfo, RedisFuture, RedisResult, Value};
+use std::sync::{Arc, Mutex};
+
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
+
+use crate::outbox::lock;
 
 /// Where the rooms are kept: one Redis server, or a Redis Cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +50,28 @@ enum Link {
 
 /// The one handle that writes. Not `Clone`: the writer task owns it.
 pub(super) struct Writer {
-    link: Link,
+    connection: Arc<Connection>,
 }
 
 /// Reads and subscriptions. Cloning is cheap (the same multiplexed connection).
 #[derive(Clone)]
 pub(super) struct Reader {
-    link: Link,
+    connection: Arc<Connection>,
+}
+
+/// The link in use, and what it takes to open another.
+struct Connection {
+    topology: RedisTopology,
+    pushes: mpsc::UnboundedSender<PushInfo>,
+    /// Guards the link in use, which only the writer replaces; held for a clone, never
+    /// across an `.await`.
+    link: Mutex<Link>,
+}
+
+impl Connection {
+    fn link(&self) -> Link {
+        lock(&self.link).clone()
+    }
 }
 
 /// Connects to `topology`, with every push (pub/sub messages, disconnections) sent to
@@ -61,6 +81,22 @@ pub(super) async fn connect(
     topology: &RedisTopology,
     pushes: mpsc::UnboundedSender<PushInfo>,
 ) -> RedisResult<(Writer, Reader)> {
+    let link = open(topology, pushes.clone()).await?;
+    let connection = Arc::new(Connection {
+        topology: topology.clone(),
+        pushes,
+        link: Mutex::new(link),
+    });
+    let reader = Reader {
+        connection: connection.clone(),
+    };
+    Ok((Writer { connection }, reader))
+}
+
+async fn open(
+    topology: &RedisTopology,
+    pushes: mpsc::UnboundedSender<PushInfo>,
+) -> RedisResult<Link> {
     let link = match topology {
         RedisTopology::Cluster(nodes) => {
             let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
@@ -89,13 +125,7 @@ pub(super) async fn connect(
             Link::Single(client.get_connection_manager_with_config(config).await?)
         }
     };
-    Ok((Writer { link: link.clone() }, Reader { link }))
-}
-
-impl Link {
-    fn cluster(&self) -> bool {
-        matches!(self, Link::Cluster(_))
-    }
+    Ok(link)
 }
 
 /// What a handle knows of the deployment.
@@ -116,25 +146,46 @@ pub(super) trait Shape {
 
 impl Shape for Writer {
     fn cluster(&self) -> bool {
-        self.link.cluster()
+        matches!(self.connection.topology, RedisTopology::Cluster(_))
     }
 }
 
 impl Shape for Reader {
     fn cluster(&self) -> bool {
-        self.link.cluster()
+        matches!(self.connection.topology, RedisTopology::Cluster(_))
     }
 }
 
 impl Writer {
     /// Sends one command and reads its reply.
     pub(super) async fn query<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
-        cmd.query_async(&mut self.link).await
+        cmd.query_async(&mut self.connection.link()).await
     }
 
     /// Sends `pipe` and returns its replies.
     pub(super) async fn send(&mut self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
-        pipe.query_async(&mut self.link).await
+        pipe.query_async(&mut self.connection.link()).await
+    }
+
+    /// Opens a new link to a cluster whose topology changed under the one in use: the
+    /// cluster client follows a failover only when a live node redirects it, and a request
+    /// to a dead master's slots meets no live node. The new link learns the slots afresh
+    /// from any node; the reader is told (as a `Disconnection`) that subscriptions are to
+    /// be made again. A single server's link reconnects by itself: nothing to do.
+    pub(super) async fn reopen(&mut self) -> RedisResult<()> {
+        if !self.cluster() {
+            return Ok(());
+        }
+        let connection = &self.connection;
+        let fresh = open(&connection.topology, connection.pushes.clone()).await?;
+        *lock(&connection.link) = fresh;
+        tracing::info!("opened a new link to the Redis Cluster");
+        let lost = PushInfo {
+            kind: PushKind::Disconnection,
+            data: Vec::new(),
+        };
+        let _ = connection.pushes.send(lost);
+        Ok(())
     }
 }
 
@@ -143,7 +194,7 @@ impl Reader {
     pub(super) async fn hkeys(&self, key: &str) -> RedisResult<Vec<String>> {
         redis::cmd("HKEYS")
             .arg(key)
-            .query_async(&mut self.link.clone())
+            .query_async(&mut self.connection.link())
             .await
     }
 
@@ -154,7 +205,7 @@ impl Reader {
     ) -> RedisResult<Vec<T>> {
         redis::cmd("SMEMBERS")
             .arg(key)
-            .query_async(&mut self.link.clone())
+            .query_async(&mut self.connection.link())
             .await
     }
 
@@ -162,21 +213,21 @@ impl Reader {
     pub(super) async fn exists(&self, key: &str) -> RedisResult<bool> {
         redis::cmd("EXISTS")
             .arg(key)
-            .query_async(&mut self.link.clone())
+            .query_async(&mut self.connection.link())
             .await
     }
 
     /// Subscribes to a room's channel (sharded in a cluster). Subscribing again to a
     /// channel already subscribed changes nothing.
     pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
-        match self.link.clone() {
+        match self.connection.link() {
             Link::Single(mut redis) => redis.subscribe(channel).await,
             Link::Cluster(mut redis) => redis.ssubscribe(channel).await,
         }
     }
 
     pub(super) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
-        match self.link.clone() {
+        match self.connection.link() {
             Link::Single(mut redis) => redis.unsubscribe(channel).await,
             Link::Cluster(mut redis) => redis.sunsubscribe(channel).await,
         }

@@ -48,6 +48,8 @@ use crate::rooms::{JoinOutcome, RoomError, Rooms, Stats};
 
 /// Peer ids reserved from Redis at a time: one round trip per this many connections.
 const ID_BLOCK: u64 = 64;
+/// How long a connection waits for its id while Redis does not answer.
+const REDIS_PATIENCE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the departures it queued to reach Redis.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -89,7 +91,13 @@ impl RedisRooms {
         };
         // The relay's id comes first, before the writer task takes the writer.
         let mut writer = writer;
-        let relay: u64 = writer.query(redis::cmd("INCR").arg(RELAY_IDS_KEY)).await?;
+        let relay: u64 = writer
+            .query(&Shared::relays_script(
+                RESERVE,
+                &[RELAY_IDS_KEY],
+                &["1".into()],
+            ))
+            .await?;
         shared.relay = relay;
         let shared = Arc::new(shared);
         let writer = tokio::spawn(writer::run(writer, shared.queue.clone(), queued));
@@ -119,16 +127,9 @@ impl RedisRooms {
             return PeerId::new(n).map_err(|_| RoomError::Unavailable);
         }
         let shared = &self.shared;
-        let reserved = patiently(shared, || {
-            let cmd = Shared::relays_script(
-                RESERVE,
-                &[PEER_IDS_KEY, bus::EPOCH_KEY, bus::HOLD_KEY],
-                &[ID_BLOCK.to_string()],
-            );
-            shared.queue.request(cmd, RELAYS_TAG)
-        })
-        .await?;
-        let Guarded::Done(Value::Int(last)) = reserved else {
+        let cmd = Shared::relays_script(RESERVE, &[PEER_IDS_KEY], &[ID_BLOCK.to_string()]);
+        let reserved = tokio::time::timeout(REDIS_PATIENCE, shared.queue.call(cmd, RELAYS_TAG));
+        let Ok(Ok(Value::Int(last))) = reserved.await else {
             return Err(RoomError::Unavailable);
         };
         let last = u64::try_from(last).map_err(|_| RoomError::Unavailable)?;
@@ -210,7 +211,12 @@ impl Rooms for RedisRooms {
             None => true,
         };
         let decided = if subscribed {
-            self.decide_join(peer, &room, may_create).await
+            // Bounded: a join queued behind an outage is answered `unavailable`; if Redis
+            // takes it later, the departure queued below follows it.
+            let patience = shared.hold_patience() + REDIS_PATIENCE;
+            tokio::time::timeout(patience, self.decide_join(peer, &room, may_create))
+                .await
+                .unwrap_or(Err(RoomError::Unavailable))
         } else {
             shared.queue.set_reachable(false);
             Err(RoomError::Unavailable)
@@ -236,9 +242,9 @@ impl Rooms for RedisRooms {
         if core.abandon_join(peer, full, batch) {
             shared.unsubscribe(&room);
         }
-        shared
-            .queue
-            .send(registry(shared.relay, peer, &room, false));
+        // Out of the registry, and out of the room should a join that timed out reach
+        // Redis after all: queued after it, so it follows.
+        shared.queue_departure(peer, &room);
         refused
     }
 

@@ -55,6 +55,10 @@ pub(super) fn deregister(shared: &Shared) {
 pub(super) async fn keep_alive(shared: Arc<Shared>, mut epoch: String) {
     let mut tick = tokio::time::interval(shared.relay_timeout / 4);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Since when this relay has renewed its liveness without a miss. Whatever kept it from
+    // renewing (an outage, a failover) kept the others too: it gives them a whole timeout
+    // of its own renewals to renew theirs before it sweeps any of them.
+    let mut healthy_since = tokio::time::Instant::now();
     loop {
         let due = shared.lost.load(Ordering::Relaxed);
         tokio::select! {
@@ -62,16 +66,24 @@ pub(super) async fn keep_alive(shared: Arc<Shared>, mut epoch: String) {
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(RETRY), if due => {}
         }
+        let started = tokio::time::Instant::now();
         match beat(&shared, &mut epoch).await {
             Ok(()) => shared.queue.set_reachable(true),
             Err(error) => {
                 tracing::warn!(%error, "could not renew this relay's liveness in Redis");
                 shared.queue.set_reachable(false);
+                healthy_since = tokio::time::Instant::now();
                 continue;
             }
         }
-        if let Err(error) = sweep(&shared).await {
-            tracing::warn!(%error, "could not clean up after stopped relays");
+        if started.elapsed() > shared.relay_timeout / 4 {
+            // The renewal itself waited out an outage.
+            healthy_since = started;
+        }
+        if healthy_since.elapsed() >= shared.relay_timeout {
+            if let Err(error) = sweep(&shared).await {
+                tracing::warn!(%error, "could not clean up after stopped relays");
+            }
         }
         if shared.lost.swap(false, Ordering::Relaxed) {
             if let Err(error) = recovery::after_reconnection(&shared).await {

@@ -27,7 +27,6 @@ pub(super) const JOIN: &str = include_str!("scripts/join.lua");
 pub(super) const LEAVE: &str = include_str!("scripts/leave.lua");
 pub(super) const REJOIN: &str = include_str!("scripts/rejoin.lua");
 pub(super) const RESERVE: &str = include_str!("scripts/reserve.lua");
-pub(super) const RAISE: &str = include_str!("scripts/raise.lua");
 pub(super) const REGISTER: &str = include_str!("scripts/register.lua");
 pub(super) const BEAT: &str = include_str!("scripts/beat.lua");
 pub(super) const RECOVER: &str = include_str!("scripts/recover.lua");
@@ -154,8 +153,7 @@ impl Shared {
     }
 
     /// The commands that put every member of this relay back into its room as the core
-    /// has them when the writer reaches this point, then raise the id counters past what
-    /// this relay handed out.
+    /// has them when the writer reaches this point.
     pub fn reassert(self: &Arc<Self>) -> Command {
         let shared = self.clone();
         Command::Reassert(Box::new(move || {
@@ -171,15 +169,6 @@ impl Shared {
                 ];
                 let (cmd, tag) = shared.room_script(REJOIN, room, &[], &args);
                 commands.push(Command::call(cmd, &tag));
-            }
-            drop(core);
-            let handed_out = lock(&shared.ids).end;
-            for (counter, at_least) in [
-                (bus::PEER_IDS_KEY, handed_out),
-                (bus::RELAY_IDS_KEY, shared.relay),
-            ] {
-                let cmd = Self::relays_script(RAISE, &[counter], &[at_least.to_string()]);
-                commands.push(Command::call(cmd, RELAYS_TAG));
             }
             commands
         }))
@@ -197,7 +186,7 @@ pub(super) fn registry(relay: u64, peer: PeerId, room: &RoomName, add: bool) -> 
     Command::call(cmd, RELAYS_TAG)
 }
 
-/// What a guarded script (join.lua, reserve.lua) answered.
+/// What a guarded script (join.lua) answered.
 pub(super) enum Guarded {
     /// Done; the script's own reply.
     Done(Value),

@@ -201,19 +201,91 @@ fn tag(command: &Command) -> &str {
     }
 }
 
+/// Sends `run`, trying again while Redis cannot be reached (or a cluster fails over) as
+/// long as it holds anything but messages: a departure or a re-registration is never lost
+/// to an outage, and nothing queued after it overtakes it. Every script is idempotent, so
+/// sending again what a broken connection may have cut changes nothing. Messages are not
+/// sent again: they go at most once, and senders are refused while Redis is unreachable.
+async fn send_run(redis: &mut Writer, queue: &Queue, mut run: Vec<Command>) {
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let (messages, bytes) = counted(&run);
+        match send_once(redis, run).await {
+            Ok(()) => {
+                queue.sent(messages, bytes);
+                queue.set_reachable(true);
+                return;
+            }
+            Err((error, unsent)) => {
+                queue.sent(messages, bytes);
+                queue.set_reachable(false);
+                let retry = error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+                    || error.is_cluster_error();
+                run = unsent
+                    .into_iter()
+                    .filter(|c| !matches!(c, Command::Publish { .. }))
+                    .collect();
+                if !retry || run.is_empty() {
+                    tracing::warn!(%error, "Redis refused a pipeline");
+                    for command in run {
+                        if let Command::Call {
+                            reply: Some(reply), ..
+                        } = command
+                        {
+                            let _ = reply.send(Err(()));
+                        }
+                    }
+                    return;
+                }
+                tracing::warn!(%error, retry_in = ?backoff, "Redis could not take a pipeline");
+                tokio::time::sleep(backoff).await;
+                if backoff >= REOPEN_AFTER {
+                    // Failing for a while: a cluster may have failed over under the link.
+                    if let Err(error) = redis.reopen().await {
+                        tracing::warn!(%error, "could not open a new link to Redis");
+                    }
+                }
+                backoff = (backoff * 2).min(RETRY_LAST);
+            }
+        }
+    }
+}
+
+/// The first pause before sending a failed run again, and the longest.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_LAST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The pause from which a failing run opens a new link first (after about 0.75 s of
+/// failures, then at most once a second).
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// The messages in `run` and their bytes.
+fn counted(run: &[Command]) -> (usize, usize) {
+    run.iter()
+        .filter_map(|c| match c {
+            Command::Publish { payload, .. } => Some(payload.len()),
+            _ => None,
+        })
+        .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len))
+}
+
 /// Sends `run` in one pipeline, events in a row for one room in one publish (`events`
-/// takes them apart), and hands each waiting command its reply.
-async fn send_run(redis: &mut Writer, queue: &Queue, run: Vec<Command>) {
+/// takes them apart), and hands each waiting command its reply. On failure, hands the run
+/// back (its commands rebuilt) to be sent again.
+async fn send_once(
+    redis: &mut Writer,
+    run: Vec<Command>,
+) -> Result<(), (redis::RedisError, Vec<Command>)> {
     let publish = redis.publish_command();
     let mut pipe = redis::pipe();
-    let (mut messages, mut bytes) = (0, 0);
-    let mut replies_to = Vec::new();
     let mut pending: Option<(String, String)> = None;
+    // What goes out is kept to be sent again: the calls, their replies' senders.
+    let mut calls = Vec::new();
     for command in run {
         match command {
             Command::Publish { channel, payload } => {
-                messages += 1;
-                bytes += payload.len();
                 if let Some((_, events)) = pending.as_mut().filter(|(to, _)| *to == channel) {
                     push_event(events, &payload);
                     continue;
@@ -223,30 +295,35 @@ async fn send_run(redis: &mut Writer, queue: &Queue, run: Vec<Command>) {
                 push_event(&mut events, &payload);
                 pending = Some((channel, events));
             }
-            Command::Call { cmd, reply, .. } => {
+            Command::Call { cmd, tag, reply } => {
                 publish_pending(&mut pipe, publish, &mut pending);
-                pipe.add_command(cmd);
-                match reply {
-                    Some(reply) => replies_to.push(reply),
-                    None => {
-                        pipe.ignore();
-                    }
+                pipe.add_command(cmd.clone());
+                if reply.is_none() {
+                    pipe.ignore();
                 }
+                calls.push((cmd, tag, reply));
             }
             Command::Reassert(_) | Command::Flush(_) => {}
         }
     }
     publish_pending(&mut pipe, publish, &mut pending);
-    let replies = redis.send(&pipe).await;
-    queue.sent(messages, bytes);
-    queue.set_reachable(replies.is_ok());
-    if let Err(error) = &replies {
-        tracing::warn!(%error, "Redis refused a pipeline");
-    }
-    let mut replies = replies.ok().map(Vec::into_iter);
-    for reply in replies_to {
-        let value = replies.as_mut().and_then(Iterator::next).ok_or(());
-        let _ = reply.send(value);
+    match redis.send(&pipe).await {
+        Ok(replies) => {
+            let mut replies = replies.into_iter();
+            for (_, _, reply) in calls {
+                if let Some(reply) = reply {
+                    let _ = reply.send(replies.next().ok_or(()));
+                }
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let unsent = calls
+                .into_iter()
+                .map(|(cmd, tag, reply)| Command::Call { cmd, tag, reply })
+                .collect();
+            Err((error, unsent))
+        }
     }
 }
 
