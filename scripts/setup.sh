@@ -37,13 +37,14 @@ fi
 if [[ "${1:-}" == "--test" ]]; then
     # Debian packages the tests use, each found by a command it provides: Chromium and its
     # driver, and the servers the tests start on free ports of their own (redis-server,
-    # coturn's turnserver), openssl (the TLS browser test's certificate), and promtool
+    # redis-sentinel, coturn's turnserver), openssl (the TLS browser test's certificate), and promtool
     # (package prometheus; it checks the metrics exposition).
     missing=()
     need() { command -v "$1" >/dev/null || missing+=("$2"); }
     need chromium chromium
     need chromedriver chromium-driver
     need redis-server redis-server
+    need redis-sentinel redis-sentinel
     need openssl openssl
     need turnserver coturn
     need turnutils_uclient coturn

@@ -655,26 +655,7 @@ async fn every_room_works_again_after_a_cluster_failover() -> Result<()> {
             } else {
                 (&mut *b, &mut *a, *b_id)
             };
-            let mut n = 0;
-            loop {
-                ensure!(
-                    tokio::time::Instant::now() < deadline,
-                    "room {i}: no message from {from_id} after the failover"
-                );
-                n += 1;
-                let text = json!(format!("{i}-{from_id}-{n}"));
-                from.say(text.clone(), None).await?;
-                let got = await_event(to, Duration::from_millis(700), |e| {
-                    matches!(e, Event::Message { from, data, .. } if *from == from_id && *data == text)
-                })
-                .await;
-                if got.is_ok() {
-                    break;
-                }
-                if let Err(error) = got {
-                    ensure!(!error.to_string().contains("left"), "room {i}: {error:#}");
-                }
-            }
+            carries(i, from, to, from_id, deadline).await?;
         }
     }
     // Capacity holds and the ids are the same: a third member is turned away.
@@ -683,6 +664,76 @@ async fn every_room_works_again_after_a_cluster_failover() -> Result<()> {
         Event::Full { .. } => Ok(()),
         other => bail!("expected full, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn every_room_works_again_after_a_sentinel_failover() -> Result<()> {
+    let mut redis = RedisSentinel::start().await?;
+    let config = Config {
+        relay_timeout: 4.0,
+        ..redis.config()
+    };
+    let (one, two) = (
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    );
+    let mut pairs = Vec::new();
+    for i in 0..6 {
+        let (mut a, mut b) = (one.client().await?, two.client().await?);
+        let ids = meet(&mut a, &mut b, &format!("sentinel-{i}")).await?;
+        pairs.push((a, b, ids));
+    }
+    redis.kill_primary()?;
+    redis.failed_over().await?;
+    // Soon after the Sentinel names the new primary, every room carries messages both ways
+    // again on its original connections, and nobody was told `left`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for (i, (a, b, (a_id, b_id))) in pairs.iter_mut().enumerate() {
+        for way in 0..2 {
+            let (from, to, from_id) = if way == 0 {
+                (&mut *a, &mut *b, *a_id)
+            } else {
+                (&mut *b, &mut *a, *b_id)
+            };
+            carries(i, from, to, from_id, deadline).await?;
+        }
+    }
+    let mut c = one.client().await?;
+    match c.join("sentinel-0").await? {
+        Event::Full { .. } => Ok(()),
+        other => bail!("expected full, got {other:?}"),
+    }
+}
+
+/// Sends numbered messages from `from` until `to` gets one, before `deadline`; fails if
+/// `to` hears of a departure meanwhile.
+async fn carries(
+    room: usize,
+    from: &mut Client,
+    to: &mut Client,
+    from_id: PeerId,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    for n in 0.. {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "room {room}: no message from {from_id} after the failover"
+        );
+        let text = json!(format!("{room}-{from_id}-{n}"));
+        from.say(text.clone(), None).await?;
+        let got = await_event(
+            to,
+            Duration::from_millis(700),
+            |e| matches!(e, Event::Message { from, data, .. } if *from == from_id && *data == text),
+        )
+        .await;
+        match got {
+            Ok(_) => return Ok(()),
+            Err(error) if error.to_string().contains("left") => bail!("room {room}: {error:#}"),
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The stories every way of sharing rooms must tell, on one Redis server and on a Redis

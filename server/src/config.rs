@@ -234,12 +234,25 @@ pub struct Config {
     /// With --redis-url: Redis is a Redis Cluster, and the URL lists some of its nodes,
     /// comma-separated (redis://10.0.0.1:7000,redis://10.0.0.2:7000). Each room's keys and
     /// channel sit in one hash slot, and rooms talk over sharded pub/sub.
-    #[arg(long, env = "SIGNALROOM_REDIS_CLUSTER")]
+    #[arg(
+        long,
+        env = "SIGNALROOM_REDIS_CLUSTER",
+        conflicts_with = "redis_sentinel"
+    )]
     pub redis_cluster: bool,
+
+    /// With --redis-url: a primary and its replicas under Redis Sentinel, whose name for
+    /// the primary this is; the URL lists Sentinels, comma-separated
+    /// (redis://10.0.0.1:26379,redis://10.0.0.2:26379). After a failover the relay asks the
+    /// Sentinels for the new primary.
+    #[arg(long, env = "SIGNALROOM_REDIS_SENTINEL", value_name = "MASTER_NAME")]
+    pub redis_sentinel: Option<String>,
 
     /// With --redis-url: seconds this relay may go without renewing its liveness in Redis
     /// (it renews every quarter of it) before the other relays take its members out of
-    /// their rooms and tell the rooms `left`.
+    /// their rooms and tell the rooms `left`. Keep it above the time Redis takes to fail
+    /// over, or relays give each other up during a failover. After Redis lost its data,
+    /// joins wait this long while every relay puts its members back.
     #[arg(
         long,
         env = "SIGNALROOM_RELAY_TIMEOUT",
@@ -307,6 +320,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             redis_url: None,
             redis_cluster: false,
+            redis_sentinel: None,
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
             auth_secret_file: None,
             auth_secret: None,

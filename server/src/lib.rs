@@ -63,7 +63,11 @@ pub async fn run(
 ) -> Result<(), StartError> {
     match &config.redis_url {
         Some(url) => {
-            let topology = RedisTopology::from_flags(url, config.redis_cluster);
+            let topology = RedisTopology::from_flags(
+                url,
+                config.redis_cluster,
+                config.redis_sentinel.as_deref(),
+            );
             let rooms = RedisRooms::connect(
                 &topology,
                 config.room_capacity,

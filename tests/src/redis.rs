@@ -15,23 +15,32 @@ pub struct RedisServer {
     pub url: String,
     port: u16,
     child: std::process::Child,
+    flags: Vec<String>,
 }
 
 impl RedisServer {
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// With more flags for `redis-server`.
+    pub async fn start_with(flags: &[&str]) -> Result<Self> {
         let port = free_port()?;
-        let child = Self::spawn(port).await?;
+        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+        let child = Self::spawn(port, &flags).await?;
         Ok(Self {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             child,
+            flags,
         })
     }
 
-    async fn spawn(port: u16) -> Result<std::process::Child> {
+    async fn spawn(port: u16, flags: &[String]) -> Result<std::process::Child> {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(flags)
             .stdout(std::process::Stdio::null())
             .spawn()
             .context("starting redis-server (scripts/setup.sh --test installs it)")?;
@@ -53,7 +62,7 @@ impl RedisServer {
     pub async fn restart(&mut self) -> Result<()> {
         self.child.kill()?;
         self.child.wait()?;
-        self.child = Self::spawn(self.port).await?;
+        self.child = Self::spawn(self.port, &self.flags).await?;
         Ok(())
     }
 
@@ -226,6 +235,121 @@ impl Drop for RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A primary, a replica of it and a Redis Sentinel watching them (as `signalroom`), on free
+/// loopback ports; killed when dropped. The Sentinel fails the primary over after one
+/// second without an answer.
+pub struct RedisSentinel {
+    /// The Sentinel, as `--redis-url` takes it with `--redis-sentinel`.
+    pub url: String,
+    dir: std::path::PathBuf,
+    primary: RedisServer,
+    replica: RedisServer,
+    sentinel: std::process::Child,
+}
+
+impl RedisSentinel {
+    /// The primary's name at the Sentinel.
+    pub const MASTER: &'static str = "signalroom";
+
+    pub async fn start() -> Result<Self> {
+        let primary = RedisServer::start().await?;
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()])
+                .await?;
+        // Synced before anything may fail over to it.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &replica.port.to_string(), "info", "replication"])
+                .output()?;
+            if String::from_utf8_lossy(&info.stdout).contains("master_link_status:up") {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the replica did not sync"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("signalroom-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {master} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 5000\n",
+                dir.display(),
+                master = Self::MASTER,
+                primary = primary.port,
+            ),
+        )?;
+        let sentinel = std::process::Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-sentinel (scripts/setup.sh --test installs it)")?;
+        listening(([127, 0, 0, 1], port).into(), "redis-sentinel").await?;
+        Ok(Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+            primary,
+            replica,
+            sentinel,
+        })
+    }
+
+    /// Kills (SIGKILL) the primary; the Sentinel promotes the replica.
+    pub fn kill_primary(&mut self) -> Result<()> {
+        self.primary.child.kill()?;
+        self.primary.child.wait()?;
+        Ok(())
+    }
+
+    /// Waits until the Sentinel names the replica as the primary.
+    pub async fn failed_over(&self) -> Result<()> {
+        let port = self.url.rsplit(':').next().context("a port")?;
+        let deadline = tokio::time::Instant::now() + 4 * PATIENCE;
+        loop {
+            let addr = std::process::Command::new("redis-cli")
+                .args([
+                    "-p",
+                    port,
+                    "sentinel",
+                    "get-master-addr-by-name",
+                    Self::MASTER,
+                ])
+                .output()?;
+            if String::from_utf8_lossy(&addr.stdout).contains(&self.replica.port.to_string()) {
+                return Ok(());
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "no failover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A relay's config that shares rooms through the Sentinel's primary.
+    pub fn config(&self) -> Config {
+        Config {
+            redis_url: Some(self.url.clone()),
+            redis_sentinel: Some(Self::MASTER.to_owned()),
+            ..Config::default()
+        }
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -22,23 +22,40 @@ use tokio::sync::mpsc;
 
 use crate::outbox::lock;
 
-/// Where the rooms are kept: one Redis server, or a Redis Cluster.
+/// Where the rooms are kept: one Redis server, a primary watched by Redis Sentinel, or a
+/// Redis Cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTopology {
     /// One server (`redis://HOST:PORT[/DB]`).
     Single(String),
+    /// The primary that these Sentinels name `master` (they fail it over to a replica).
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
     /// A Redis Cluster, reached through any of these nodes.
     Cluster(Vec<String>),
 }
 
 impl RedisTopology {
-    /// From `--redis-url`, and `--redis-cluster` (then the URL lists nodes, comma-separated).
-    pub fn from_flags(url: &str, cluster: bool) -> Self {
-        if cluster {
-            Self::Cluster(url.split(',').map(|node| node.trim().to_owned()).collect())
-        } else {
-            Self::Single(url.to_owned())
+    /// From `--redis-url`, and `--redis-cluster` or `--redis-sentinel NAME` (then the URL
+    /// lists nodes, or Sentinels, comma-separated).
+    pub fn from_flags(url: &str, cluster: bool, sentinel: Option<&str>) -> Self {
+        let list = || url.split(',').map(|node| node.trim().to_owned()).collect();
+        match (cluster, sentinel) {
+            (true, _) => Self::Cluster(list()),
+            (false, Some(master)) => Self::Sentinel {
+                sentinels: list(),
+                master: master.to_owned(),
+            },
+            (false, None) => Self::Single(url.to_owned()),
         }
+    }
+
+    /// Whether a broken link is to be replaced, not only reconnected: a cluster's or a
+    /// Sentinel's primary may have moved to another address.
+    fn moves(&self) -> bool {
+        !matches!(self, Self::Single(_))
     }
 }
 
@@ -108,24 +125,39 @@ async fn open(
                 .build()?;
             Link::Cluster(client.get_async_connection().await?)
         }
-        RedisTopology::Single(url) => {
-            let info: redis::ConnectionInfo = url.parse()?;
-            let resp3 = info
-                .redis_settings()
-                .clone()
-                .set_protocol(redis::ProtocolVersion::RESP3);
-            let client = redis::Client::open(info.set_redis_settings(resp3))?;
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_push_sender(pushes)
-                .set_automatic_resubscription()
-                .set_connection_timeout(Some(Duration::from_millis(500)))
-                .set_response_timeout(Some(Duration::from_secs(1)))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            Link::Single(client.get_connection_manager_with_config(config).await?)
+        RedisTopology::Sentinel { sentinels, master } => {
+            let mut sentinel = redis::sentinel::SentinelClient::build(
+                sentinels.clone(),
+                master.clone(),
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )?;
+            let primary = sentinel.async_get_client().await?;
+            Link::Single(manager(primary.get_connection_info().clone(), pushes).await?)
         }
+        RedisTopology::Single(url) => Link::Single(manager(url.parse()?, pushes).await?),
     };
     Ok(link)
+}
+
+/// A reconnecting connection to the server at `info`, speaking RESP3 (pushes arrive on it).
+async fn manager(
+    info: redis::ConnectionInfo,
+    pushes: mpsc::UnboundedSender<PushInfo>,
+) -> RedisResult<ConnectionManager> {
+    let resp3 = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_push_sender(pushes)
+        .set_automatic_resubscription()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    client.get_connection_manager_with_config(config).await
 }
 
 /// What a handle knows of the deployment.
@@ -167,19 +199,20 @@ impl Writer {
         pipe.query_async(&mut self.connection.link()).await
     }
 
-    /// Opens a new link to a cluster whose topology changed under the one in use: the
-    /// cluster client follows a failover only when a live node redirects it, and a request
-    /// to a dead master's slots meets no live node. The new link learns the slots afresh
-    /// from any node; the reader is told (as a `Disconnection`) that subscriptions are to
-    /// be made again. A single server's link reconnects by itself: nothing to do.
+    /// Opens a new link where the primary may have moved under the one in use: the
+    /// cluster client follows a failover only when a live node redirects it (a request to
+    /// a dead master's slots meets none), and a Sentinel's primary is asked for only when a
+    /// link opens. The new link learns the slots afresh from any node, or asks the
+    /// Sentinels; the reader is told (as a `Disconnection`) that subscriptions are to be
+    /// made again. A single server's link reconnects by itself: nothing to do.
     pub(super) async fn reopen(&mut self) -> RedisResult<()> {
-        if !self.cluster() {
+        if !self.connection.topology.moves() {
             return Ok(());
         }
         let connection = &self.connection;
         let fresh = open(&connection.topology, connection.pushes.clone()).await?;
         *lock(&connection.link) = fresh;
-        tracing::info!("opened a new link to the Redis Cluster");
+        tracing::info!("opened a new link to Redis");
         let lost = PushInfo {
             kind: PushKind::Disconnection,
             data: Vec::new(),

@@ -223,7 +223,10 @@ async fn send_run(redis: &mut Writer, queue: &Queue, mut run: Vec<Command>) {
                     || error.is_timeout()
                     || error.is_connection_dropped()
                     || error.is_connection_refusal()
-                    || error.is_cluster_error();
+                    || error.is_cluster_error()
+                    // A primary that came back as a replica after a failover.
+                    || error.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
                 run = unsent
                     .into_iter()
                     .filter(|c| !matches!(c, Command::Publish { .. }))
