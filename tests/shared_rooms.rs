@@ -305,9 +305,22 @@ async fn a_relay_paused_past_its_timeout_closes_the_members_it_lost() -> Result<
         Event::Left { peer, .. } if peer == b_id => {}
         other => bail!("expected the paused relay's member to leave, got {other:?}"),
     }
-    // Woken, the relay finds it was given up for dead: the member it lost is told to
-    // come back (1012), rather than left in a room that no longer has it.
+    // Woken, the relay finds it was given up for dead: the member it lost is out of its
+    // room at once (b has not read anything yet, so has not answered any close frame)...
     paused.signal("CONT")?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stats: Value = serde_json::from_str(&http_get(paused.addr, "/stats").await?)?;
+        if stats["members"] == json!(0) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "b still in its room: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and told to come back (1012), rather than left in a room that no longer has it.
     ensure!(
         b.expect_close().await? == Some(1012),
         "b was not closed with 1012"
