@@ -380,19 +380,7 @@ async fn a_paused_redis_fills_a_bounded_queue_and_senders_are_told() -> Result<(
 async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<()> {
     let redis = RedisServer::start().await?;
     // Relay one reaches Redis through a link the test can cut.
-    let link = CutProxy::start(redis.addr()).await?;
-    let config = Config {
-        relay_timeout: 2.0,
-        ..shared(&redis)
-    };
-    let (one, two) = (
-        Relay::start(Config {
-            redis_url: Some(format!("redis://{}", link.addr)),
-            ..config.clone()
-        })
-        .await?,
-        Relay::start(config).await?,
-    );
+    let (link, one, two) = relays_one_behind_a_cut(&redis).await?;
     let (mut a, mut b) = (one.client().await?, two.client().await?);
     let (_, b_id) = meet(&mut a, &mut b, "cut").await?;
     link.cut();
@@ -407,6 +395,22 @@ async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<
     }
     a.expect_silence().await?;
     Ok(())
+}
+
+/// Two relays on `redis` (timeout 2 s), the first reaching it through a link the test can
+/// cut.
+async fn relays_one_behind_a_cut(redis: &RedisServer) -> Result<(CutProxy, Relay, Relay)> {
+    let link = CutProxy::start(redis.addr()).await?;
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(redis)
+    };
+    let one = Relay::start(Config {
+        redis_url: Some(format!("redis://{}", link.addr)),
+        ..config.clone()
+    })
+    .await?;
+    Ok((link, one, Relay::start(config).await?))
 }
 
 /// Reads events until `want` says one is it; fails on a `left` in the meantime, or after
@@ -542,19 +546,7 @@ async fn ids_stay_unique_when_redis_restarts_empty() -> Result<()> {
 async fn departures_interleaved_with_reconnections_leave_no_ghost() -> Result<()> {
     let redis = RedisServer::start().await?;
     // Relay one reaches Redis through a link the test cuts, over and over.
-    let link = CutProxy::start(redis.addr()).await?;
-    let config = Config {
-        relay_timeout: 2.0,
-        ..shared(&redis)
-    };
-    let (one, two) = (
-        Relay::start(Config {
-            redis_url: Some(format!("redis://{}", link.addr)),
-            ..config.clone()
-        })
-        .await?,
-        Relay::start(config).await?,
-    );
+    let (link, one, two) = relays_one_behind_a_cut(&redis).await?;
     for round in 0..12u64 {
         let mut x = one.client().await?;
         let room = format!("ghost-{}", round % 3);

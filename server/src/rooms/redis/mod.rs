@@ -249,13 +249,9 @@ impl Rooms for RedisRooms {
     }
 
     async fn leave(&self, peer: PeerId, _batch: &mut Batch) -> Result<RoomName, RoomError> {
-        let shared = &self.shared;
-        let mut core = shared.core();
+        let mut core = self.shared.core();
         let room = core.depart(peer).ok_or(RoomError::NotInRoom)?;
-        shared.queue_departure(peer, &room);
-        if core.release(&room) {
-            shared.unsubscribe(&room);
-        }
+        self.shared.departed(&mut core, peer, &room);
         Ok(room)
     }
 
@@ -286,13 +282,9 @@ impl Rooms for RedisRooms {
     }
 
     async fn disconnect(&self, peer: PeerId, _batch: &mut Batch) {
-        let shared = &self.shared;
-        let mut core = shared.core();
+        let mut core = self.shared.core();
         if let Some(room) = core.forget(peer) {
-            shared.queue_departure(peer, &room);
-            if core.release(&room) {
-                shared.unsubscribe(&room);
-            }
+            self.shared.departed(&mut core, peer, &room);
         }
     }
 

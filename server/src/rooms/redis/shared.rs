@@ -142,13 +142,19 @@ impl Shared {
             .send(Subscription::Unsubscribe(bus::channel(room)));
     }
 
+    /// `peer`, out of delivery in `room`, departs: its departure queued, and the room let
+    /// go if nobody here is in it any more. Under the `core` lock.
+    pub fn departed(&self, core: &mut Core, peer: PeerId, room: &RoomName) {
+        self.queue_departure(peer, room);
+        if core.release(room) {
+            self.unsubscribe(room);
+        }
+    }
+
     /// Decides the departures of members the core evicted (their outbox overflowed).
     pub fn settle(&self, core: &mut Core) {
         for (peer, room) in core.take_evicted() {
-            self.queue_departure(peer, &room);
-            if core.release(&room) {
-                self.unsubscribe(&room);
-            }
+            self.departed(core, peer, &room);
         }
     }
 
