@@ -56,6 +56,10 @@ pub enum Kind {
     RedisLocal,
     /// Two relays sharing rooms through a `redis-server`, every pair split across them.
     RedisSplit,
+    /// `RedisLocal` with the other build (`--baseline-bin`).
+    BaselineRedisLocal,
+    /// `RedisSplit` with the other build (`--baseline-bin`).
+    BaselineRedisSplit,
 }
 
 impl Kind {
@@ -69,7 +73,17 @@ impl Kind {
             Kind::Bare => "bare",
             Kind::RedisLocal => "redis-local",
             Kind::RedisSplit => "redis-split",
+            Kind::BaselineRedisLocal => "baseline-redis-local",
+            Kind::BaselineRedisSplit => "baseline-redis-split",
         }
+    }
+
+    /// Whether it runs the other build (`--baseline-bin`).
+    pub fn baseline(self) -> bool {
+        matches!(
+            self,
+            Kind::Baseline | Kind::BaselineRedisLocal | Kind::BaselineRedisSplit
+        )
     }
 
     /// Whether it has rooms to join (the forwarders pair by arrival).

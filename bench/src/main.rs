@@ -88,7 +88,8 @@ enum Cmd {
         #[arg(long)]
         relay_bin: Option<PathBuf>,
         /// Also run this other build of the relay, alternating with this one: what a change
-        /// costs, measured in one run.
+        /// costs, measured in one run (with --redis, on Redis too: baseline-redis-local and
+        /// baseline-redis-split).
         #[arg(long)]
         baseline_bin: Option<PathBuf>,
     },
@@ -268,8 +269,8 @@ async fn start(
             return Ok(server);
         }
         Kind::Relay | Kind::RelayTls | Kind::RelayMetrics | Kind::Baseline => (1, false),
-        Kind::RedisLocal => (1, true),
-        Kind::RedisSplit => (2, true),
+        Kind::RedisLocal | Kind::BaselineRedisLocal => (1, true),
+        Kind::RedisSplit | Kind::BaselineRedisSplit => (2, true),
     };
     let mut redis_url = None;
     if redis {
@@ -402,9 +403,10 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
-    let relay_bin = match kind {
-        Kind::Baseline => work.baseline_bin.as_ref(),
-        _ => work.relay_bin.as_ref(),
+    let relay_bin = if kind.baseline() {
+        work.baseline_bin.as_ref()
+    } else {
+        work.relay_bin.as_ref()
     };
     let server = start(kind, 2 * rooms + 100, work.idle_timeout, relay_bin).await?;
     let mut pairs = connect_all(&server, kind, rooms).await?;
@@ -551,6 +553,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.baseline_bin.is_some() {
         kinds.push(Kind::Baseline);
+        if work.redis {
+            kinds.extend([Kind::BaselineRedisLocal, Kind::BaselineRedisSplit]);
+        }
     }
     // Alternating spreads the machine's slow moments over all of them.
     let mut runs: Vec<Vec<Figures>> = kinds.iter().map(|_| Vec::new()).collect();
