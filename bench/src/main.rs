@@ -101,6 +101,9 @@ enum Cmd {
         /// Over TLS (`wss://`): each connection also holds its TLS session and pump.
         #[arg(long)]
         tls: bool,
+        /// The relay binary to measure; by default the `signalroom` beside this benchmark.
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
     },
     /// A short run of both, so the benchmark never rots (part of the test command).
     Smoke,
@@ -144,11 +147,15 @@ fn main() -> Result<()> {
                 ensure!(broken == 0, "{broken} run(s) stalled: a round trip took longer than {stall} s");
                 Ok(())
             }
-            Cmd::Idle { connections, tls } => idle(connections, tls).await,
+            Cmd::Idle {
+                connections,
+                tls,
+                relay_bin,
+            } => idle(connections, tls, relay_bin.as_ref()).await,
             Cmd::Smoke => {
                 let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
-                idle(200, false).await
+                idle(200, false, None).await
             }
         }
     })
@@ -655,10 +662,10 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
     println!("| {name} | {} |", cells.join(" | "));
 }
 
-async fn idle(connections: usize, tls: bool) -> Result<()> {
+async fn idle(connections: usize, tls: bool, relay_bin: Option<&PathBuf>) -> Result<()> {
     let rooms = connections / 2;
     let kind = if tls { Kind::RelayTls } else { Kind::Relay };
-    let server = start(kind, connections + 100, IDLE_TIMEOUT, None).await?;
+    let server = start(kind, connections + 100, IDLE_TIMEOUT, relay_bin).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss_kib()?;
     let mut pairs = connect_all(&server, kind, rooms).await?;
