@@ -43,7 +43,7 @@ use tokio::sync::watch;
 pub enum StartError {
     /// Redis (`--redis-url`) could not be reached.
     #[error("could not reach Redis (--redis-url): {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The certificate or key (`--tls-cert`, `--tls-key`) could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -71,7 +71,8 @@ pub async fn run(
                 ice_servers(&config),
                 Duration::from_secs_f64(config.relay_timeout),
             )
-            .await?;
+            .await
+            .map_err(|error| StartError::Redis(error.into()))?;
             run_with(listener, config, rooms, shutdown).await
         }
         None => {
@@ -107,6 +108,7 @@ pub async fn run_with<R: Rooms>(
         (Some(cert), Some(key)) => Some(tls::Certs::load(cert, key)?),
         _ => None,
     };
+    let acceptor = certs.as_ref().map(tls::Certs::acceptor).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let route_config = routes::RouteConfig {
         static_dir: config.static_dir.clone(),
@@ -147,12 +149,12 @@ pub async fn run_with<R: Rooms>(
     };
     // Always: SIGHUP's default action would end the process, and a reload must never stop
     // the relay, with or without TLS.
-    tokio::spawn(reload_on_hangup(certs.clone(), stop_rx.clone()));
+    tokio::spawn(reload_on_hangup(certs, stop_rx.clone()));
     let http = http::serve(
         listener,
         routes,
         Duration::from_secs_f64(config.handshake_timeout),
-        certs.map(|certs| certs.acceptor()),
+        acceptor,
         stop_rx,
     );
     let (_, stop_tx) = tokio::join!(http, relay_stop);

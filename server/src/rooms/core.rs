@@ -161,8 +161,7 @@ impl Core {
             }
         }
         let first = !self.names.contains_key(name);
-        let slot = self.slot_for(name);
-        let room = self.slots[slot].as_mut().expect("slot_for made it");
+        let (slot, room) = self.slot_for(name);
         room.joining += 1;
         let known = room.members.len();
         if let Some(member) = self.peers.get_mut(&peer) {
@@ -475,30 +474,27 @@ impl Core {
         self.slots.get(slot).and_then(Option::as_ref)
     }
 
-    /// The slot of room `name`, made (empty) if it is not tracked.
-    fn slot_for(&mut self, name: &RoomName) -> usize {
-        if let Some(&slot) = self.names.get(name) {
-            return slot;
-        }
-        let room = Room {
+    /// The slot of room `name`, and the room, made (empty) if it is not tracked.
+    fn slot_for(&mut self, name: &RoomName) -> (usize, &mut Room) {
+        let slot = match self.names.get(name) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                });
+                self.names.insert(name.clone(), slot);
+                slot
+            }
+        };
+        let room = self.slots[slot].get_or_insert_with(|| Room {
             name: name.clone(),
             members: Vec::new(),
             here: Vec::new(),
             joining: 0,
             events: 0,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(room);
-                slot
-            }
-            None => {
-                self.slots.push(Some(room));
-                self.slots.len() - 1
-            }
-        };
-        self.names.insert(name.clone(), slot);
-        slot
+        });
+        (slot, room)
     }
 
     /// Stops tracking the room in `slot` if nobody here is in it or on the way: true then.
