@@ -9,9 +9,7 @@ use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use signalroom_protocol::{ErrorCode, Event, RoomName};
-use signalroom_server::auth::{Admits, RoomTokens};
-use signalroom_server::secret::Secret;
-use signalroom_server::Config;
+use signalroom_server::{Admits, Config, RoomTokens, Secret};
 use support::*;
 
 const SECRET: &str = "a-test-secret-for-room-tokens";

@@ -59,8 +59,10 @@ async fn a_flood_is_rate_limited_then_disconnected() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> {
+// Eviction is the backend's to announce: on each.
+on_each_backend!(a_peer_that_stops_reading_is_dropped_and_its_room_told);
+
+async fn a_peer_that_stops_reading_is_dropped_and_its_room_told(backend: Backend) -> Result<()> {
     let flags = [
         "--outbox-bytes",
         "262144",
@@ -69,7 +71,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_told() -> Result<()> 
         "--rate-burst",
         "10000",
     ];
-    let relay = Relay::start(config(&flags)?).await?;
+    let relay = backend.relay(config(&flags)?).await?;
     let (mut sender, mut sleeper) = (relay.client().await?, relay.client().await?);
     let (_, sleeper_id) = meet(&mut sender, &mut sleeper, "flood").await?;
     let (mut c, mut d) = (relay.client().await?, relay.client().await?);

@@ -1,4 +1,7 @@
 //! The relay's behaviour as the protocol describes it, driven by real WebSocket clients.
+//! Each story about rooms runs against each rooms backend (`local::...`, `redis::...`, a
+//! Redis server of the test's own); what does not depend on the backend (the page) runs
+//! once.
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -9,9 +12,20 @@ use signalroom_server::{Config, Stats};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn the_seed_story_with_its_broadcast_bug_fixed() -> Result<()> {
-    let relay = Relay::default().await?;
+on_each_backend!(
+    the_seed_story_with_its_broadcast_bug_fixed,
+    directed_messages_reach_only_their_addressee,
+    bad_frames_get_errors_and_the_connection_stays_usable,
+    leaving_and_dropping_free_the_seat_and_empty_rooms_vanish,
+    capacity_holds_under_a_hundred_concurrent_joins,
+    oversized_frames_close_the_connection_and_spare_the_others,
+    configured_ice_servers_reach_everyone_who_enters,
+    health_and_readiness_answer_for_load_balancers,
+    shutdown_says_going_away_without_announcing_departures,
+);
+
+async fn the_seed_story_with_its_broadcast_bug_fixed(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     let (mut a, mut b, mut c) = (
         relay.client().await?,
         relay.client().await?,
@@ -62,13 +76,13 @@ async fn the_seed_story_with_its_broadcast_bug_fixed() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn directed_messages_reach_only_their_addressee() -> Result<()> {
-    let relay = Relay::start(Config {
-        room_capacity: 3,
-        ..Config::default()
-    })
-    .await?;
+async fn directed_messages_reach_only_their_addressee(backend: Backend) -> Result<()> {
+    let relay = backend
+        .relay(Config {
+            room_capacity: 3,
+            ..Config::default()
+        })
+        .await?;
     let (mut a, mut b, mut c) = (
         relay.client().await?,
         relay.client().await?,
@@ -117,9 +131,8 @@ async fn directed_messages_reach_only_their_addressee() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn bad_frames_get_errors_and_the_connection_stays_usable() -> Result<()> {
-    let relay = Relay::default().await?;
+async fn bad_frames_get_errors_and_the_connection_stays_usable(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     let mut client = relay.client().await?;
 
     client.send_text("{not json").await?;
@@ -170,9 +183,8 @@ async fn bad_frames_get_errors_and_the_connection_stays_usable() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn leaving_and_dropping_free_the_seat_and_empty_rooms_vanish() -> Result<()> {
-    let relay = Relay::default().await?;
+async fn leaving_and_dropping_free_the_seat_and_empty_rooms_vanish(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
     let a_id = created_peer(a.join("seat").await?)?;
     let b_id = joined_peer(&mut b, "seat", &[a_id]).await?;
@@ -224,9 +236,8 @@ async fn leaving_and_dropping_free_the_seat_and_empty_rooms_vanish() -> Result<(
     Ok(())
 }
 
-#[tokio::test]
-async fn capacity_holds_under_a_hundred_concurrent_joins() -> Result<()> {
-    let relay = Relay::default().await?;
+async fn capacity_holds_under_a_hundred_concurrent_joins(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     let mut clients = Vec::new();
     for _ in 0..100 {
         clients.push(relay.client().await?);
@@ -261,13 +272,15 @@ async fn capacity_holds_under_a_hundred_concurrent_joins() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn oversized_frames_close_the_connection_and_spare_the_others() -> Result<()> {
-    let relay = Relay::start(Config {
-        max_frame_bytes: 1024,
-        ..Config::default()
-    })
-    .await?;
+async fn oversized_frames_close_the_connection_and_spare_the_others(
+    backend: Backend,
+) -> Result<()> {
+    let relay = backend
+        .relay(Config {
+            max_frame_bytes: 1024,
+            ..Config::default()
+        })
+        .await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
     let a_id = created_peer(a.join("big").await?)?;
     joined_peer(&mut b, "big", &[a_id]).await?;
@@ -281,8 +294,7 @@ async fn oversized_frames_close_the_connection_and_spare_the_others() -> Result<
     Ok(())
 }
 
-#[tokio::test]
-async fn configured_ice_servers_reach_everyone_who_enters() -> Result<()> {
+async fn configured_ice_servers_reach_everyone_who_enters(backend: Backend) -> Result<()> {
     let config = Config::try_parse_from([
         "signalroom",
         "--ice-server",
@@ -290,7 +302,7 @@ async fn configured_ice_servers_reach_everyone_who_enters() -> Result<()> {
         "--ice-server",
         "turn:turn.example.org:3478 alice secret",
     ])?;
-    let relay = Relay::start(config).await?;
+    let relay = backend.relay(config).await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
     let Event::Created { ice_servers, .. } = a.join("ice").await? else {
         bail!("expected created");
@@ -308,9 +320,8 @@ async fn configured_ice_servers_reach_everyone_who_enters() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn health_and_readiness_answer_for_load_balancers() -> Result<()> {
-    let relay = Relay::default().await?;
+async fn health_and_readiness_answer_for_load_balancers(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     assert_eq!(
         http_status(relay.addr, "/healthz").await?,
         (200, "serving\n".into())
@@ -340,9 +351,8 @@ async fn the_page_is_served_on_the_same_origin() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn shutdown_says_going_away_without_announcing_departures() -> Result<()> {
-    let relay = Relay::default().await?;
+async fn shutdown_says_going_away_without_announcing_departures(backend: Backend) -> Result<()> {
+    let relay = backend.relay(Config::default()).await?;
     let (mut a, mut b) = (relay.client().await?, relay.client().await?);
     meet(&mut a, &mut b, "bye").await?;
 

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use signalroom_protocol::{Event, IceServer, PeerId, Request};
-use signalroom_server::secret::Secret;
-use signalroom_server::{Config, IceServers, TurnRest};
+use signalroom_server::{Config, IceServers, Secret, TurnRest};
 use support::{http_get, relay_binary, Relay, SharedRedis, TurnServer};
 
 const SECRET: &str = "turn-test-secret-5f2c";

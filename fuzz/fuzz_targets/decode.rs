@@ -5,12 +5,12 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use signalroom_protocol::Request;
-use signalroom_server::codec;
+use signalroom_server::decode;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let general: Result<Request<&RawValue>, _> = serde_json::from_str(text);
-        match (codec::decode(text), general) {
+        match (decode(text), general) {
             (Ok(Request::Message { data, to }), Ok(Request::Message { data: raw, to: raw_to })) => {
                 assert_eq!((data.get(), to), (raw.get(), raw_to));
             }

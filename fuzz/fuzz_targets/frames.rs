@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signalroom_server::ws::{Incoming, Reader};
+use signalroom_server::{Incoming, Reader};
 
 const MAX_MESSAGE: usize = 512;
 

@@ -10,11 +10,7 @@ use std::io::Read;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
-use signalroom_server::auth::Admits;
-use signalroom_server::connection::handle;
-use signalroom_server::ice::IceServers;
-use signalroom_server::outbox::{Batch, Outbox, Socket};
-use signalroom_server::rooms::{LocalRooms, Rooms};
+use signalroom_server::{handle, Admits, Batch, IceServers, LocalRooms, Outbox, Rooms, Socket};
 use signalroom_wsframe::{Header, OpCode};
 
 const PEERS: usize = 4;

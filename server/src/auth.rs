@@ -118,7 +118,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 }
 
 impl RoomTokens {
-    /// Tokens signed with `secret`. An empty secret (which [`crate::secret::load`] never
+    /// Tokens signed with `secret`. An empty secret (which `secret::load` never
     /// gives) admits no token at all.
     pub fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);

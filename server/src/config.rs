@@ -301,6 +301,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            // tidy: a constant address, parsed by every test that builds a default Config
             addr: DEFAULT_ADDR.parse().expect("the default address parses"),
             static_dir: DEFAULT_STATIC_DIR.into(),
             tls_cert: None,

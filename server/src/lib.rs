@@ -1,40 +1,59 @@
 //! signalroom's relay: tracks rooms and forwards JSON signaling frames between their members
 //! over WebSocket, and serves the page.
 //!
-//! Code map: [`config`] holds the flags, [`secret`] reads the secrets they point at, and
-//! [`ice`] mints the TURN credentials handed out with the STUN/TURN servers; [`rooms`] the room logic behind the [`Rooms`]
-//! interface and its in-process backend; [`connection`] the per-connection task and its
-//! limits; [`outbox`] the write side every task delivers through; [`ws`] WebSocket
-//! framing; `spare` the buffers they reuse; [`rooms`] also holds the backend that shares
-//! rooms between relays through Redis; [`codec`] request decoding and refusals, with
-//! [`json`] checking the data the relay forwards; [`routes`] the HTTP surface, with
-//! [`upgrade`] the WebSocket handshake and [`auth`] the room tokens it may need; [`http`]
-//! the accept loop; [`secret`] the secrets the flags point at. [`run`] ties them up.
+//! The crate's API is what the binary (`main.rs`), the integration tests (`tests/`) and the
+//! fuzz targets use: [`run`] and its [`Config`], the room tokens ([`RoomTokens`],
+//! [`Admits`]), [`Secret`], the ICE servers ([`IceServers`], [`TurnRest`]), the in-process
+//! rooms ([`LocalRooms`] behind [`Rooms`], with their [`Stats`]), and the pieces the fuzz
+//! targets drive directly: [`decode`], [`handle`], the write side ([`Outbox`], [`Batch`],
+//! [`Socket`]) and the framing of what clients send ([`Reader`], [`Incoming`]). Every
+//! module is private to the crate.
+//!
+//! Code map: `config` holds the flags, `secret` reads the secrets they point at, and `ice`
+//! mints the TURN credentials handed out with the STUN/TURN servers; `rooms` the room logic
+//! behind the [`Rooms`] interface, its in-process backend and the backend that shares rooms
+//! between relays through Redis; `connection` the per-connection task and its limits;
+//! `outbox` the write side every task delivers through; `ws` WebSocket framing; `spare` the
+//! buffers they reuse; `codec` request decoding and refusals, with `json` checking the data
+//! the relay forwards; `routes` the HTTP surface, with `upgrade` the WebSocket handshake and
+//! `auth` the room tokens it may need; `http` the accept loop, `tls` and `stream` what it
+//! serves over; `metrics` what the relay counts. [`run`] ties them up.
 
-pub mod auth;
-pub mod codec;
-pub mod config;
-pub mod connection;
-pub mod http;
-pub mod ice;
-pub mod json;
-pub mod metrics;
-pub mod outbox;
-pub mod rooms;
-pub mod routes;
-pub mod secret;
+pub(crate) mod auth;
+pub(crate) mod codec;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod http;
+pub(crate) mod ice;
+pub(crate) mod json;
+pub(crate) mod metrics;
+pub(crate) mod outbox;
+pub(crate) mod rooms;
+pub(crate) mod routes;
+pub(crate) mod secret;
 mod spare;
-pub mod stream;
-pub mod tls;
-pub mod upgrade;
-pub mod ws;
+pub(crate) mod stream;
+pub(crate) mod tls;
+pub(crate) mod upgrade;
+pub(crate) mod ws;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use config::Config;
+// What the binary and the integration tests use.
+pub use auth::{Admits, RoomTokens};
+pub use config::{Config, LogFormat};
 pub use ice::{IceServers, TurnRest};
-pub use rooms::{LocalRooms, RedisRooms, RedisTopology, Rooms, Stats};
+pub use rooms::{LocalRooms, Rooms, Stats};
+pub use secret::Secret;
+// What the fuzz targets drive without a socket: request decoding, a connection's handling
+// of one request, the write side, and the framing of what a client sends.
+pub use codec::decode;
+pub use connection::handle;
+pub use outbox::{Batch, Outbox, Socket};
+pub use ws::{Incoming, Reader};
+
+use rooms::{RedisRooms, RedisTopology};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -43,7 +62,7 @@ use tokio::sync::watch;
 pub enum StartError {
     /// Redis (`--redis-url`) could not be reached.
     #[error("could not reach Redis (--redis-url): {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The certificate or key (`--tls-cert`, `--tls-key`) could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -75,7 +94,8 @@ pub async fn run(
                 ice_servers(&config),
                 Duration::from_secs_f64(config.relay_timeout),
             )
-            .await?;
+            .await
+            .map_err(|error| StartError::Redis(error.into()))?;
             run_with(listener, config, rooms, shutdown).await
         }
         None => {
@@ -88,7 +108,7 @@ pub async fn run(
 
 /// The STUN/TURN servers of `config` (`--ice-server`), and TURN REST credentials when it
 /// has both `--turn-url` and the TURN secret.
-pub fn ice_servers(config: &Config) -> IceServers {
+fn ice_servers(config: &Config) -> IceServers {
     let turn = match (&config.turn_secret, config.turn_urls.is_empty()) {
         (Some(secret), false) => Some(TurnRest::new(
             secret.clone(),
@@ -100,8 +120,8 @@ pub fn ice_servers(config: &Config) -> IceServers {
     IceServers::new(config.ice_servers.clone(), turn)
 }
 
-/// [`run`] with another rooms backend.
-pub async fn run_with<R: Rooms>(
+/// [`run`] with the rooms backend chosen.
+async fn run_with<R: Rooms>(
     listener: TcpListener,
     config: Config,
     rooms: R,
@@ -111,6 +131,7 @@ pub async fn run_with<R: Rooms>(
         (Some(cert), Some(key)) => Some(tls::Certs::load(cert, key)?),
         _ => None,
     };
+    let acceptor = certs.as_ref().map(tls::Certs::acceptor).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let route_config = routes::RouteConfig {
         static_dir: config.static_dir.clone(),
@@ -151,12 +172,12 @@ pub async fn run_with<R: Rooms>(
     };
     // Always: SIGHUP's default action would end the process, and a reload must never stop
     // the relay, with or without TLS.
-    tokio::spawn(reload_on_hangup(certs.clone(), stop_rx.clone()));
+    tokio::spawn(reload_on_hangup(certs, stop_rx.clone()));
     let http = http::serve(
         listener,
         routes,
         Duration::from_secs_f64(config.handshake_timeout),
-        certs.map(|certs| certs.acceptor()),
+        acceptor,
         stop_rx,
     );
     let (_, stop_tx) = tokio::join!(http, relay_stop);

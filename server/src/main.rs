@@ -2,8 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use signalroom_server::config::LogFormat;
-use signalroom_server::Config;
+use signalroom_server::{Config, LogFormat};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 

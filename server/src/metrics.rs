@@ -100,6 +100,10 @@ labelled! {
 
 labelled! {
     /// Why a connection ended.
+    #[expect(
+        clippy::enum_variant_names,
+        reason = "each variant is named as its label, and client_closed is the label"
+    )]
     pub enum Closed {
         /// The client sent a close frame.
         ClientClosed => "client_closed",

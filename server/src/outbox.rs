@@ -504,7 +504,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Serializes an event.
 pub fn encode<D: Serialize>(event: &Event<D>) -> String {
-    // Our own types, with string keys only: serializing cannot fail.
+    // tidy: our own types, with string keys only: serializing cannot fail.
     serde_json::to_string(event).expect("events always serialize")
 }
 

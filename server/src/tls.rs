@@ -46,6 +46,10 @@ pub enum TlsError {
         cert: String,
         problem: String,
     },
+    /// The crypto provider cannot make a server configuration (it lacks the protocol
+    /// versions the relay offers).
+    #[error("cannot set up TLS: {0}")]
+    Setup(rustls::Error),
 }
 
 /// The relay's certificate chain and key, reloadable.
@@ -77,14 +81,14 @@ impl Certs {
     }
 
     /// Accepts TLS connections with these certificates, offering HTTP/1.1.
-    pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
+            .map_err(TlsError::Setup)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(config))
+        Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }
 

@@ -1,12 +1,14 @@
 //! Shared by the integration tests (`relay.rs`, `limits.rs`, ... beside this crate's
 //! `src/`): the relay in-process on an ephemeral port or as a process of its own, a
-//! WebSocket client that speaks the protocol crate's types, and the servers some tests
-//! start (Redis, coturn). A test imports what it needs from the crate root
+//! WebSocket client that speaks the protocol crate's types, the servers some tests
+//! start (Redis, coturn), and the rooms backends a scenario runs on
+//! (`Backend`, with `on_each_backend!`). A test imports what it needs from the crate root
 //! (`use support::{meet, Relay};`): every helper is re-exported there, whichever module
 //! holds it.
 
 use std::time::Duration;
 
+mod backend;
 mod clients;
 mod process;
 mod proxy;
@@ -15,6 +17,7 @@ mod relay;
 mod tls;
 mod turn;
 
+pub use backend::*;
 pub use clients::*;
 pub use process::*;
 pub use proxy::*;

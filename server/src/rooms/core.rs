@@ -44,20 +44,25 @@ pub(crate) struct Core {
     /// Members taken out of delivery because their outbox overflowed, whose departure the
     /// backend has yet to decide.
     evicted: Vec<(PeerId, RoomName)>,
+    /// The ICE servers for the answer of each join on its way (minted before the lock, so
+    /// that no HMAC runs under it).
+    answers: HashMap<PeerId, Vec<IceServer>, BuildHasherDefault<IdHasher>>,
 }
 
-/// A room with members here, or joins on their way in.
+/// A room with members here, or joins on their way in. What relaying reads comes first
+/// (`here`, then `members`), in that order in memory.
+#[repr(C)]
 struct Room {
-    name: RoomName,
-    /// Every member, on whichever relay, in the order they came.
-    members: Vec<PeerId>,
     /// The members on this relay, with their outboxes: they receive the room's events.
     here: Vec<(PeerId, Outbox)>,
+    /// Every member, on whichever relay, in the order they came.
+    members: Vec<PeerId>,
     /// Connections of this relay on their way in: the room is kept while any are.
-    joining: usize,
-    /// Decisions applied so far, so that a backend reading the room again can tell
-    /// whether any came meanwhile.
-    events: u64,
+    joining: u32,
+    /// Decisions applied so far (wrapping), so that a backend reading the room again can
+    /// tell whether any came meanwhile.
+    events: u32,
+    name: RoomName,
 }
 
 struct Member {
@@ -66,14 +71,13 @@ struct Member {
 }
 
 /// Where a connection stands. A state machine: `Outside` → `Joining` → `Inside` → `Outside`.
+/// Small (it sits in every member's entry, read for every relayed message): the ICE servers
+/// of a join on its way wait in `Core::answers`.
+#[derive(Clone, Copy)]
 enum Seat {
     Outside,
-    /// A join was asked for and is being decided; the ICE servers are for its answer
-    /// (minted before, so that no HMAC runs under the lock).
-    Joining {
-        slot: usize,
-        ice_servers: Vec<IceServer>,
-    },
+    /// A join was asked for and is being decided, into the room in this slot.
+    Joining(usize),
     Inside(usize),
 }
 
@@ -153,7 +157,7 @@ impl Core {
         let member = self.peers.get(&peer).ok_or(RoomError::NotInRoom)?;
         match member.seat {
             Seat::Outside => {}
-            Seat::Joining { slot, .. } | Seat::Inside(slot) => {
+            Seat::Joining(slot) | Seat::Inside(slot) => {
                 let current = self.room(slot).map(|room| room.name.clone());
                 return Err(RoomError::AlreadyInRoom(
                     current.unwrap_or_else(|| name.clone()),
@@ -161,12 +165,12 @@ impl Core {
             }
         }
         let first = !self.names.contains_key(name);
-        let slot = self.slot_for(name);
-        let room = self.slots[slot].as_mut().expect("slot_for made it");
+        let (slot, room) = self.slot_for(name);
         room.joining += 1;
         let known = room.members.len();
         if let Some(member) = self.peers.get_mut(&peer) {
-            member.seat = Seat::Joining { slot, ice_servers };
+            member.seat = Seat::Joining(slot);
+            self.answers.insert(peer, ice_servers);
         }
         Ok(Entry { known, first })
     }
@@ -190,10 +194,11 @@ impl Core {
         let Some(member) = self.peers.get_mut(&peer) else {
             return false;
         };
-        let Seat::Joining { slot, .. } = member.seat else {
+        let Seat::Joining(slot) = member.seat else {
             return false;
         };
         member.seat = Seat::Outside;
+        self.answers.remove(&peer);
         if let Some(room) = full {
             let _ = member
                 .outbox
@@ -220,12 +225,12 @@ impl Core {
         let member = self.peers.get_mut(&peer);
         let ours = member
             .as_ref()
-            .is_some_and(|m| matches!(m.seat, Seat::Joining { slot: s, .. } if s == slot));
+            .is_some_and(|m| matches!(m.seat, Seat::Joining(s) if s == slot));
         if !ours && room.members.contains(&peer) {
             // Known already (a member put back after Redis lost it): nothing happened.
             return None;
         }
-        room.events += 1;
+        room.events = room.events.wrapping_add(1);
         let mut overflowed = Vec::new();
         let announce = encode(&Event::<()>::Join {
             room: name.clone(),
@@ -239,10 +244,8 @@ impl Core {
                 room.members = before;
             }
             room.members.retain(|p| *p != peer);
-            let ice_servers = match std::mem::replace(&mut member.seat, Seat::Inside(slot)) {
-                Seat::Joining { ice_servers, .. } => ice_servers,
-                Seat::Outside | Seat::Inside(_) => Vec::new(),
-            };
+            member.seat = Seat::Inside(slot);
+            let ice_servers = self.answers.remove(&peer).unwrap_or_default();
             let answer = if room.members.is_empty() {
                 outcome = Some(JoinOutcome::Created);
                 Event::<()>::Created {
@@ -296,6 +299,7 @@ impl Core {
     pub fn forget(&mut self, peer: PeerId) -> Option<RoomName> {
         let room = self.depart(peer);
         self.peers.remove(&peer);
+        self.answers.remove(&peer);
         room
     }
 
@@ -309,7 +313,7 @@ impl Core {
         let Some(room) = self.slots[slot].as_mut() else {
             return false;
         };
-        room.events += 1;
+        room.events = room.events.wrapping_add(1);
         let known = room.members.len();
         room.members.retain(|p| *p != peer);
         if room.members.len() == known {
@@ -335,7 +339,8 @@ impl Core {
     }
 
     /// Delivers a message's `frame` from `from` to the members here it is for: the rest of
-    /// its room, or only `to`.
+    /// its room, or only `to`. The hot path: inlined into each backend's `relay`.
+    #[inline]
     pub fn relay(
         &mut self,
         from: PeerId,
@@ -425,7 +430,7 @@ impl Core {
         &mut self,
         name: &RoomName,
         inside: &[PeerId],
-        seen: u64,
+        seen: u32,
         batch: &mut Batch,
     ) -> bool {
         let Some(&slot) = self.names.get(name) else {
@@ -457,7 +462,7 @@ impl Core {
     }
 
     /// The decisions applied so far in room `name`.
-    pub fn events(&self, name: &RoomName) -> Option<u64> {
+    pub fn events(&self, name: &RoomName) -> Option<u32> {
         let slot = *self.names.get(name)?;
         self.room(slot).map(|room| room.events)
     }
@@ -475,30 +480,27 @@ impl Core {
         self.slots.get(slot).and_then(Option::as_ref)
     }
 
-    /// The slot of room `name`, made (empty) if it is not tracked.
-    fn slot_for(&mut self, name: &RoomName) -> usize {
-        if let Some(&slot) = self.names.get(name) {
-            return slot;
-        }
-        let room = Room {
+    /// The slot of room `name`, and the room, made (empty) if it is not tracked.
+    fn slot_for(&mut self, name: &RoomName) -> (usize, &mut Room) {
+        let slot = match self.names.get(name) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                });
+                self.names.insert(name.clone(), slot);
+                slot
+            }
+        };
+        let room = self.slots[slot].get_or_insert_with(|| Room {
             name: name.clone(),
             members: Vec::new(),
             here: Vec::new(),
             joining: 0,
             events: 0,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(room);
-                slot
-            }
-            None => {
-                self.slots.push(Some(room));
-                self.slots.len() - 1
-            }
-        };
-        self.names.insert(name.clone(), slot);
-        slot
+        });
+        (slot, room)
     }
 
     /// Stops tracking the room in `slot` if nobody here is in it or on the way: true then.
@@ -529,6 +531,7 @@ impl Core {
 
 /// Pushes `frame` to each of `here` but `except`; notes those whose outbox overflowed.
 /// Returns how many it was pushed to.
+#[inline]
 fn push_all(
     here: &[(PeerId, Outbox)],
     except: Option<PeerId>,

@@ -23,10 +23,10 @@ use std::future::Future;
 use serde::Serialize;
 use signalroom_protocol::{ErrorCode, PeerId, RoomName};
 
+pub use self::redis::{RedisRooms, RedisTopology};
 use crate::json::RawJson;
 pub use crate::outbox::{Batch, Outbox};
 pub use local::LocalRooms;
-pub use redis::{RedisRooms, RedisTopology};
 
 /// Why the backend refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
