@@ -112,11 +112,11 @@ pub(crate) struct Entry {
 }
 
 /// Whether a relayed message must also reach members on other relays.
-pub(crate) enum Fanout {
+pub(crate) enum Fanout<'a> {
     /// Everyone it is for is here: delivered.
     Done,
     /// Delivered here; members of this room elsewhere are to get it too.
-    Elsewhere(RoomName),
+    Elsewhere(&'a RoomName),
 }
 
 impl Core {
@@ -347,7 +347,7 @@ impl Core {
         to: Option<PeerId>,
         frame: &str,
         batch: &mut Batch,
-    ) -> Result<Fanout, RoomError> {
+    ) -> Result<Fanout<'_>, RoomError> {
         let slot = match self.peers.get(&from).map(|m| &m.seat) {
             Some(Seat::Inside(slot)) => *slot,
             _ => return Err(RoomError::NotInRoom),
@@ -377,13 +377,12 @@ impl Core {
                 room.members.len() > room.here.len()
             }
         };
-        let fanout = if elsewhere {
-            Fanout::Elsewhere(room.name.clone())
-        } else {
-            Fanout::Done
-        };
         self.evict(overflowed);
-        Ok(fanout)
+        // Eviction takes members out of delivery but keeps the room: it is still there.
+        match self.room(slot) {
+            Some(room) if elsewhere => Ok(Fanout::Elsewhere(&room.name)),
+            _ => Ok(Fanout::Done),
+        }
     }
 
     /// Delivers a message another relay carried in: to `to` if it is here, or to every

@@ -124,13 +124,13 @@ impl Rooms for LocalRooms {
         signalroom_protocol::write_message_json(&mut frame, from, data.get());
         let relayed = {
             let mut core = self.core();
-            let relayed = core.relay(from, to, &frame, batch);
+            // Every member is here: nothing is ever for elsewhere.
+            let relayed = core.relay(from, to, &frame, batch).map(|_: Fanout| ());
             settle(&mut core, batch);
             relayed
         };
         spare::give(frame.into_bytes());
-        // Every member is here: nothing is ever for elsewhere.
-        relayed.map(|_: Fanout| ())
+        relayed
     }
 
     async fn disconnect(&self, peer: PeerId, batch: &mut Batch) {

@@ -30,11 +30,14 @@ pub(super) fn relay_alive_key(relay: u64) -> String {
 /// The channel of room `name` (its members' key is this plus `:members`). The name is in
 /// hex so that no character of it can end the key's hash tag early.
 pub(super) fn channel(name: &RoomName) -> String {
+    // Once per message for members elsewhere: a table, not the formatter.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(PREFIX.len() + 8 + 2 * name.as_str().len());
     out.push_str(PREFIX);
     out.push_str(":room:{");
     for byte in name.as_str().bytes() {
-        let _ = write!(out, "{byte:02x}");
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte % 16)]));
     }
     out.push('}');
     out

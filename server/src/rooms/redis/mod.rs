@@ -269,15 +269,20 @@ impl Rooms for RedisRooms {
         BusEvent::message_head(&mut event, shared.relay, from, to);
         let head = event.len();
         signalroom_protocol::write_message_json(&mut event, from, data.get());
-        let fanout = {
+        let channel = {
             let mut core = shared.core();
-            let fanout = core.relay(from, to, &event[head..], batch);
+            let channel = core
+                .relay(from, to, &event[head..], batch)
+                .map(|fanout| match fanout {
+                    Fanout::Done => None,
+                    Fanout::Elsewhere(room) => Some(bus::channel(room)),
+                });
             shared.settle(&mut core);
-            fanout?
+            channel?
         };
-        match fanout {
-            Fanout::Done => Ok(()),
-            Fanout::Elsewhere(room) => shared.queue.publish(bus::channel(&room), event),
+        match channel {
+            None => Ok(()),
+            Some(channel) => shared.queue.publish(channel, event),
         }
     }
 
