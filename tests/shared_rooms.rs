@@ -252,14 +252,7 @@ async fn without_redis_joins_are_refused_and_a_relays_own_rooms_go_on() -> Resul
 #[tokio::test]
 async fn rooms_come_back_when_redis_restarts_empty() -> Result<()> {
     let mut redis = RedisServer::start().await?;
-    let config = Config {
-        relay_timeout: 2.0,
-        ..shared(&redis)
-    };
-    let (one, two) = (
-        Relay::start(config.clone()).await?,
-        Relay::start(config).await?,
-    );
+    let (one, two) = two_relays(&redis).await?;
     let (mut a, mut b) = (one.client().await?, two.client().await?);
     let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
     redis.restart().await?;
@@ -397,6 +390,18 @@ async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<
     Ok(())
 }
 
+/// Two relays on `redis`, each giving the other up after 2 s.
+async fn two_relays(redis: &RedisServer) -> Result<(Relay, Relay)> {
+    let config = Config {
+        relay_timeout: 2.0,
+        ..shared(redis)
+    };
+    Ok((
+        Relay::start(config.clone()).await?,
+        Relay::start(config).await?,
+    ))
+}
+
 /// Two relays on `redis` (timeout 2 s), the first reaching it through a link the test can
 /// cut.
 async fn relays_one_behind_a_cut(redis: &RedisServer) -> Result<(CutProxy, Relay, Relay)> {
@@ -464,14 +469,7 @@ async fn a_relay_stopped_by_sigterm_tells_its_rooms_at_once(redis: SharedRedis) 
 #[tokio::test]
 async fn a_room_never_overfills_when_redis_restarts_empty() -> Result<()> {
     let mut redis = RedisServer::start().await?;
-    let config = Config {
-        relay_timeout: 2.0,
-        ..shared(&redis)
-    };
-    let (one, two) = (
-        Relay::start(config.clone()).await?,
-        Relay::start(config).await?,
-    );
+    let (one, two) = two_relays(&redis).await?;
     let (mut a, mut b) = (one.client().await?, two.client().await?);
     let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
     redis.restart().await?;
