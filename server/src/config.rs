@@ -57,6 +57,9 @@ const AUTH_SECRET_ENV: &str = "SIGNALROOM_AUTH_SECRET";
 /// with the sender's id. The built page is served at / from --static-dir.
 #[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "signalroom", version, about, long_about)]
+// The fields' doc comments are `--help`'s text, written for a terminal: a URL or a
+// `[?transport=...]` there is plain text, not a link.
+#[allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 pub struct Config {
     /// Address to listen on (host:port); use 0.0.0.0:2013 to accept other machines.
     #[arg(long, env = "SIGNALROOM_ADDR", default_value = DEFAULT_ADDR)]
