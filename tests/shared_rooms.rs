@@ -252,7 +252,7 @@ async fn without_redis_joins_are_refused_and_a_relays_own_rooms_go_on() -> Resul
 #[tokio::test]
 async fn rooms_come_back_when_redis_restarts_empty() -> Result<()> {
     let mut redis = RedisServer::start().await?;
-    let (one, two) = two_relays(&redis).await?;
+    let (one, two) = two_relays(&redis, 2.0).await?;
     let (mut a, mut b) = (one.client().await?, two.client().await?);
     let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
     redis.restart().await?;
@@ -390,10 +390,11 @@ async fn what_a_relay_missed_while_cut_off_from_redis_it_makes_good() -> Result<
     Ok(())
 }
 
-/// Two relays on `redis`, each giving the other up after 2 s.
-async fn two_relays(redis: &RedisServer) -> Result<(Relay, Relay)> {
+/// Two relays on `redis`, each giving the other up after `relay_timeout` seconds (after
+/// a loss of data, joins are held that long while they put their members back).
+async fn two_relays(redis: &RedisServer, relay_timeout: f64) -> Result<(Relay, Relay)> {
     let config = Config {
-        relay_timeout: 2.0,
+        relay_timeout,
         ..shared(redis)
     };
     Ok((
@@ -469,7 +470,9 @@ async fn a_relay_stopped_by_sigterm_tells_its_rooms_at_once(redis: SharedRedis) 
 #[tokio::test]
 async fn a_room_never_overfills_when_redis_restarts_empty() -> Result<()> {
     let mut redis = RedisServer::start().await?;
-    let (one, two) = two_relays(&redis).await?;
+    // The hold lasts one relay timeout: long enough, on a machine as loaded as a test
+    // run's, for both relays to notice the loss and put their members back.
+    let (one, two) = two_relays(&redis, 5.0).await?;
     let (mut a, mut b) = (one.client().await?, two.client().await?);
     let (a_id, b_id) = meet(&mut a, &mut b, "phoenix").await?;
     redis.restart().await?;

@@ -6,7 +6,9 @@
 //!   writes. Once Redis answers, the relay subscribes to every room's channel again, puts
 //!   every member back through the writer (`rejoin.lua`: a member that no longer fits is
 //!   taken out, with `left`, never squeezed in), and reads each room's members again,
-//!   telling its members who left and who came. Tried again until it all succeeds.
+//!   telling its members who left and who came (once any hold after a loss of data is
+//!   over: until then, a member of another relay may not be back yet). Tried again until
+//!   it all succeeds.
 //! - **Redis lost its data** (no epoch): joins and id reservations are held for one relay
 //!   timeout under a new epoch (`recover.lua`), during which every live relay, beating four
 //!   times per timeout, sees the new epoch and puts its members back and the id counters
@@ -36,6 +38,8 @@ pub(super) enum RecoveryError {
     Read(#[from] redis::RedisError),
     #[error("a room's channel brought events while it was read again")]
     Moved,
+    #[error("the relays are still putting their members back after a loss of data")]
+    Held,
 }
 
 /// Subscribes again, puts the members back, and reads the rooms again.
@@ -58,6 +62,12 @@ pub(super) async fn after_reconnection(shared: &Arc<Shared>) -> Result<(), Recov
         }
     }
     shared.queue.send(shared.reassert());
+    // After a loss of data, what Redis holds is not the rooms until every relay has put
+    // its members back: read the rooms only once the hold is over, or a member of another
+    // relay not yet back would look gone.
+    if shared.reader.exists(bus::HOLD_KEY).await? {
+        return Err(RecoveryError::Held);
+    }
     let rooms: Vec<_> = shared.core().room_names().cloned().collect();
     let mut moved = false;
     for room in rooms {
