@@ -265,11 +265,7 @@ async fn rooms_come_back_when_redis_restarts_empty() -> Result<()> {
         other => bail!("expected a's message after the restart, got {other:?}"),
     }
     // The room is as full as before.
-    let mut c = two.client().await?;
-    match c.join("phoenix").await? {
-        Event::Full { .. } => {}
-        other => bail!("expected full, got {other:?}"),
-    }
+    turned_away(&two, "phoenix").await?;
     // A relay started now takes ids past those still held, as Redis's counter was put back.
     let three = Relay::start(shared(&redis)).await?;
     let mut d = three.client().await?;
@@ -654,22 +650,9 @@ async fn every_room_works_again_after_a_cluster_failover() -> Result<()> {
     // Within the failover (about 4 s) and a few seconds, each room carries messages both
     // ways again on its original connections, and nobody was told `left`.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
-    for (i, (a, b, (a_id, b_id))) in pairs.iter_mut().enumerate() {
-        for way in 0..2 {
-            let (from, to, from_id) = if way == 0 {
-                (&mut *a, &mut *b, *a_id)
-            } else {
-                (&mut *b, &mut *a, *b_id)
-            };
-            carries(i, from, to, from_id, deadline).await?;
-        }
-    }
+    every_pair_carries_both_ways(&mut pairs, deadline).await?;
     // Capacity holds and the ids are the same: a third member is turned away.
-    let mut c = one.client().await?;
-    match c.join("failover-0").await? {
-        Event::Full { .. } => Ok(()),
-        other => bail!("expected full, got {other:?}"),
-    }
+    turned_away(&one, "failover-0").await
 }
 
 #[tokio::test]
@@ -694,18 +677,27 @@ async fn every_room_works_again_after_a_sentinel_failover() -> Result<()> {
     // Soon after the Sentinel names the new primary, every room carries messages both ways
     // again on its original connections, and nobody was told `left`.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    every_pair_carries_both_ways(&mut pairs, deadline).await?;
+    turned_away(&one, "sentinel-0").await
+}
+
+/// Each pair (A, B, their ids) carries a message from A to B and one from B to A before
+/// `deadline`, with no departure heard.
+async fn every_pair_carries_both_ways(
+    pairs: &mut [(Client, Client, (PeerId, PeerId))],
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     for (i, (a, b, (a_id, b_id))) in pairs.iter_mut().enumerate() {
-        for way in 0..2 {
-            let (from, to, from_id) = if way == 0 {
-                (&mut *a, &mut *b, *a_id)
-            } else {
-                (&mut *b, &mut *a, *b_id)
-            };
-            carries(i, from, to, from_id, deadline).await?;
-        }
+        carries(i, a, b, *a_id, deadline).await?;
+        carries(i, b, a, *b_id, deadline).await?;
     }
-    let mut c = one.client().await?;
-    match c.join("sentinel-0").await? {
+    Ok(())
+}
+
+/// A newcomer at `relay` is told room `room` is full.
+async fn turned_away(relay: &Relay, room: &str) -> Result<()> {
+    let mut c = relay.client().await?;
+    match c.join(room).await? {
         Event::Full { .. } => Ok(()),
         other => bail!("expected full, got {other:?}"),
     }

@@ -149,37 +149,30 @@ impl RedisCluster {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         for node in &nodes {
             let (_, port) = node.split_once(':').context("a node")?;
-            loop {
-                let info = std::process::Command::new("redis-cli")
-                    .args(["-p", port, "cluster", "info"])
-                    .output()?;
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                ensure!(
-                    tokio::time::Instant::now() < deadline,
-                    "the cluster did not come up"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let up = |info: &str| info.contains("cluster_state:ok");
+            redis_cli_until(
+                port,
+                &["cluster", "info"],
+                up,
+                deadline,
+                "the cluster came up",
+            )
+            .await?;
         }
         // A replica that never synced with its master is not eligible for a failover.
         for node in &nodes {
             let (_, port) = node.split_once(':').context("a node")?;
-            loop {
-                let info = std::process::Command::new("redis-cli")
-                    .args(["-p", port, "info", "replication"])
-                    .output()?;
-                let info = String::from_utf8_lossy(&info.stdout);
-                if info.contains("role:master") || info.contains("master_link_status:up") {
-                    break;
-                }
-                ensure!(
-                    tokio::time::Instant::now() < deadline + PATIENCE,
-                    "a replica did not sync"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let synced =
+                |info: &str| info.contains("role:master") || info.contains("master_link_status:up");
+            let by = deadline + PATIENCE;
+            redis_cli_until(
+                port,
+                &["info", "replication"],
+                synced,
+                by,
+                "a replica synced",
+            )
+            .await?;
         }
         cluster.urls = nodes
             .iter()
@@ -261,20 +254,14 @@ impl RedisSentinel {
             RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()])
                 .await?;
         // Synced before anything may fail over to it.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let info = std::process::Command::new("redis-cli")
-                .args(["-p", &replica.port.to_string(), "info", "replication"])
-                .output()?;
-            if String::from_utf8_lossy(&info.stdout).contains("master_link_status:up") {
-                break;
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the replica did not sync"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        redis_cli_until(
+            &replica.port.to_string(),
+            &["info", "replication"],
+            |info| info.contains("master_link_status:up"),
+            tokio::time::Instant::now() + PATIENCE,
+            "the replica synced",
+        )
+        .await?;
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("signalroom-sentinel-{}-{port}", std::process::id()));
@@ -317,23 +304,15 @@ impl RedisSentinel {
     /// Waits until the Sentinel names the replica as the primary.
     pub async fn failed_over(&self) -> Result<()> {
         let port = self.url.rsplit(':').next().context("a port")?;
-        let deadline = tokio::time::Instant::now() + 4 * PATIENCE;
-        loop {
-            let addr = std::process::Command::new("redis-cli")
-                .args([
-                    "-p",
-                    port,
-                    "sentinel",
-                    "get-master-addr-by-name",
-                    Self::MASTER,
-                ])
-                .output()?;
-            if String::from_utf8_lossy(&addr.stdout).contains(&self.replica.port.to_string()) {
-                return Ok(());
-            }
-            ensure!(tokio::time::Instant::now() < deadline, "no failover");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let replica = self.replica.port.to_string();
+        redis_cli_until(
+            port,
+            &["sentinel", "get-master-addr-by-name", Self::MASTER],
+            |addr| addr.contains(&replica),
+            tokio::time::Instant::now() + 4 * PATIENCE,
+            "the Sentinel failed over",
+        )
+        .await
     }
 
     /// A relay's config that shares rooms through the Sentinel's primary.
@@ -351,6 +330,32 @@ impl Drop for RedisSentinel {
         let _ = self.sentinel.kill();
         let _ = self.sentinel.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `redis-cli -p port ARGS` every 50 ms until `done` says yes to its output; fails
+/// once `deadline` passes, saying what did not happen (`what`).
+async fn redis_cli_until(
+    port: &str,
+    args: &[&str],
+    done: impl Fn(&str) -> bool,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Result<()> {
+    loop {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", port])
+            .args(args)
+            .output()
+            .context("running redis-cli")?;
+        if done(&String::from_utf8_lossy(&output.stdout)) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not in time: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
