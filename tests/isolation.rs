@@ -246,6 +246,7 @@ impl World {
                 connections: (0..SLOTS).filter(here).count(),
                 rooms: self.members.values().filter(|m| m.iter().any(here)).count(),
                 members,
+                ..Stats::default()
             };
             let got = relay.settled_stats(want).await?;
             ensure!(got == want, "relay {r} holds {got:?}, model {want:?}");

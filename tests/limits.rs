@@ -118,6 +118,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_told(backend: Backend
         connections: 3,
         rooms: 2,
         members: 3,
+        ..Stats::default()
     };
     assert_eq!(relay.settled_stats(want).await?, want);
     drop(sleeper);

@@ -5,7 +5,9 @@
 
 use js_sys::{Array, Reflect};
 use serde::ser::{self, Serialize};
-use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName, SdpType, Signal};
+use signalroom_protocol::{
+    ErrorCode, Event, IceServer, PeerId, Resumable, ResumeKey, RoomName, SdpType, Signal,
+};
 use wasm_bindgen::{JsCast, JsValue};
 
 /// A relay frame as the page understands it.
@@ -48,12 +50,14 @@ pub fn decode(text: &str) -> Result<Incoming, DecodeError> {
             room: frame.field("room", as_room)?,
             peer: frame.field("peer", as_peer)?,
             ice_servers: frame.defaulted("ice_servers", as_ice_servers)?,
+            resume: frame.optional("resume", as_resumable)?,
         },
         "joined" => Event::Joined {
             room: frame.field("room", as_room)?,
             peer: frame.field("peer", as_peer)?,
             peers: frame.field("peers", |v| as_list(v, as_peer))?,
             ice_servers: frame.defaulted("ice_servers", as_ice_servers)?,
+            resume: frame.optional("resume", as_resumable)?,
         },
         "join" => Event::Join {
             room: frame.field("room", as_room)?,
@@ -73,6 +77,23 @@ pub fn decode(text: &str) -> Result<Incoming, DecodeError> {
         "left" => Event::Left {
             room: frame.field("room", as_room)?,
             peer: frame.field("peer", as_peer)?,
+        },
+        "away" => Event::Away {
+            room: frame.field("room", as_room)?,
+            peer: frame.field("peer", as_peer)?,
+        },
+        "back" => Event::Back {
+            room: frame.field("room", as_room)?,
+            peer: frame.field("peer", as_peer)?,
+        },
+        "resumed" => Event::Resumed {
+            room: frame.field("room", as_room)?,
+            peer: frame.field("peer", as_peer)?,
+            received: frame.field("received", as_count)?,
+            resume: frame.field("resume", as_resumable)?,
+        },
+        "ack" => Event::Ack {
+            received: frame.field("received", as_count)?,
         },
         "error" => Event::Error {
             code: frame.field("code", |v| Some(ErrorCode::from_wire(&as_string(v)?)))?,
@@ -153,6 +174,21 @@ fn as_integer(value: JsValue, max: u64) -> Option<u64> {
 
 fn as_peer(value: JsValue) -> Option<PeerId> {
     PeerId::new(as_integer(value, PeerId::MAX)?).ok()
+}
+
+/// A frame count: an integer JavaScript holds exactly.
+fn as_count(value: JsValue) -> Option<u64> {
+    as_integer(value, (1 << 53) - 1)
+}
+
+fn as_resumable(value: JsValue) -> Option<Resumable> {
+    let grant = Fields::of(value)?;
+    Some(Resumable {
+        key: grant
+            .field("key", |v| ResumeKey::new(v.as_string()?).ok())
+            .ok()?,
+        window_ms: grant.field("window_ms", as_count).ok()?,
+    })
 }
 
 fn as_room(value: JsValue) -> Option<RoomName> {

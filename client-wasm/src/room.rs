@@ -190,6 +190,7 @@ impl Room {
                 room,
                 peer,
                 ice_servers,
+                ..
             } => {
                 self.me = Some(peer);
                 self.phase = Phase::Waiting;
@@ -205,6 +206,7 @@ impl Room {
                 peer,
                 peers,
                 ice_servers,
+                ..
             } => {
                 let me = peer;
                 let inside: Vec<String> = peers.iter().map(PeerId::to_string).collect();
@@ -285,6 +287,16 @@ impl Room {
                 data: Signal::Text { text },
             } => vec![Action::Chat { from, text }],
             Event::Message { from, data } => vec![Action::Signal { from, signal: data }],
+            Event::Away { room, peer } => vec![Action::Log(format!(
+                "peer {peer} of room {room} lost its relay connection; it may come back"
+            ))],
+            Event::Back { room, peer } => {
+                vec![Action::Log(format!("peer {peer} of room {room} is back"))]
+            }
+            Event::Resumed { room, peer, .. } => vec![Action::Log(format!(
+                "resumed as peer {peer} in room {room}"
+            ))],
+            Event::Ack { .. } => Vec::new(),
             Event::Error {
                 code: ErrorCode::Forbidden,
                 message,

@@ -150,6 +150,7 @@ mod mesh {
             room: name(),
             peer: peer(me),
             ice_servers: Vec::new(),
+            resume: None,
         })
     }
 
@@ -159,6 +160,7 @@ mod mesh {
             peer: peer(me),
             peers: peers.iter().map(|&p| peer(p)).collect(),
             ice_servers: Vec::new(),
+            resume: None,
         })
     }
 

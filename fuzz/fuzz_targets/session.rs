@@ -2,7 +2,9 @@
 //! handling, the in-process rooms and the outboxes' writes into real loopback sockets.
 //! Input: one frame per line, the first byte of a line picks the sender (`0`..`3`, or any
 //! character modulo 4), the rest is the frame. Checked after every frame: nothing panics,
-//! no one receives its own message, no frame is unreadable, capacity holds.
+//! no one receives its own message, no frame is unreadable, capacity holds. Connections 0
+//! and 2 are resumable, with a small session buffer; at the end connection 0 drops (away,
+//! then its window ends) and the others close.
 #![no_main]
 
 use std::io::Read;
@@ -10,7 +12,12 @@ use std::io::Read;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use signalroom_protocol::{Event, PeerId};
-use signalroom_server::{handle, Admits, Batch, IceServers, LocalRooms, Outbox, Rooms, Socket};
+use std::time::Duration;
+
+use signalroom_server::{
+    handle, Admits, Batch, Handled, IceServers, LocalRooms, Outbox, Parting, Resumption, Rooms,
+    Socket,
+};
 use signalroom_wsframe::{Header, OpCode};
 
 const PEERS: usize = 4;
@@ -19,6 +26,7 @@ const CAPACITY: usize = 2;
 /// One connection: the relay's end, and the client's end the test reads.
 struct Peer {
     id: PeerId,
+    outbox: Outbox,
     _socket: Socket,
     client: std::net::TcpStream,
     received: Vec<u8>,
@@ -33,9 +41,14 @@ fuzz_target!(|data: &[u8]| {
     runtime.block_on(async {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
         let addr = listener.local_addr().expect("an address");
-        let rooms = LocalRooms::new(CAPACITY, 3, IceServers::default());
+        let resumption = Resumption {
+            window: Duration::from_secs(1),
+            buffer: 2048,
+            frames: 16,
+        };
+        let rooms = LocalRooms::new(CAPACITY, 3, IceServers::default(), resumption);
         let mut peers = Vec::new();
-        for _ in 0..PEERS {
+        for n in 0..PEERS {
             let client = std::net::TcpStream::connect(addr).expect("a connection");
             client.set_nonblocking(true).expect("non-blocking");
             let (server, _) = listener.accept().expect("an accepted connection");
@@ -44,15 +57,21 @@ fuzz_target!(|data: &[u8]| {
             // The relay writes only to sockets known to be writable.
             server.writable().await.expect("writable");
             let (outbox, socket) = Outbox::new(server.into(), 64, 1 << 20);
-            let id = rooms.connect(outbox).await.expect("in-process rooms always connect");
-            peers.push(Peer { id, _socket: socket, client, received: Vec::new() });
+            let id = rooms
+                .connect(outbox.clone(), n % 2 == 0)
+                .await
+                .expect("in-process rooms always connect");
+            peers.push(Peer { id, outbox, _socket: socket, client, received: Vec::new() });
         }
         for line in text.lines() {
             let mut chars = line.chars();
             let Some(first) = chars.next() else { continue };
-            let sender = peers[first as usize % PEERS].id;
+            let sender = &peers[first as usize % PEERS];
             let mut batch = Batch::new();
-            let _ = handle(&rooms, &Admits::AnyRoom, sender, chars.as_str(), &mut batch).await;
+            let handled = handle(&rooms, &Admits::AnyRoom, sender.id, chars.as_str(), &mut batch).await;
+            if let Handled::Acked(received) = handled {
+                let _ = sender.outbox.ack(received);
+            }
             batch.flush();
             for peer in &mut peers {
                 for text in texts(peer) {
@@ -67,8 +86,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(stats.connections == PEERS);
         }
         let mut batch = Batch::new();
-        for peer in &peers {
-            rooms.disconnect(peer.id, &mut batch).await;
+        for (n, peer) in peers.iter().enumerate() {
+            let parting = if n == 0 {
+                Parting::Lost { received: 0 }
+            } else {
+                Parting::Closed
+            };
+            let away = rooms.disconnect(peer.id, &peer.outbox, parting, &mut batch).await;
+            if let Some(away) = away {
+                rooms.expire(peer.id, away.generation, &mut batch).await;
+            }
         }
         batch.flush();
         let stats = rooms.stats();

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IceServer, PeerId, RoomName};
+use crate::{IceServer, PeerId, ResumeKey, RoomName};
 
 /// A frame a client sends to the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,22 @@ pub enum Request<D> {
     },
     /// Leave the current room.
     Leave,
+    /// The first frame of a resumable connection (`/ws?resume`) that takes over the
+    /// session of `peer` after its connection dropped: the same id, the same seat.
+    Resume {
+        /// The id the session had.
+        peer: PeerId,
+        /// The session's current key (from `created`, `joined` or the last `resumed`).
+        key: ResumeKey,
+        /// How many counted frames this client received from the relay in the session.
+        received: u64,
+    },
+    /// How many counted frames this client has received from the relay in its session:
+    /// the relay forgets what it kept for a resume up to there.
+    Ack {
+        /// Counted frames received so far.
+        received: u64,
+    },
 }
 
 /// A frame the relay sends to a client.
@@ -47,6 +63,9 @@ pub enum Event<D> {
         /// STUN/TURN servers the relay recommends; none means host candidates only.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// How to resume this session, on a resumable connection (`/ws?resume`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resumable>,
     },
     /// You joined `room`, where `peers` already were.
     Joined {
@@ -59,6 +78,9 @@ pub enum Event<D> {
         /// STUN/TURN servers the relay recommends; none means host candidates only.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// How to resume this session, on a resumable connection (`/ws?resume`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resumable>,
     },
     /// `peer` joined your room.
     Join {
@@ -85,6 +107,40 @@ pub enum Event<D> {
         room: RoomName,
         /// The member who is gone.
         peer: PeerId,
+    },
+    /// `peer`'s connection dropped; its session may resume within the window (sent to
+    /// resumable connections only).
+    Away {
+        /// Your room.
+        room: RoomName,
+        /// The member who is away.
+        peer: PeerId,
+    },
+    /// `peer`, away, resumed its session (sent to resumable connections only).
+    Back {
+        /// Your room.
+        room: RoomName,
+        /// The member who is back.
+        peer: PeerId,
+    },
+    /// Your `resume` succeeded: this connection is `peer` in `room` again. The relay
+    /// received `received` counted frames from you in the session (send again those after
+    /// it); the counted frames you missed follow, then everything newer. Not counted.
+    Resumed {
+        /// Your room.
+        room: RoomName,
+        /// Your id, as before.
+        peer: PeerId,
+        /// Counted frames the relay received from you in the session.
+        received: u64,
+        /// How to resume next time: the key just used is spent.
+        resume: Resumable,
+    },
+    /// How many counted frames the relay has received from you in your session: forget
+    /// what you kept for a resume up to there. Not counted.
+    Ack {
+        /// Counted frames received so far.
+        received: u64,
     },
     /// Your last frame was refused; the connection stays usable.
     Error {
@@ -126,9 +182,28 @@ pub enum ErrorCode {
     /// `create_or_join` named a room the connection's room token does not admit; other
     /// rooms (the token's own) can still be joined.
     Forbidden,
+    /// `resume` was refused: no such session, or not this key (the relay does not say
+    /// which), or this connection cannot resume. Join as a new peer.
+    ResumeRefused,
+    /// `resume` came after the session's window ended: the room was told `left`. Join as a
+    /// new peer.
+    ResumeExpired,
+    /// The session ended while away because what the relay kept for it outgrew its
+    /// buffer: the room was told `left`. Join as a new peer.
+    ResumeLost,
     /// A code this version of the crate does not know yet (sent by a newer relay).
     #[serde(other)]
     Unknown,
+}
+
+/// What a resumable connection's client needs to resume its session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumable {
+    /// The key of the next resume; good once.
+    pub key: ResumeKey,
+    /// How long after the connection drops the session waits for a resume, in
+    /// milliseconds.
+    pub window_ms: u64,
 }
 
 impl ErrorCode {
@@ -147,6 +222,9 @@ impl ErrorCode {
             Self::TooManyRooms => "too_many_rooms",
             Self::Unavailable => "unavailable",
             Self::Forbidden => "forbidden",
+            Self::ResumeRefused => "resume_refused",
+            Self::ResumeExpired => "resume_expired",
+            Self::ResumeLost => "resume_lost",
             Self::Unknown => "unknown",
         }
     }
@@ -169,6 +247,9 @@ impl ErrorCode {
             "too_many_rooms" => Self::TooManyRooms,
             "unavailable" => Self::Unavailable,
             "forbidden" => Self::Forbidden,
+            "resume_refused" => Self::ResumeRefused,
+            "resume_expired" => Self::ResumeExpired,
+            "resume_lost" => Self::ResumeLost,
             _ => Self::Unknown,
         }
     }
@@ -225,6 +306,9 @@ struct RequestRepr<D> {
     room: Option<RoomName>,
     data: Option<D>,
     to: Option<PeerId>,
+    peer: Option<PeerId>,
+    key: Option<ResumeKey>,
+    received: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +317,8 @@ enum RequestKind {
     CreateOrJoin,
     Message,
     Leave,
+    Resume,
+    Ack,
 }
 
 /// A request named its type but lacked a field that type needs.
@@ -257,6 +343,14 @@ impl<D> TryFrom<RequestRepr<D>> for Request<D> {
                 to: repr.to,
             },
             RequestKind::Leave => Request::Leave,
+            RequestKind::Resume => Request::Resume {
+                peer: repr.peer.ok_or(MissingField("peer"))?,
+                key: repr.key.ok_or(MissingField("key"))?,
+                received: repr.received.ok_or(MissingField("received"))?,
+            },
+            RequestKind::Ack => Request::Ack {
+                received: repr.received.ok_or(MissingField("received"))?,
+            },
         })
     }
 }
@@ -292,6 +386,9 @@ mod tests {
             TooManyRooms,
             Unavailable,
             Forbidden,
+            ResumeRefused,
+            ResumeExpired,
+            ResumeLost,
             Unknown,
         )
     }

@@ -139,3 +139,61 @@ impl fmt::Display for InvalidRoomName {
 }
 
 impl std::error::Error for InvalidRoomName {}
+
+/// A session's resume key: 32 lowercase hex digits (128 bits), drawn by the relay from a
+/// CSPRNG. A secret: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ResumeKey(String);
+
+impl ResumeKey {
+    /// The key's length in hex digits.
+    pub const LEN: usize = 32;
+
+    /// Validates `key`: [`ResumeKey::LEN`] lowercase hex digits.
+    pub fn new(key: impl Into<String>) -> Result<Self, InvalidResumeKey> {
+        let key = key.into();
+        let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if key.len() == Self::LEN && key.as_bytes().iter().all(hex) {
+            Ok(Self(key))
+        } else {
+            Err(InvalidResumeKey)
+        }
+    }
+
+    /// The key as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ResumeKey {
+    type Error = InvalidResumeKey;
+    fn try_from(key: String) -> Result<Self, Self::Error> {
+        Self::new(key)
+    }
+}
+
+impl Serialize for ResumeKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ResumeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeKey(..)")
+    }
+}
+
+/// A resume key that is not 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidResumeKey;
+
+impl fmt::Display for InvalidResumeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a resume key is 32 lowercase hex digits")
+    }
+}
+
+impl std::error::Error for InvalidResumeKey {}

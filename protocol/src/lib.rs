@@ -21,6 +21,16 @@
 //! the sender's relay-assigned [`PeerId`]. What `data` holds is up to the peers; the
 //! reference page sends a [`Signal`].
 //!
+//! Sessions: a client that connects to `GET /ws?resume` gets, with `created` or `joined`, a
+//! [`Resumable`]: a key and a window. Should its connection drop without a close, it
+//! connects again within the window and sends [`Request::Resume`] first: it is the same
+//! peer in the same seat, and what it missed follows [`Event::Resumed`]. Each side counts
+//! the *counted* frames it receives (every text frame but `ack`, `resume` and `resumed`)
+//! and says so with `ack` now and then; each keeps what it sent until the other's count
+//! covers it, and sends again, after a resume, what the other's count does not. The room
+//! meanwhile sees no `left` and no `join`; resumable members get [`Event::Away`] and
+//! [`Event::Back`].
+//!
 //! Errors: a refused frame gets [`Event::Error`] with a stable [`ErrorCode`]; the connection
 //! stays usable.
 //!
@@ -32,8 +42,9 @@ mod signal;
 
 pub use frames::{
     message_json, push_decimal, write_message_json, ErrorCode, Event, MissingField, Request,
+    Resumable,
 };
-pub use ids::{InvalidPeerId, InvalidRoomName, PeerId, RoomName};
+pub use ids::{InvalidPeerId, InvalidResumeKey, InvalidRoomName, PeerId, ResumeKey, RoomName};
 pub use signal::{IceServer, SdpType, Signal};
 
 /// The protocol's version.
@@ -43,6 +54,9 @@ pub use signal::{IceServer, SdpType, Signal};
 /// removed field, a changed meaning) bumps it, and the relay then serves the new version at
 /// its own path (`/ws/v2`) beside the old one for as long as old clients are around.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The query parameter of `/ws` that makes a connection resumable: `GET /ws?resume`.
+pub const RESUME_PARAM: &str = "resume";
 
 /// The WebSocket path of this version.
 pub const WS_PATH: &str = "ws";

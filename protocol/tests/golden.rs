@@ -2,11 +2,23 @@
 
 use serde_json::value::RawValue;
 use signalroom_protocol::{
-    golden, message_json, ErrorCode, Event, IceServer, PeerId, Request, RoomName, SdpType, Signal,
+    golden, message_json, ErrorCode, Event, IceServer, PeerId, Request, Resumable, ResumeKey,
+    RoomName, SdpType, Signal,
 };
 
 fn peer(id: u64) -> PeerId {
     PeerId::new(id).expect("valid id")
+}
+
+fn key(hex: &str) -> ResumeKey {
+    ResumeKey::new(hex).expect("valid key")
+}
+
+fn resumable(hex: &str) -> Option<Resumable> {
+    Some(Resumable {
+        key: key(hex),
+        window_ms: 25_000,
+    })
 }
 
 fn foo() -> RoomName {
@@ -42,6 +54,12 @@ fn expected_requests() -> Vec<Request<Signal>> {
             to: None,
         },
         Request::Leave,
+        Request::Resume {
+            peer: peer(2),
+            key: key("f0e0d0c0b0a090807060504030201000"),
+            received: 12,
+        },
+        Request::Ack { received: 7 },
     ]
 }
 
@@ -51,6 +69,7 @@ fn expected_events() -> Vec<Event<Signal>> {
             room: foo(),
             peer: peer(1),
             ice_servers: vec![],
+            resume: None,
         },
         Event::Created {
             room: foo(),
@@ -67,12 +86,14 @@ fn expected_events() -> Vec<Event<Signal>> {
                     credential: Some("p".into()),
                 },
             ],
+            resume: None,
         },
         Event::Joined {
             room: foo(),
             peer: peer(2),
             peers: vec![peer(1)],
             ice_servers: vec![],
+            resume: None,
         },
         Event::Join {
             room: foo(),
@@ -99,6 +120,41 @@ fn expected_events() -> Vec<Event<Signal>> {
         Event::Error {
             code: ErrorCode::NotInRoom,
             message: "join a room before sending messages".into(),
+        },
+        Event::Created {
+            room: foo(),
+            peer: peer(1),
+            ice_servers: vec![],
+            resume: resumable("000102030405060708090a0b0c0d0e0f"),
+        },
+        Event::Joined {
+            room: foo(),
+            peer: peer(2),
+            peers: vec![peer(1)],
+            ice_servers: vec![],
+            resume: resumable("f0e0d0c0b0a090807060504030201000"),
+        },
+        Event::Away {
+            room: foo(),
+            peer: peer(2),
+        },
+        Event::Back {
+            room: foo(),
+            peer: peer(2),
+        },
+        Event::Resumed {
+            room: foo(),
+            peer: peer(2),
+            received: 7,
+            resume: Resumable {
+                key: key("0f0e0d0c0b0a09080706050403020100"),
+                window_ms: 25_000,
+            },
+        },
+        Event::Ack { received: 12 },
+        Event::Error {
+            code: ErrorCode::ResumeExpired,
+            message: "the session's window ended; join as a new peer".into(),
         },
     ]
 }
@@ -166,7 +222,9 @@ fn every_variant_has_a_golden_example() {
     let (requests, request_variant) = variants!(Request<Signal> {
         CreateOrJoin,
         Message,
-        Leave
+        Leave,
+        Resume,
+        Ack
     });
     let (events, event_variant) = variants!(Event<Signal> {
         Created,
@@ -175,6 +233,10 @@ fn every_variant_has_a_golden_example() {
         Full,
         Message,
         Left,
+        Away,
+        Back,
+        Resumed,
+        Ack,
         Error
     });
     let (signals, signal_variant) = variants!(Signal {

@@ -38,6 +38,14 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 /// Seconds a relay sharing rooms through Redis may go without renewing its liveness before
 /// the other relays take its members out of their rooms.
 pub const DEFAULT_RELAY_TIMEOUT_SECS: f64 = 10.0;
+/// How long a resumable session waits for its client after its connection dropped: long
+/// enough for a Wi-Fi roam, a mobile handover or a laptop lid opened again, short enough
+/// that a page gone for good leaves its room's tile soon.
+pub const DEFAULT_RESUME_WINDOW_SECS: f64 = 25.0;
+/// What a resumable session keeps unacknowledged at most: a mesh call's renegotiation
+/// (an offer and an answer of a few KB each, a few dozen candidates) to every member of a
+/// room of six, several times over, while staying well under the outbox's 1 MiB.
+pub const DEFAULT_RESUME_BUFFER: usize = 64 * 1024;
 /// Seconds a minted TURN credential works: a day, the TURN REST API draft's recommendation
 /// (draft-uberti-behave-turn-rest-00). The TURN server checks it whenever a browser
 /// allocates a relay, which may happen again well into a call (ICE restart, network
@@ -152,6 +160,23 @@ pub struct Config {
         value_parser = parse_secs,
     )]
     pub idle_timeout: f64,
+
+    /// Seconds a resumable session (a page connected to `/ws?resume`) keeps its seat and
+    /// id after its connection drops without a close, waiting for the page to resume it;
+    /// its room then gets `away`, not `left`. 0 turns resumption off.
+    #[arg(
+        long,
+        env = "SIGNALROOM_RESUME_WINDOW",
+        default_value_t = DEFAULT_RESUME_WINDOW_SECS,
+        value_parser = parse_window,
+    )]
+    pub resume_window: f64,
+
+    /// Bytes a resumable session keeps of the frames sent to it until its page
+    /// acknowledges them (and while it is away). A session that outgrows this ends: its
+    /// room gets `left`, and a resume gets `resume_lost`. At most --outbox-bytes.
+    #[arg(long, env = "SIGNALROOM_RESUME_BUFFER", default_value_t = DEFAULT_RESUME_BUFFER)]
+    pub resume_buffer: usize,
 
     /// Seconds a connection may spend outside any room before it is closed with 1008.
     #[arg(
@@ -326,6 +351,8 @@ impl Default for Config {
             redis_cluster: false,
             redis_sentinel: None,
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
+            resume_window: DEFAULT_RESUME_WINDOW_SECS,
+            resume_buffer: DEFAULT_RESUME_BUFFER,
             auth_secret_file: None,
             auth_secret: None,
             metrics_addr: None,
@@ -347,16 +374,35 @@ pub enum ConfigError {
     /// A TURN secret without a server to use it for.
     #[error("a TURN secret is set ({TURN_SECRET_FLAG} or {TURN_SECRET_ENV}) but no --turn-url to use it for")]
     TurnSecretWithoutUrl,
+    /// A session buffer larger than the outbox it is sent again through.
+    #[error("--resume-buffer ({0}) may not exceed --outbox-bytes ({1})")]
+    ResumeBufferOverOutbox(usize, usize),
 }
 
 impl Config {
     /// Checks that the flags fit together, once [`Config::load_secrets`] has read the
     /// secrets.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.resume_buffer > self.outbox_bytes {
+            return Err(ConfigError::ResumeBufferOverOutbox(
+                self.resume_buffer,
+                self.outbox_bytes,
+            ));
+        }
         match (self.turn_urls.is_empty(), self.turn_secret.is_some()) {
             (false, false) => Err(ConfigError::TurnUrlWithoutSecret),
             (true, true) => Err(ConfigError::TurnSecretWithoutUrl),
             _ => Ok(()),
+        }
+    }
+
+    /// How resumable sessions resume (`--resume-window`, `--resume-buffer`, within the
+    /// outbox's frame limit).
+    pub fn resumption(&self) -> crate::rooms::Resumption {
+        crate::rooms::Resumption {
+            window: std::time::Duration::from_secs_f64(self.resume_window),
+            buffer: self.resume_buffer.min(self.outbox_bytes),
+            frames: self.outbox_frames.saturating_sub(1).max(1),
         }
     }
 }
@@ -368,6 +414,14 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// Parses a number of seconds, zero or more, fractions allowed.
+fn parse_window(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() && secs < 1e9 => Ok(secs),
+        _ => Err(format!("{arg:?} is not a number of seconds, 0 or more")),
+    }
 }
 
 /// Parses a positive number of seconds, fractions allowed.

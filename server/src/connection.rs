@@ -3,9 +3,10 @@
 //! written by whoever delivers them (see [`crate::outbox`]); this task steps in only when
 //! the socket will not take them.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use signalroom_protocol::{ErrorCode, Event, PeerId, Request, RoomName};
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request, ResumeKey, RoomName};
 use signalroom_wsframe::CloseCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -13,8 +14,8 @@ use tokio::time::Instant;
 use crate::auth::Admits;
 use crate::codec::{self, Refusal};
 use crate::metrics::{self, Closed, Counter, Frame};
-use crate::outbox::{Batch, Outbox, Socket, WriteError};
-use crate::rooms::{JoinOutcome, RoomError, Rooms};
+use crate::outbox::{encode, Batch, Outbox, Socket, WriteError};
+use crate::rooms::{Claim, JoinOutcome, Parting, RoomError, Rooms};
 use crate::stream::Stream;
 use crate::ws::{FrameError, Incoming, Reader};
 
@@ -35,6 +36,19 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time the connection may spend outside a room.
     pub join_timeout: Duration,
+}
+
+/// Counted frames from a resumable client after which the relay acknowledges them at once
+/// (otherwise at the next heartbeat).
+const ACK_EVERY: u32 = 32;
+
+/// What the connection's request says of the client, besides its token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    /// It asked for a resumable session (`/ws?resume`).
+    pub resumable: bool,
+    /// Its address, against which refused resumes count.
+    pub addr: Option<IpAddr>,
 }
 
 /// Why a connection ends, which says what the client is told on the way out (its close
@@ -65,6 +79,9 @@ enum End {
     /// The rooms backend took the member out of its room and queued the close frame that
     /// tells it why (it lost its seat): the relay sees that frame out and closes.
     Ended,
+    /// The session was resumed on another connection, while this one still looked alive
+    /// (its close frame is queued already).
+    TakenOver,
 }
 
 /// How a client's stream went.
@@ -99,7 +116,26 @@ impl End {
             Self::Unavailable => Some((CloseCode::TryAgainLater, "rooms unavailable")),
             // Clients reconnect on 1001.
             Self::Shutdown => Some((CloseCode::GoingAway, "relay shutting down")),
-            Self::Lost(_) | Self::Dropped(_) | Self::Ended => None,
+            Self::Lost(_) | Self::Dropped(_) | Self::Ended | Self::TakenOver => None,
+        }
+    }
+
+    /// What the end means for a resumable session: an end the client did not ask for
+    /// (a network cut looks like silence, a reset, a failed or stalled write) keeps it.
+    fn parting(self, received: u64) -> Parting {
+        match self {
+            Self::Lost(_)
+            | Self::Dropped(WriteError::Failed | WriteError::Stalled)
+            | Self::IdleTimeout
+            | Self::Ended => Parting::Lost { received },
+            Self::ClientClosed(_)
+            | Self::Broken(_)
+            | Self::JoinTimeout
+            | Self::RateLimit
+            | Self::Unavailable
+            | Self::Shutdown
+            | Self::Dropped(WriteError::Overflowed)
+            | Self::TakenOver => Parting::Closed,
         }
     }
 
@@ -118,6 +154,7 @@ impl End {
             Self::Dropped(WriteError::Stalled) => Closed::OutboxStall,
             Self::Dropped(WriteError::Failed) => Closed::WriteFailed,
             Self::Ended => Closed::SeatLost,
+            Self::TakenOver => Closed::TakenOver,
         }
     }
 }
@@ -145,24 +182,27 @@ impl std::fmt::Display for End {
             }
             Self::Dropped(WriteError::Failed) => f.write_str("write failed"),
             Self::Ended => f.write_str("the relay lost its seat in its room"),
+            Self::TakenOver => f.write_str("its session was resumed on another connection"),
         }
     }
 }
 
 /// Serves one upgraded connection until the client goes, breaks a limit, or the relay shuts
 /// down. `early` holds bytes the client sent right behind its upgrade request; `admits`
-/// are the rooms its token lets it enter.
+/// are the rooms its token lets it enter; `client` whether it asked to be resumable, and
+/// from where.
 pub async fn serve<R: Rooms>(
     stream: Stream,
     early: Vec<u8>,
     rooms: R,
     admits: Admits,
     limits: Limits,
+    client: Peer,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (outbox, socket) = Outbox::new(stream, limits.outbox_frames, limits.outbox_bytes);
     let mut reader = Reader::new(limits.max_message_bytes, early);
-    let peer = match rooms.connect(outbox.clone()).await {
+    let peer = match rooms.connect(outbox.clone(), client.resumable).await {
         Ok(peer) => peer,
         Err(error) => {
             tracing::warn!(%error, "refused a connection");
@@ -184,6 +224,10 @@ pub async fn serve<R: Rooms>(
         rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
         last_heard: now,
         outside_since: Some(now),
+        resumable: client.resumable,
+        addr: client.addr,
+        received: 0,
+        unacked: 0,
     };
     // One timer and one shutdown future for the connection's life, not one per wakeup.
     let beat = limits.idle_timeout / 3;
@@ -233,19 +277,38 @@ pub async fn serve<R: Rooms>(
                 }
                 let mut batch = Batch::new();
                 let _ = outbox.push_ping(&mut batch);
+                client.acknowledge(&mut batch);
                 batch.flush();
             }
             _ = &mut stop => break End::Shutdown,
         }
     };
 
+    let (peer, received) = (client.peer, client.received);
     let mut batch = Batch::new();
-    rooms.disconnect(peer, &mut batch).await;
+    let away = rooms
+        .disconnect(peer, &outbox, end.parting(received), &mut batch)
+        .await;
     batch.flush();
+    // A close the relay queued while the session stays: it was resumed elsewhere.
+    let end = match (end, away) {
+        (End::Ended, Some(_)) => End::TakenOver,
+        (end, _) => end,
+    };
+    if let Some(away) = away {
+        // The session's seat waits for a resume; this task's end frees the connection.
+        let rooms = rooms.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(away.window).await;
+            let mut batch = Batch::new();
+            rooms.expire(peer, away.generation, &mut batch).await;
+            batch.flush();
+        });
+    }
     last_words(end, &outbox, &socket, &mut reader).await;
     drop(outbox);
     metrics::count(Counter::Closed(end.counted_as()));
-    tracing::info!(%peer, reason = %end, "disconnected");
+    tracing::info!(%peer, reason = %end, away = away.is_some(), "disconnected");
 }
 
 /// How long a closing connection may take to deliver its last frames, and then to see the
@@ -266,7 +329,7 @@ async fn last_words(end: End, outbox: &Outbox, socket: &Socket, reader: &mut Rea
     let close = match end {
         End::Lost(_) | End::Dropped(_) => return,
         // Its close frame is queued already.
-        End::Ended => None,
+        End::Ended | End::TakenOver => None,
         _ => end.close_frame(),
     };
     if let Some((code, reason)) = close {
@@ -305,9 +368,72 @@ struct Client<'a, R> {
     last_heard: Instant,
     /// When the client was last seen outside a room; `None` while inside.
     outside_since: Option<Instant>,
+    /// It asked for a resumable session.
+    resumable: bool,
+    /// Its address.
+    addr: Option<IpAddr>,
+    /// Counted frames received from it in its session (every text frame but `resume`).
+    received: u64,
+    /// Counted frames received since the relay last acknowledged.
+    unacked: u32,
 }
 
 impl<R: Rooms> Client<'_, R> {
+    /// Tells a resumable client how many counted frames the relay received, if it has not
+    /// yet.
+    fn acknowledge(&mut self, batch: &mut Batch) {
+        if self.resumable && self.unacked > 0 {
+            self.unacked = 0;
+            let ack = Event::<()>::Ack {
+                received: self.received,
+            };
+            let _ = self.outbox.push_uncounted(&encode(&ack), batch);
+        }
+    }
+
+    /// Counts a frame the client sent.
+    fn counted(&mut self, batch: &mut Batch) {
+        self.received += 1;
+        self.unacked += 1;
+        if self.unacked >= ACK_EVERY {
+            self.acknowledge(batch);
+        }
+    }
+
+    /// Resumes `peer`'s session on this connection, as its first frame.
+    async fn resume(&mut self, peer: PeerId, key: &ResumeKey, received: u64, batch: &mut Batch) {
+        let first = self.received == 0 && self.outside_since.is_some();
+        let admits = |room: &RoomName| self.admits.admits(room);
+        let claim = Claim {
+            peer,
+            key,
+            received,
+            from: self.addr,
+            admits: &admits,
+        };
+        let resumed = if first && self.resumable {
+            self.rooms
+                .resume(self.peer, self.outbox, claim, batch)
+                .await
+        } else {
+            Err(RoomError::ResumeRefused)
+        };
+        match resumed {
+            Ok((room, received)) => {
+                tracing::info!(conn = %self.peer, %peer, %room, "resumed");
+                self.peer = peer;
+                self.received = received;
+                self.unacked = 0;
+                self.outside_since = None;
+            }
+            Err(error) => {
+                tracing::info!(conn = %self.peer, %peer, %error, "refused a resume");
+                let refusal = Refusal::new(error.code(), error.to_string());
+                refuse(self.outbox, refusal, batch);
+            }
+        }
+    }
+
     /// Handles every whole frame read so far, then writes what that pushed to every
     /// recipient, one write each; `Some(end)` when the connection must end.
     async fn handle_read(&mut self, reader: &mut Reader) -> Option<End> {
@@ -355,10 +481,12 @@ impl<R: Rooms> Client<'_, R> {
                     let limit = format!("more than {} frames per second", self.limits.rate_per_sec);
                     let refusal = Refusal::new(ErrorCode::RateLimited, limit);
                     refuse(self.outbox, refusal, batch);
+                    self.counted(batch);
                     continue;
                 }
                 Admit::No => {
                     metrics::count(Counter::RateLimited);
+                    self.counted(batch);
                     continue;
                 }
                 Admit::Never => {
@@ -372,7 +500,24 @@ impl<R: Rooms> Client<'_, R> {
                 refuse(self.outbox, refusal, batch);
                 continue;
             }
-            match handle(self.rooms, self.admits, self.peer, text, batch).await {
+            let handled = handle(self.rooms, self.admits, self.peer, text, batch).await;
+            if let Handled::Resume {
+                peer,
+                key,
+                received,
+            } = handled
+            {
+                self.resume(peer, &key, received, batch).await;
+                continue;
+            }
+            self.counted(batch);
+            match handled {
+                Handled::Resume { .. } => {}
+                Handled::Acked(received) => {
+                    if !self.outbox.ack(received) && self.resumable {
+                        tracing::debug!(peer = %self.peer, received, "an ack beyond what was sent");
+                    }
+                }
                 Handled::Inside => self.outside_since = None,
                 Handled::Outside => {
                     self.outside_since = self.outside_since.or(Some(self.last_heard));
@@ -390,6 +535,17 @@ impl<R: Rooms> Client<'_, R> {
 /// What a request did.
 #[derive(Debug)]
 pub enum Handled {
+    /// A `resume`: the connection's task carries it out, as the connection's first frame.
+    Resume {
+        /// The session's id.
+        peer: PeerId,
+        /// The key claimed.
+        key: ResumeKey,
+        /// Counted frames the client received.
+        received: u64,
+    },
+    /// An `ack` of this many counted frames.
+    Acked(u64),
     /// The peer is now in a room.
     Inside,
     /// The peer is now outside any room: it left, or the room it asked for was full.
@@ -421,6 +577,8 @@ pub async fn handle<R: Rooms>(
         Request::CreateOrJoin { .. } => Frame::CreateOrJoin,
         Request::Message { .. } => Frame::Message,
         Request::Leave => Frame::Leave,
+        Request::Resume { .. } => Frame::Resume,
+        Request::Ack { .. } => Frame::Ack,
     }));
     match request {
         Request::CreateOrJoin { room } if !admits.admits(&room) => Handled::Refused(Refusal::new(
@@ -449,6 +607,16 @@ pub async fn handle<R: Rooms>(
             }
             Err(error) => refused(error),
         },
+        Request::Resume {
+            peer,
+            key,
+            received,
+        } => Handled::Resume {
+            peer,
+            key,
+            received,
+        },
+        Request::Ack { received } => Handled::Acked(received),
     }
 }
 

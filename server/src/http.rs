@@ -3,6 +3,7 @@
 //! handshake, ride out running short of file descriptors, and shut down gracefully.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -41,7 +42,7 @@ pub async fn serve<F>(
         .header_read_timeout(handshake_timeout);
 
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -52,7 +53,11 @@ pub async fn serve<F>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service, stop) = (builder.clone(), service.clone(), stop.clone());
+        let (builder, stop) = (builder.clone(), stop.clone());
+        let service = WithAddr {
+            inner: service.clone(),
+            addr: ClientAddr(addr),
+        };
         match &tls {
             None => {
                 tokio::spawn(serve_connection(
@@ -105,6 +110,31 @@ async fn serve_connection<I, S>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, "HTTP connection ended with an error");
+    }
+}
+
+/// The address a request came from, in its extensions (`warp::ext`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A service that puts the connection's [`ClientAddr`] into each request's extensions.
+#[derive(Clone)]
+struct WithAddr<S> {
+    inner: S,
+    addr: ClientAddr,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithAddr<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.addr);
+        self.inner.call(request)
     }
 }
 

@@ -44,12 +44,12 @@ use std::time::Duration;
 pub use auth::{Admits, RoomTokens};
 pub use config::{Config, LogFormat};
 pub use ice::{IceServers, TurnRest};
-pub use rooms::{LocalRooms, Rooms, Stats};
+pub use rooms::{LocalRooms, Parting, Resumption, Rooms, Stats};
 pub use secret::Secret;
 // What the fuzz targets drive without a socket: request decoding, a connection's handling
 // of one request, the write side, and the framing of what a client sends.
 pub use codec::decode;
-pub use connection::handle;
+pub use connection::{handle, Handled, Peer};
 pub use outbox::{Batch, Outbox, Socket};
 pub use ws::{Incoming, Reader};
 
@@ -93,14 +93,19 @@ pub async fn run(
                 config.max_rooms,
                 ice_servers(&config),
                 Duration::from_secs_f64(config.relay_timeout),
+                config.resumption(),
             )
             .await
             .map_err(|error| StartError::Redis(error.into()))?;
             run_with(listener, config, rooms, shutdown).await
         }
         None => {
-            let rooms =
-                LocalRooms::new(config.room_capacity, config.max_rooms, ice_servers(&config));
+            let rooms = LocalRooms::new(
+                config.room_capacity,
+                config.max_rooms,
+                ice_servers(&config),
+                config.resumption(),
+            );
             run_with(listener, config, rooms, shutdown).await
         }
     }

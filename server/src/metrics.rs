@@ -129,6 +129,8 @@ labelled! {
         Shutdown => "shutdown",
         /// The rooms backend took it out of its room (it lost its seat) and closed it.
         SeatLost => "seat_lost",
+        /// Its session was resumed on another connection while it still looked alive.
+        TakenOver => "taken_over",
     }
 }
 
@@ -141,6 +143,10 @@ labelled! {
         Message => "message",
         /// A `leave` request.
         Leave => "leave",
+        /// A `resume` request.
+        Resume => "resume",
+        /// An `ack` request.
+        Ack => "ack",
         /// A text frame that is no request the relay knows.
         Invalid => "invalid",
         /// A binary frame.

@@ -91,7 +91,8 @@ pub struct Socket {
 
 #[derive(Debug)]
 struct Shared {
-    stream: Stream,
+    /// `None` for an away session's outbox, which only keeps frames ([`Outbox::detached`]).
+    stream: Option<Stream>,
     queue: Mutex<Queue>,
     max_frames: usize,
     max_bytes: usize,
@@ -112,6 +113,71 @@ struct Queue {
     /// Bytes of the oldest frame already written.
     head_written: usize,
     state: State,
+    /// A resumable connection's counted frames, kept until the client acknowledges them.
+    retention: Option<Box<Retention>>,
+}
+
+/// What a resumable session keeps of the counted frames it was sent (every text frame but
+/// `ack` and `resumed`), from the first its client has not acknowledged: they go out again
+/// after a resume. Bounded in bytes and frames; empty at rest, once the client's `ack`
+/// covers what it was sent.
+#[derive(Debug)]
+pub struct Retention {
+    /// Counted frames pushed in the session so far.
+    sent: u64,
+    /// The text of the counted frames after the client's acknowledged count, oldest first.
+    kept: VecDeque<Box<str>>,
+    bytes: usize,
+    max_bytes: usize,
+    max_frames: usize,
+}
+
+impl Retention {
+    /// Keeps up to `max_bytes` of text in up to `max_frames` frames.
+    pub fn new(max_bytes: usize, max_frames: usize) -> Box<Self> {
+        Box::new(Self {
+            sent: 0,
+            kept: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            max_frames,
+        })
+    }
+
+    /// Counts and keeps `text`; false, keeping nothing, when it does not fit.
+    fn keep(&mut self, text: &str) -> bool {
+        if self.kept.len() >= self.max_frames || self.bytes + text.len() > self.max_bytes {
+            return false;
+        }
+        self.sent += 1;
+        self.bytes += text.len();
+        self.kept.push_back(text.into());
+        true
+    }
+
+    /// Forgets what the client's count `received` covers; false for a count beyond what
+    /// was sent, which changes nothing.
+    fn ack(&mut self, received: u64) -> bool {
+        if received > self.sent {
+            return false;
+        }
+        let first_kept = self.sent - self.kept.len() as u64;
+        for _ in first_kept..received {
+            if let Some(text) = self.kept.pop_front() {
+                self.bytes -= text.len();
+            }
+        }
+        if self.kept.is_empty() && self.kept.capacity() > FRAME_SIZES_KEPT {
+            // At rest a session keeps nothing.
+            self.kept = VecDeque::new();
+        }
+        true
+    }
+
+    /// Bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// Whether a queue takes frames, and who writes those that wait.
@@ -222,12 +288,13 @@ impl Outbox {
     /// bytes while the socket will not take them; and the connection's end of it.
     pub fn new(stream: Stream, max_frames: usize, max_bytes: usize) -> (Self, Socket) {
         let shared = Arc::new(Shared {
-            stream,
+            stream: Some(stream),
             queue: Mutex::new(Queue {
                 bytes: Vec::new(),
                 frames: VecDeque::new(),
                 head_written: 0,
                 state: State::Open(Writer::Nobody),
+                retention: None,
             }),
             max_frames,
             max_bytes,
@@ -242,8 +309,93 @@ impl Outbox {
         )
     }
 
-    /// Queues a text frame.
+    /// The outbox of a session whose connection is gone: it writes nothing and keeps the
+    /// counted frames pushed to it in `retention`, until a resume takes them
+    /// ([`Outbox::take_retention`]). A frame that does not fit overflows it.
+    pub fn detached(retention: Box<Retention>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                stream: None,
+                queue: Mutex::new(Queue {
+                    bytes: Vec::new(),
+                    frames: VecDeque::new(),
+                    head_written: 0,
+                    state: State::Closed,
+                    retention: Some(retention),
+                }),
+                max_frames: 0,
+                max_bytes: 0,
+                waker: AtomicWaker::new(),
+                attention: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Whether `self` and `other` are the same outbox.
+    pub fn same(&self, other: &Outbox) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Makes the connection resumable: from now on its counted frames are kept in
+    /// `retention` until acknowledged.
+    pub fn retain(&self, retention: Box<Retention>) {
+        self.shared.lock().retention = Some(retention);
+    }
+
+    /// Takes the session's kept frames away (a resume, or the end of the session): the
+    /// outbox keeps nothing more.
+    pub fn take_retention(&self) -> Option<Box<Retention>> {
+        self.shared.lock().retention.take()
+    }
+
+    /// The client has received `received` counted frames: forgets those. False for a
+    /// count beyond what was sent (or a connection that keeps nothing).
+    pub fn ack(&self, received: u64) -> bool {
+        match self.shared.lock().retention.as_mut() {
+            Some(retention) => retention.ack(received),
+            None => false,
+        }
+    }
+
+    /// Bytes this outbox keeps for a resume.
+    pub fn retained_bytes(&self) -> usize {
+        self.shared
+            .lock()
+            .retention
+            .as_ref()
+            .map_or(0, |r| r.bytes())
+    }
+
+    /// Takes over a session on a new connection: queues `resumed` (not counted), then the
+    /// counted frames `retention` kept after the client's count `received`, in order; the
+    /// session's counting goes on here. Those frames fit: the retention is bounded
+    /// within the outbox's limits.
+    pub fn adopt(
+        &self,
+        mut retention: Box<Retention>,
+        received: u64,
+        resumed: &str,
+        batch: &mut Batch,
+    ) -> Push {
+        retention.ack(received.min(retention.sent));
+        let pushed = self.push(OpCode::Text, resumed.as_bytes(), batch);
+        if pushed == Push::Queued {
+            let mut queue = self.shared.lock();
+            for text in &retention.kept {
+                queue.enqueue(OpCode::Text, text.as_bytes());
+            }
+            queue.retention = Some(retention);
+        }
+        pushed
+    }
+
+    /// Queues a text frame: counted, and kept for a resume, on a resumable connection.
     pub fn push_text(&self, text: &str, batch: &mut Batch) -> Push {
+        self.push_counted(text, batch)
+    }
+
+    /// Queues a text frame that sessions do not count (`ack`).
+    pub fn push_uncounted(&self, text: &str, batch: &mut Batch) -> Push {
         self.push(OpCode::Text, text.as_bytes(), batch)
     }
 
@@ -281,9 +433,44 @@ impl Outbox {
         self.push(OpCode::Pong, payload, batch)
     }
 
-    fn push(&self, kind: OpCode, payload: &[u8], batch: &mut Batch) -> Push {
-        let size = wsframe::frame_len(payload.len());
+    /// A counted text frame: kept first when the connection is resumable, so that a frame
+    /// the socket loses (queued, or written into a connection that died) goes out again
+    /// after a resume. While the connection breaks or is gone, it is only kept.
+    fn push_counted(&self, text: &str, batch: &mut Batch) -> Push {
         let mut queue = self.shared.lock();
+        let state = queue.state;
+        if let Some(retention) = queue.retention.as_mut() {
+            if matches!(state, State::Closing(_) | State::Ended(_)) {
+                return Push::Ignored;
+            }
+            if !retention.keep(text) {
+                // The session can no longer be resumed: it ends as a full outbox does.
+                queue.retention = None;
+                queue.release();
+                self.shared
+                    .set(&mut queue, State::Broken(WriteError::Overflowed));
+                return Push::Overflowed;
+            }
+            if matches!(state, State::Broken(_) | State::Closed) {
+                return Push::Queued;
+            }
+        }
+        self.push_locked(&mut queue, OpCode::Text, text.as_bytes(), batch)
+    }
+
+    fn push(&self, kind: OpCode, payload: &[u8], batch: &mut Batch) -> Push {
+        let mut queue = self.shared.lock();
+        self.push_locked(&mut queue, kind, payload, batch)
+    }
+
+    fn push_locked(
+        &self,
+        queue: &mut MutexGuard<'_, Queue>,
+        kind: OpCode,
+        payload: &[u8],
+        batch: &mut Batch,
+    ) -> Push {
+        let size = wsframe::frame_len(payload.len());
         let State::Open(writer) = queue.state else {
             // The connection is already ending; its disconnect cleans up.
             return Push::Ignored;
@@ -293,14 +480,10 @@ impl Outbox {
         {
             queue.release();
             self.shared
-                .set(&mut queue, State::Broken(WriteError::Overflowed));
+                .set(queue, State::Broken(WriteError::Overflowed));
             return Push::Overflowed;
         }
-        if queue.bytes.capacity() == 0 {
-            queue.bytes = spare::take();
-        }
-        wsframe::encode(&mut queue.bytes, kind, payload);
-        queue.frames.push_back(size);
+        queue.enqueue(kind, payload);
         let writer = match writer {
             Writer::Nobody => {
                 batch.due.push(self.clone());
@@ -313,7 +496,7 @@ impl Outbox {
         } else {
             State::Open(writer)
         };
-        self.shared.set(&mut queue, state);
+        self.shared.set(queue, state);
         Push::Queued
     }
 }
@@ -347,8 +530,12 @@ impl Shared {
     /// Writes queued bytes until they are out or the socket would block. The queue stays
     /// locked meanwhile, so writers from different tasks never interleave.
     fn write(&self, queue: &mut Queue) {
+        let Some(stream) = self.stream.as_ref() else {
+            // A detached outbox never has a writer: nothing to write to.
+            return queue.release();
+        };
         while !queue.bytes.is_empty() {
-            match self.stream.try_write(&queue.bytes) {
+            match stream.try_write(&queue.bytes) {
                 Ok(written) if written > 0 => {
                     metrics::add(Counter::BytesSent, written as u64);
                     queue.written(written);
@@ -371,6 +558,15 @@ impl Shared {
 }
 
 impl Queue {
+    /// Appends a frame, taking a buffer from the thread's stock when the queue has none.
+    fn enqueue(&mut self, kind: OpCode, payload: &[u8]) {
+        if self.bytes.capacity() == 0 {
+            self.bytes = spare::take();
+        }
+        wsframe::encode(&mut self.bytes, kind, payload);
+        self.frames.push_back(wsframe::frame_len(payload.len()));
+    }
+
     /// Drops what waits and gives the buffers back. The few frame sizes a busy connection
     /// tracks keep their room.
     fn release(&mut self) {
@@ -407,13 +603,18 @@ impl Queue {
 impl Socket {
     /// The connection's stream, for reading.
     pub fn stream(&self) -> &Stream {
-        &self.shared.stream
+        // tidy: a Socket is made only with its stream (`Outbox::new`); detached outboxes
+        // have no Socket.
+        self.shared
+            .stream
+            .as_ref()
+            .expect("a socket has its stream")
     }
 
     /// Completes when the stream has bytes to read (or has closed). Waits in the stream's
     /// one reader slot rather than in its list of waiters: only this task reads.
     pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.shared.stream.poll_read_ready(cx)).await
+        std::future::poll_fn(|cx| self.stream().poll_read_ready(cx)).await
     }
 
     /// Completes when the connection's task has to act on its writes: the socket would not
@@ -451,7 +652,7 @@ impl Socket {
             tokio::select! {
                 biased;
                 () = self.overflowed() => return Err(WriteError::Overflowed),
-                ready = tokio::time::timeout(stall, self.shared.stream.writable()) => match ready {
+                ready = tokio::time::timeout(stall, self.stream().writable()) => match ready {
                     Err(_) => return Err(WriteError::Stalled),
                     Ok(Err(_)) => return Err(WriteError::Failed),
                     Ok(Ok(())) => self.shared.write(&mut self.shared.lock()),
@@ -470,7 +671,7 @@ impl Socket {
     /// Closes the relay's side of the stream (a FIN): the client reads to the end of what
     /// was written, then sees it closed. Reading goes on.
     pub fn shut_writes(&self) -> io::Result<()> {
-        self.shared.stream.shut_writes()
+        self.stream().shut_writes()
     }
 
     async fn overflowed(&self) {

@@ -11,7 +11,8 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use crate::auth::{self, Admits, RoomTokens, TokenError};
-use crate::connection::{self, Limits};
+use crate::connection::{self, Limits, Peer};
+use crate::http::ClientAddr;
 use crate::metrics::{self, Counter, Refusal};
 use crate::rooms::Rooms;
 use crate::upgrade::{self, BadUpgrade, Upgrade};
@@ -54,12 +55,14 @@ pub fn routes<R: Rooms>(
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
         .and(query())
+        .and(warp::ext::optional::<ClientAddr>())
         .and(upgrade::websocket())
         .and(with_rooms.clone())
         .map(
             move |origin: Option<String>,
                   host: Option<String>,
                   query: String,
+                  addr: Option<ClientAddr>,
                   ws: Result<Upgrade, BadUpgrade>,
                   rooms: R| {
                 use warp::Reply;
@@ -97,9 +100,13 @@ pub fn routes<R: Rooms>(
                     .into_response();
                 };
                 let shutdown = shutdown.clone();
+                let client = Peer {
+                    resumable: resumable(&query),
+                    addr: addr.map(|ClientAddr(addr)| addr.ip()),
+                };
                 metrics::count(Counter::Accepted);
                 ws.accept(move |stream, early| async move {
-                    connection::serve(stream, early, rooms, admits, limits, shutdown).await;
+                    connection::serve(stream, early, rooms, admits, limits, client, shutdown).await;
                     drop(slot);
                 })
                 .into_response()
@@ -165,6 +172,13 @@ pub fn metrics<R: Rooms>(
 /// The request's query string, empty when it has none.
 fn query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// Whether `query` asks for a resumable session (`?resume`, with or without a value but
+/// `0`).
+fn resumable(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes())
+        .any(|(name, value)| name == signalroom_protocol::RESUME_PARAM && value != "0")
 }
 
 /// What the token in `query` admits; with no `tokens` the relay takes no tokens and any

@@ -43,6 +43,8 @@ impl Relay {
             connections: v["connections"].as_u64().context("connections")? as usize,
             rooms: v["rooms"].as_u64().context("rooms")? as usize,
             members: v["members"].as_u64().context("members")? as usize,
+            away: v["away"].as_u64().context("away")? as usize,
+            retained_bytes: v["retained_bytes"].as_u64().context("retained_bytes")? as usize,
         })
     }
 

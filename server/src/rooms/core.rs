@@ -15,13 +15,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
 
 use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
-use signalroom_wsframe::CloseCode;
+use signalroom_wsframe::{CloseCode, CustomCode};
 
 use crate::metrics::{self, Counter};
-use crate::outbox::{encode, Batch, Outbox, Push};
-use crate::rooms::{JoinOutcome, RoomError, Stats};
+use crate::outbox::{encode, Batch, Outbox, Push, Retention};
+use crate::rooms::sessions::{Ending, Late, Presence, Resumption, Session, Sessions};
+use crate::rooms::{Away, Claim, JoinOutcome, Parting, RoomError, Stats};
 
 /// The close code and reason for a member the relay took out of its room without its
 /// asking (another relay gave this one up, or its seat was lost with Redis's data).
@@ -29,6 +31,21 @@ pub(crate) const SEAT_LOST: (CloseCode, &str) = (
     CloseCode::ServiceRestart,
     "the relay lost your seat; join again",
 );
+
+/// The close code and reason for a connection whose session was resumed on another one
+/// (the half-open case: this one still looked alive).
+pub(crate) const TAKEN_OVER: (u16, &str) = (4000, "session resumed on another connection");
+
+/// What became of a connection that ended.
+pub(crate) enum Parted {
+    /// It is gone, and so is its seat in this room, if any: the backend decides the
+    /// departure.
+    Gone(Option<RoomName>),
+    /// Its session keeps its seat, away, until a resume or the window's end.
+    Away(Away),
+    /// The connection no longer holds its peer id (its session was resumed elsewhere).
+    NotOwner,
+}
 
 /// This relay's view of its rooms and connections. Held behind one mutex by each backend.
 #[derive(Default)]
@@ -47,6 +64,8 @@ pub(crate) struct Core {
     /// The ICE servers for the answer of each join on its way (minted before the lock, so
     /// that no HMAC runs under it).
     answers: HashMap<PeerId, Vec<IceServer>, BuildHasherDefault<IdHasher>>,
+    /// Resumable sessions' rules, keys and records of those that ended.
+    sessions: Sessions,
 }
 
 /// A room with members here, or joins on their way in. What relaying reads comes first
@@ -68,6 +87,8 @@ struct Room {
 struct Member {
     outbox: Outbox,
     seat: Seat,
+    /// A resumable connection's session.
+    session: Option<Box<Session>>,
 }
 
 /// Where a connection stands. A state machine: `Outside` → `Joining` → `Inside` → `Outside`.
@@ -120,10 +141,31 @@ pub(crate) enum Fanout<'a> {
 }
 
 impl Core {
-    /// Registers a new connection, outside any room.
-    pub fn connect(&mut self, peer: PeerId, outbox: Outbox) {
+    /// A core whose resumable connections resume by `rules`.
+    pub fn new(rules: Resumption) -> Self {
+        Self {
+            sessions: Sessions::new(rules),
+            ..Self::default()
+        }
+    }
+
+    /// Registers a new connection, outside any room; a resumable one (`/ws?resume`) gets
+    /// a session when resumption is on.
+    pub fn connect(&mut self, peer: PeerId, outbox: Outbox, resumable: bool) {
         let seat = Seat::Outside;
-        self.peers.insert(peer, Member { outbox, seat });
+        let session = resumable.then(|| self.sessions.open()).flatten();
+        if session.is_some() {
+            let rules = self.sessions.rules;
+            outbox.retain(Retention::new(rules.buffer, rules.frames));
+        }
+        self.peers.insert(
+            peer,
+            Member {
+                outbox,
+                seat,
+                session,
+            },
+        );
     }
 
     /// Rooms tracked here (with members here or joins on their way).
@@ -246,12 +288,17 @@ impl Core {
             room.members.retain(|p| *p != peer);
             member.seat = Seat::Inside(slot);
             let ice_servers = self.answers.remove(&peer).unwrap_or_default();
+            let resume = member
+                .session
+                .as_deref_mut()
+                .and_then(|session| self.sessions.grant(session));
             let answer = if room.members.is_empty() {
                 outcome = Some(JoinOutcome::Created);
                 Event::<()>::Created {
                     room: name.clone(),
                     peer,
                     ice_servers,
+                    resume,
                 }
             } else {
                 outcome = Some(JoinOutcome::Joined(room.members.len() + 1));
@@ -260,6 +307,7 @@ impl Core {
                     peer,
                     peers: room.members.clone(),
                     ice_servers,
+                    resume,
                 }
             };
             if member.outbox.send(&answer, batch) == Push::Overflowed {
@@ -301,6 +349,202 @@ impl Core {
         self.peers.remove(&peer);
         self.answers.remove(&peer);
         room
+    }
+
+    /// A connection of this relay ended. A resumable one that was lost (not closed) while
+    /// inside a room goes away: its seat, id and kept frames wait for a resume, and the
+    /// resumable members here are told `away`. Any other is forgotten, and the backend
+    /// decides its departure. `outbox` tells the connection that holds `peer` from one
+    /// whose session was resumed on another.
+    pub fn part(
+        &mut self,
+        peer: PeerId,
+        outbox: &Outbox,
+        parting: Parting,
+        batch: &mut Batch,
+    ) -> Parted {
+        let Some(member) = self.peers.get_mut(&peer) else {
+            return Parted::NotOwner;
+        };
+        if !member.outbox.same(outbox) {
+            return Parted::NotOwner;
+        }
+        let resumable = member.session.as_ref().is_some_and(|s| s.key.is_some());
+        if let (Parting::Lost { received }, Seat::Inside(slot), true) =
+            (parting, member.seat, resumable)
+        {
+            if let Some(retention) = member.outbox.take_retention() {
+                let detached = Outbox::detached(retention);
+                member.outbox = detached.clone();
+                let (generation, presence) = self.sessions.away(received);
+                if let Some(session) = member.session.as_deref_mut() {
+                    session.presence = presence;
+                }
+                let Some(room) = self.slots[slot].as_mut() else {
+                    return Parted::Gone(None);
+                };
+                if let Some(entry) = room.here.iter_mut().find(|(p, _)| *p == peer) {
+                    entry.1 = detached;
+                }
+                let away = Event::<()>::Away {
+                    room: room.name.clone(),
+                    peer,
+                };
+                self.tell_resumable(slot, peer, &away, batch);
+                tracing::info!(%peer, "away; the session waits for a resume");
+                return Parted::Away(Away {
+                    generation,
+                    window: self.sessions.rules.window,
+                });
+            }
+        }
+        Parted::Gone(self.forget(peer))
+    }
+
+    /// The window of `peer`'s absence `generation` ended: if it is still that absence, the
+    /// session ends (a later resume is told `resume_expired`) and the backend decides
+    /// the departure from the room returned.
+    pub fn expire(&mut self, peer: PeerId, generation: u64) -> Option<RoomName> {
+        let member = self.peers.get(&peer)?;
+        let session = member.session.as_deref()?;
+        match session.presence {
+            Presence::Away { generation: g, .. } if g == generation => {
+                let key = session.key;
+                self.sessions.ended(peer, key, Ending::Expired);
+                tracing::info!(%peer, "session expired");
+                self.forget(peer)
+            }
+            _ => None,
+        }
+    }
+
+    /// Resumes `claim`'s session on connection `conn` (whose `outbox` it is, fresh and
+    /// outside any room). `Ok(Some(room))`: `conn` is gone and its connection is
+    /// `claim.peer` again, told `resumed`, then sent the counted frames its client missed;
+    /// the resumable members here are told `back`. `Ok(None)`: the session's old
+    /// connection still looked alive and is told to go ([`TAKEN_OVER`]); ask again once
+    /// it has. Refusals say nothing of what was wrong, save a session that ended.
+    pub fn resume(
+        &mut self,
+        conn: PeerId,
+        outbox: &Outbox,
+        claim: &Claim<'_>,
+        batch: &mut Batch,
+    ) -> Result<Option<(RoomName, u64)>, RoomError> {
+        let now = Instant::now();
+        if !self.sessions.may_try(claim.from, now) {
+            return Err(RoomError::ResumeRefused);
+        }
+        let fresh = self.peers.get(&conn).is_some_and(|m| {
+            matches!(m.seat, Seat::Outside)
+                && m.outbox.same(outbox)
+                && m.session.as_ref().is_some_and(|s| s.key.is_none())
+        });
+        let target = self.peers.get(&claim.peer).filter(|m| {
+            m.session
+                .as_deref()
+                .is_some_and(|s| Sessions::matches(s, claim.key))
+        });
+        let (slot, presence) = match target {
+            Some(member) if fresh && conn != claim.peer => match (member.seat, &member.session) {
+                (Seat::Inside(slot), Some(session)) => (slot, session.presence),
+                _ => {
+                    self.sessions.failed(claim.from, now);
+                    return Err(RoomError::ResumeRefused);
+                }
+            },
+            Some(_) => {
+                self.sessions.failed(claim.from, now);
+                return Err(RoomError::ResumeRefused);
+            }
+            None => {
+                return Err(
+                    match self.sessions.late(claim.peer, claim.key, claim.from) {
+                        Late::Ended(Ending::Expired) => RoomError::ResumeExpired,
+                        Late::Ended(Ending::Lost) => RoomError::ResumeLost,
+                        Late::Nothing => RoomError::ResumeRefused,
+                    },
+                );
+            }
+        };
+        let Some(name) = self.room(slot).map(|room| room.name.clone()) else {
+            return Err(RoomError::ResumeRefused);
+        };
+        if !(claim.admits)(&name) {
+            self.sessions.failed(claim.from, now);
+            return Err(RoomError::ResumeRefused);
+        }
+        let received = match presence {
+            Presence::Away { received, .. } => received,
+            Presence::Here => {
+                // Half-open: the client saw the cut first. The old connection ends (and
+                // goes away with its count of what it received); then the resume goes on.
+                if let Some(member) = self.peers.get(&claim.peer) {
+                    let (code, reason) = TAKEN_OVER;
+                    if let Some(code) = CustomCode::new(code) {
+                        let _ = member
+                            .outbox
+                            .push_end(CloseCode::Custom(code), reason, batch);
+                    }
+                }
+                return Ok(None);
+            }
+        };
+        // The connection's own entry goes: it is `claim.peer` from now on.
+        self.peers.remove(&conn);
+        let Some(member) = self.peers.get_mut(&claim.peer) else {
+            return Err(RoomError::ResumeRefused);
+        };
+        let retention = member.outbox.take_retention().unwrap_or_else(|| {
+            let rules = self.sessions.rules;
+            Retention::new(rules.buffer, rules.frames)
+        });
+        let Some(session) = member.session.as_deref_mut() else {
+            return Err(RoomError::ResumeRefused);
+        };
+        session.presence = Presence::Here;
+        let Some(resume) = self.sessions.grant(session) else {
+            return Err(RoomError::ResumeRefused);
+        };
+        let resumed = encode(&Event::<()>::Resumed {
+            room: name.clone(),
+            peer: claim.peer,
+            received,
+            resume,
+        });
+        let _ = outbox.adopt(retention, claim.received, &resumed, batch);
+        member.outbox = outbox.clone();
+        if let Some(room) = self.slots[slot].as_mut() {
+            if let Some(entry) = room.here.iter_mut().find(|(p, _)| *p == claim.peer) {
+                entry.1 = outbox.clone();
+            }
+        }
+        let back = Event::<()>::Back {
+            room: name.clone(),
+            peer: claim.peer,
+        };
+        self.tell_resumable(slot, claim.peer, &back, batch);
+        Ok(Some((name, received)))
+    }
+
+    /// Pushes `event` to the resumable members here in room `slot` but `except`.
+    fn tell_resumable(
+        &mut self,
+        slot: usize,
+        except: PeerId,
+        event: &Event<()>,
+        batch: &mut Batch,
+    ) {
+        let Some(room) = self.room(slot) else { return };
+        let frame = encode(event);
+        let mut overflowed = Vec::new();
+        for (peer, outbox) in &room.here {
+            let resumable = self.peers.get(peer).is_some_and(|m| m.session.is_some());
+            if *peer != except && resumable && outbox.push_text(&frame, batch) == Push::Overflowed {
+                overflowed.push(*peer);
+            }
+        }
+        self.evict(overflowed);
     }
 
     /// Applies the decision that `peer` left room `name`: the members here get `left`. A
@@ -468,10 +712,21 @@ impl Core {
 
     pub fn stats(&self) -> Stats {
         let rooms = self.slots.iter().flatten().filter(|r| !r.here.is_empty());
+        let away = self
+            .peers
+            .values()
+            .filter(|m| {
+                m.session
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.presence, Presence::Away { .. }))
+            })
+            .count();
         Stats {
-            connections: self.peers.len(),
+            connections: self.peers.len() - away,
             rooms: rooms.clone().count(),
             members: rooms.map(|r| r.here.len()).sum(),
+            away,
+            retained_bytes: self.peers.values().map(|m| m.outbox.retained_bytes()).sum(),
         }
     }
 
@@ -520,9 +775,20 @@ impl Core {
     /// `evicted` for the backend.
     fn evict(&mut self, overflowed: Vec<PeerId>) {
         for peer in overflowed {
-            tracing::warn!(%peer, "outbox full; dropping a client that does not read");
+            let session = self.peers.get_mut(&peer).and_then(|m| m.session.take());
+            match &session {
+                Some(session) if session.key.is_some() => {
+                    tracing::warn!(%peer, "session buffer full; the session cannot resume");
+                    self.sessions.ended(peer, session.key, Ending::Lost);
+                }
+                _ => tracing::warn!(%peer, "outbox full; dropping a client that does not read"),
+            }
             if let Some(room) = self.depart(peer) {
                 self.evicted.push((peer, room));
+            }
+            if session.is_some_and(|s| matches!(s.presence, Presence::Away { .. })) {
+                // Nobody's connection holds it any more.
+                self.peers.remove(&peer);
             }
         }
     }
@@ -549,4 +815,31 @@ fn push_all(
         }
     }
     sent
+}
+
+/// How long a resume waits for the old connection it told to go (the half-open case).
+const TAKEOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`Core::resume`] under `core`'s lock, waiting (boundedly) for an old connection that
+/// still looked alive to go first. The same for every backend: a session lives on the relay
+/// that holds its connection.
+pub(crate) async fn resume(
+    core: &std::sync::Mutex<Core>,
+    conn: PeerId,
+    outbox: &Outbox,
+    claim: &Claim<'_>,
+) -> Result<(RoomName, u64), RoomError> {
+    let deadline = Instant::now() + TAKEOVER_PATIENCE;
+    loop {
+        let mut batch = Batch::new();
+        let step = crate::outbox::lock(core).resume(conn, outbox, claim, &mut batch);
+        batch.flush();
+        match step? {
+            Some(resumed) => return Ok(resumed),
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            None => return Err(RoomError::ResumeRefused),
+        }
+    }
 }

@@ -9,8 +9,8 @@ use signalroom_protocol::{PeerId, RoomName};
 use crate::ice::IceServers;
 use crate::json::RawJson;
 use crate::outbox::{lock, Batch, Outbox};
-use crate::rooms::core::{Core, Fanout};
-use crate::rooms::{JoinOutcome, RoomError, Rooms, Stats};
+use crate::rooms::core::{self, Core, Fanout, Parted};
+use crate::rooms::{Away, Claim, JoinOutcome, Parting, Resumption, RoomError, Rooms, Stats};
 use crate::spare;
 
 /// Rooms kept in this process.
@@ -37,10 +37,16 @@ struct Shared {
 impl LocalRooms {
     /// At most `max_rooms` rooms of `capacity` members, handing everyone who enters one
     /// the `ice_servers` for it (with a TURN credential of its own, if they mint them).
-    pub fn new(capacity: usize, max_rooms: usize, ice_servers: IceServers) -> Self {
+    /// Resumable connections resume by `resumption`.
+    pub fn new(
+        capacity: usize,
+        max_rooms: usize,
+        ice_servers: IceServers,
+        resumption: Resumption,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                core: Mutex::new(Core::default()),
+                core: Mutex::new(Core::new(resumption)),
                 stopping: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 capacity,
@@ -70,10 +76,10 @@ fn settle(core: &mut Core, batch: &mut Batch) {
 }
 
 impl Rooms for LocalRooms {
-    async fn connect(&self, outbox: Outbox) -> Result<PeerId, RoomError> {
+    async fn connect(&self, outbox: Outbox, resumable: bool) -> Result<PeerId, RoomError> {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let peer = PeerId::new(n).map_err(|_| RoomError::Unavailable)?;
-        self.core().connect(peer, outbox);
+        self.core().connect(peer, outbox, resumable);
         Ok(peer)
     }
 
@@ -133,15 +139,48 @@ impl Rooms for LocalRooms {
         relayed
     }
 
-    async fn disconnect(&self, peer: PeerId, batch: &mut Batch) {
+    async fn disconnect(
+        &self,
+        peer: PeerId,
+        outbox: &Outbox,
+        parting: Parting,
+        batch: &mut Batch,
+    ) -> Option<Away> {
+        // While the relay stops, every member is closing: no session can wait, and nobody
+        // is left to tell.
+        let stopping = self.shared.stopping.load(Ordering::Relaxed);
+        let parting = if stopping { Parting::Closed } else { parting };
         let mut core = self.core();
-        if let Some(room) = core.forget(peer) {
-            // While the relay stops, every member is closing: nobody is left to tell.
-            if !self.shared.stopping.load(Ordering::Relaxed) {
+        match core.part(peer, outbox, parting, batch) {
+            Parted::Away(away) => {
+                settle(&mut core, batch);
+                Some(away)
+            }
+            Parted::Gone(Some(room)) if !stopping => {
                 core.apply_left(&room, peer, batch);
                 settle(&mut core, batch);
+                None
             }
+            Parted::Gone(_) | Parted::NotOwner => None,
         }
+    }
+
+    async fn expire(&self, peer: PeerId, generation: u64, batch: &mut Batch) {
+        let mut core = self.core();
+        if let Some(room) = core.expire(peer, generation) {
+            core.apply_left(&room, peer, batch);
+            settle(&mut core, batch);
+        }
+    }
+
+    async fn resume(
+        &self,
+        conn: PeerId,
+        outbox: &Outbox,
+        claim: Claim<'_>,
+        _batch: &mut Batch,
+    ) -> Result<(RoomName, u64), RoomError> {
+        core::resume(&self.shared.core, conn, outbox, &claim).await
     }
 
     async fn shutdown(&self) {

@@ -17,16 +17,20 @@
 mod core;
 mod local;
 pub(crate) mod redis;
+mod sessions;
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::Serialize;
-use signalroom_protocol::{ErrorCode, PeerId, RoomName};
+use signalroom_protocol::{ErrorCode, PeerId, ResumeKey, RoomName};
 
 pub use self::redis::{RedisRooms, RedisTopology};
 use crate::json::RawJson;
 pub use crate::outbox::{Batch, Outbox};
 pub use local::LocalRooms;
+pub use sessions::Resumption;
 
 /// Why the backend refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +54,15 @@ pub enum RoomError {
     /// The backend's queue toward the other relays is full: the message was dropped.
     #[error("the relay cannot pass messages on that fast; this one was dropped")]
     Backlogged,
+    /// A resume was refused; what was wrong is not said.
+    #[error("cannot resume that session; join as a new peer")]
+    ResumeRefused,
+    /// A resume came after its session's window.
+    #[error("the session's window ended; join as a new peer")]
+    ResumeExpired,
+    /// A resume came for a session whose kept frames outgrew its buffer.
+    #[error("the session outgrew its buffer while away; join as a new peer")]
+    ResumeLost,
 }
 
 impl RoomError {
@@ -62,6 +75,9 @@ impl RoomError {
             Self::TooManyRooms(_) => ErrorCode::TooManyRooms,
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Backlogged => ErrorCode::RateLimited,
+            Self::ResumeRefused => ErrorCode::ResumeRefused,
+            Self::ResumeExpired => ErrorCode::ResumeExpired,
+            Self::ResumeLost => ErrorCode::ResumeLost,
         }
     }
 }
@@ -84,14 +100,60 @@ pub struct Stats {
     pub connections: usize,
     /// Rooms with at least one member on this relay.
     pub rooms: usize,
-    /// Connections inside a room.
+    /// Members of a room on this relay, away ones included.
     pub members: usize,
+    /// Sessions waiting for a resume.
+    pub away: usize,
+    /// Bytes kept for resumes, in every session.
+    pub retained_bytes: usize,
+}
+
+/// How a connection ended, for its seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parting {
+    /// Deliberately (a close frame, a limit, the relay stopping): the seat goes too.
+    Closed,
+    /// Without a word (the network, a failed or stalled write, silence): a resumable
+    /// session waits for a resume. The relay had received `received` counted frames.
+    Lost {
+        /// Counted frames received from the client in its session.
+        received: u64,
+    },
+}
+
+/// A session that waits for a resume: its connection's task has the backend expire it
+/// ([`Rooms::expire`]) after `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Away {
+    /// Which absence this is.
+    pub generation: u64,
+    /// How long it waits.
+    pub window: Duration,
+}
+
+/// A `resume`, with what the relay knows of the connection that sent it.
+pub struct Claim<'a> {
+    /// The session's peer id.
+    pub peer: PeerId,
+    /// The key claimed.
+    pub key: &'a ResumeKey,
+    /// Counted frames the client received in the session.
+    pub received: u64,
+    /// The client's address, against which refusals are counted.
+    pub from: Option<IpAddr>,
+    /// Whether the connection's room token admits a room.
+    pub admits: &'a (dyn Fn(&RoomName) -> bool + Sync),
 }
 
 /// Room membership and delivery. One instance is shared by every connection.
 pub trait Rooms: Clone + Send + Sync + 'static {
-    /// Registers a new connection and assigns its id.
-    fn connect(&self, outbox: Outbox) -> impl Future<Output = Result<PeerId, RoomError>> + Send;
+    /// Registers a new connection and assigns its id; a `resumable` one (`/ws?resume`)
+    /// gets a session when resumption is on.
+    fn connect(
+        &self,
+        outbox: Outbox,
+        resumable: bool,
+    ) -> impl Future<Output = Result<PeerId, RoomError>> + Send;
 
     /// Puts `peer` into `room` and tells it, and the members inside, what happened.
     fn join(
@@ -117,8 +179,36 @@ pub trait Rooms: Clone + Send + Sync + 'static {
         batch: &mut Batch,
     ) -> impl Future<Output = Result<(), RoomError>> + Send;
 
-    /// Forgets a closed connection, as `leave` would for its room.
-    fn disconnect(&self, peer: PeerId, batch: &mut Batch) -> impl Future<Output = ()> + Send;
+    /// A connection (whose outbox is `outbox`) ended. A resumable session lost while in a
+    /// room goes away, keeping its seat (`Some`); otherwise the connection is forgotten,
+    /// as `leave` would for its room.
+    fn disconnect(
+        &self,
+        peer: PeerId,
+        outbox: &Outbox,
+        parting: Parting,
+        batch: &mut Batch,
+    ) -> impl Future<Output = Option<Away>> + Send;
+
+    /// The window of `peer`'s absence `generation` ended: if no resume came, the session
+    /// ends and its room gets `left`.
+    fn expire(
+        &self,
+        peer: PeerId,
+        generation: u64,
+        batch: &mut Batch,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Resumes `claim`'s session on connection `conn` (with `outbox`), which then is
+    /// `claim.peer`; returns its room and how many counted frames the relay had received
+    /// from its client.
+    fn resume(
+        &self,
+        conn: PeerId,
+        outbox: &Outbox,
+        claim: Claim<'_>,
+        batch: &mut Batch,
+    ) -> impl Future<Output = Result<(RoomName, u64), RoomError>> + Send;
 
     /// The relay is stopping, and every connection is about to close with 1001. Takes
     /// every member of this relay out of its room, telling the members elsewhere `left`,

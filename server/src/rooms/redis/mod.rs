@@ -43,8 +43,8 @@ use self::writer::Queue;
 use crate::ice::IceServers;
 use crate::json::RawJson;
 use crate::outbox::{lock, Batch, Outbox};
-use crate::rooms::core::{Core, Fanout};
-use crate::rooms::{JoinOutcome, RoomError, Rooms, Stats};
+use crate::rooms::core::{self, Core, Fanout, Parted};
+use crate::rooms::{Away, Claim, JoinOutcome, Parting, Resumption, RoomError, Rooms, Stats};
 
 /// Peer ids reserved from Redis at a time: one round trip per this many connections.
 const ID_BLOCK: u64 = 64;
@@ -68,6 +68,7 @@ impl RedisRooms {
         max_rooms: usize,
         ice_servers: IceServers,
         relay_timeout: Duration,
+        resumption: Resumption,
     ) -> redis::RedisResult<Self> {
         let (pushes, received) = mpsc::unbounded_channel();
         let (writer, reader) = link::connect(topology, pushes).await?;
@@ -79,7 +80,7 @@ impl RedisRooms {
             max_rooms,
             ice_servers,
             relay_timeout,
-            core: Mutex::new(Core::default()),
+            core: Mutex::new(Core::new(resumption)),
             queue: Arc::new(queue),
             reader: reader.clone(),
             subscriptions,
@@ -173,9 +174,9 @@ impl RedisRooms {
 }
 
 impl Rooms for RedisRooms {
-    async fn connect(&self, outbox: Outbox) -> Result<PeerId, RoomError> {
+    async fn connect(&self, outbox: Outbox, resumable: bool) -> Result<PeerId, RoomError> {
         let peer = self.next_id().await?;
-        self.shared.core().connect(peer, outbox);
+        self.shared.core().connect(peer, outbox, resumable);
         Ok(peer)
     }
 
@@ -286,11 +287,47 @@ impl Rooms for RedisRooms {
         }
     }
 
-    async fn disconnect(&self, peer: PeerId, _batch: &mut Batch) {
+    async fn disconnect(
+        &self,
+        peer: PeerId,
+        outbox: &Outbox,
+        parting: Parting,
+        batch: &mut Batch,
+    ) -> Option<Away> {
+        let parting = if self.shared.stopping() {
+            Parting::Closed
+        } else {
+            parting
+        };
         let mut core = self.shared.core();
-        if let Some(room) = core.forget(peer) {
+        match core.part(peer, outbox, parting, batch) {
+            Parted::Away(away) => {
+                self.shared.settle(&mut core);
+                Some(away)
+            }
+            Parted::Gone(Some(room)) => {
+                self.shared.departed(&mut core, peer, &room);
+                None
+            }
+            Parted::Gone(None) | Parted::NotOwner => None,
+        }
+    }
+
+    async fn expire(&self, peer: PeerId, generation: u64, _batch: &mut Batch) {
+        let mut core = self.shared.core();
+        if let Some(room) = core.expire(peer, generation) {
             self.shared.departed(&mut core, peer, &room);
         }
+    }
+
+    async fn resume(
+        &self,
+        conn: PeerId,
+        outbox: &Outbox,
+        claim: Claim<'_>,
+        _batch: &mut Batch,
+    ) -> Result<(RoomName, u64), RoomError> {
+        core::resume(&self.shared.core, conn, outbox, &claim).await
     }
 
     /// Refuses joins, takes every member of this relay out of its room (the members
