@@ -372,7 +372,8 @@ struct Client<'a, R> {
     resumable: bool,
     /// Its address.
     addr: Option<IpAddr>,
-    /// Counted frames received from it in its session (every text frame but `resume`).
+    /// Counted frames received from it in its session (every text frame but `ack` and
+    /// `resume`; binary frames are not text).
     received: u64,
     /// Counted frames received since the relay last acknowledged.
     unacked: u32,
@@ -397,6 +398,14 @@ impl<R: Rooms> Client<'_, R> {
         self.unacked += 1;
         if self.unacked >= ACK_EVERY {
             self.acknowledge(batch);
+        }
+    }
+
+    /// Counts a frame the rate limit dropped, unless it is an `ack` (rare enough to decode).
+    fn counted_unless_ack(&mut self, frame: &Incoming<'_>, text: &str, batch: &mut Batch) {
+        let binary = matches!(frame, Incoming::Binary);
+        if !binary && !matches!(codec::decode(text), Ok(Request::Ack { .. })) {
+            self.counted(batch);
         }
     }
 
@@ -481,12 +490,12 @@ impl<R: Rooms> Client<'_, R> {
                     let limit = format!("more than {} frames per second", self.limits.rate_per_sec);
                     let refusal = Refusal::new(ErrorCode::RateLimited, limit);
                     refuse(self.outbox, refusal, batch);
-                    self.counted(batch);
+                    self.counted_unless_ack(&frame, text, batch);
                     continue;
                 }
                 Admit::No => {
                     metrics::count(Counter::RateLimited);
-                    self.counted(batch);
+                    self.counted_unless_ack(&frame, text, batch);
                     continue;
                 }
                 Admit::Never => {
@@ -510,7 +519,9 @@ impl<R: Rooms> Client<'_, R> {
                 self.resume(peer, &key, received, batch).await;
                 continue;
             }
-            self.counted(batch);
+            if !matches!(handled, Handled::Acked(_)) {
+                self.counted(batch);
+            }
             match handled {
                 Handled::Resume { .. } => {}
                 Handled::Acked(received) => {

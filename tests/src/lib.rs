@@ -14,6 +14,7 @@ mod process;
 mod proxy;
 mod redis;
 mod relay;
+mod session;
 mod tls;
 mod turn;
 
@@ -23,6 +24,7 @@ pub use process::*;
 pub use proxy::*;
 pub use redis::*;
 pub use relay::*;
+pub use session::*;
 pub use tls::*;
 pub use turn::*;
 

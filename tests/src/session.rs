@@ -1,0 +1,199 @@
+//! A resumable client (`/ws?resume`) that keeps the protocol's side of a session the way
+//! PROTOCOL.md asks of a client: it counts the counted frames it receives, keeps what it
+//! sent until the relay's `ack` covers it, acknowledges every 32 frames, and on `resume`
+//! sends again what the relay says it did not receive.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use signalroom_protocol::{ErrorCode, Event, PeerId, Request, ResumeKey, RoomName};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{client_at_path, room_name, Client, PATIENCE};
+
+/// Counted frames after which the client acknowledges.
+const ACK_EVERY: u64 = 32;
+
+pub struct Session {
+    pub client: Client,
+    pub peer: PeerId,
+    pub room: RoomName,
+    key: ResumeKey,
+    pub window_ms: u64,
+    /// Counted frames received from the relay.
+    pub received: u64,
+    /// Counted frames received since the last `ack` sent.
+    unacked: u64,
+    /// Counted frames sent.
+    pub sent: u64,
+    /// Counted frames sent and not yet acknowledged, with their numbers.
+    kept: VecDeque<(u64, String)>,
+}
+
+/// What a resume got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// The session goes on; the relay had received this many counted frames.
+    Yes { relay_received: u64 },
+    /// Refused with this code.
+    No(ErrorCode),
+}
+
+impl Session {
+    /// Connects resumably to `addr` and enters `room`; returns the session and the answer
+    /// (`created` or `joined`).
+    pub async fn join(addr: SocketAddr, room: &str) -> Result<(Self, Event<Value>)> {
+        let client = client_at_path(addr, "/ws?resume").await?;
+        let mut pending = Self {
+            client,
+            peer: PeerId::new(1)?,
+            room: room_name(room),
+            key: ResumeKey::new("0".repeat(ResumeKey::LEN))?,
+            window_ms: 0,
+            received: 0,
+            unacked: 0,
+            sent: 0,
+            kept: VecDeque::new(),
+        };
+        pending
+            .send(&Request::CreateOrJoin {
+                room: room_name(room),
+            })
+            .await?;
+        let answer = pending.recv().await?;
+        let (peer, grant) = match &answer {
+            Event::Created { peer, resume, .. } | Event::Joined { peer, resume, .. } => {
+                (*peer, resume.clone())
+            }
+            other => bail!("expected created or joined, got {other:?}"),
+        };
+        let grant = grant.context("a resumable connection gets a resume grant")?;
+        pending.peer = peer;
+        pending.key = grant.key;
+        pending.window_ms = grant.window_ms;
+        Ok((pending, answer))
+    }
+
+    /// The key of the next resume.
+    pub fn key(&self) -> &ResumeKey {
+        &self.key
+    }
+
+    /// Sends a counted frame, keeping it until acknowledged. A connection that is gone
+    /// does not fail it: the resume sends it again.
+    pub async fn send(&mut self, request: &Request<Value>) -> Result<()> {
+        let text = serde_json::to_string(request)?;
+        self.sent += 1;
+        self.kept.push_back((self.sent, text.clone()));
+        let _ = self.client.ws.send(Message::text(text)).await;
+        Ok(())
+    }
+
+    /// Sends `data` to the room (or to `to`).
+    pub async fn say(&mut self, data: Value, to: Option<PeerId>) -> Result<()> {
+        self.send(&Request::Message { data, to }).await
+    }
+
+    /// The next counted frame from the relay, handling the relay's `ack`s on the way.
+    pub async fn recv(&mut self) -> Result<Event<Value>> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.client.ws.next())
+                .await
+                .context("no frame in time")?
+                .context("connection closed")??;
+            let text = match frame {
+                Message::Text(text) => text,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => bail!("unexpected frame {other:?}"),
+            };
+            let event: Event<Value> = serde_json::from_str(&text)?;
+            if let Event::Ack { received } = event {
+                self.acknowledged(received)?;
+                continue;
+            }
+            self.received += 1;
+            self.unacked += 1;
+            if self.unacked >= ACK_EVERY {
+                self.ack().await;
+            }
+            return Ok(event);
+        }
+    }
+
+    /// Tells the relay how many counted frames arrived.
+    pub async fn ack(&mut self) {
+        self.unacked = 0;
+        let ack = Request::<Value>::Ack {
+            received: self.received,
+        };
+        if let Ok(text) = serde_json::to_string(&ack) {
+            let _ = self.client.ws.send(Message::text(text)).await;
+        }
+    }
+
+    /// Frames sent and not yet acknowledged by the relay.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    fn acknowledged(&mut self, received: u64) -> Result<()> {
+        if received > self.sent {
+            bail!("the relay acknowledged {received} frames of {}", self.sent);
+        }
+        while self.kept.front().is_some_and(|(n, _)| *n <= received) {
+            self.kept.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Connects to `addr` again and resumes; on success sends again what the relay did not
+    /// receive.
+    pub async fn resume(&mut self, addr: SocketAddr) -> Result<Resumed> {
+        self.client = client_at_path(addr, "/ws?resume").await?;
+        self.resume_here().await
+    }
+
+    /// Resumes on the connection the session has (a new one).
+    pub async fn resume_here(&mut self) -> Result<Resumed> {
+        self.unacked = 0;
+        let resume = Request::<Value>::Resume {
+            peer: self.peer,
+            key: self.key.clone(),
+            received: self.received,
+        };
+        self.client.send(&resume).await?;
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.client.ws.next())
+                .await
+                .context("no answer to resume in time")?
+                .context("connection closed")??;
+            let Message::Text(text) = frame else { continue };
+            match serde_json::from_str::<Event<Value>>(&text)? {
+                Event::Resumed {
+                    peer,
+                    received,
+                    resume,
+                    ..
+                } => {
+                    if peer != self.peer {
+                        bail!("resumed as {peer}, not {}", self.peer);
+                    }
+                    self.key = resume.key;
+                    self.acknowledged(received)?;
+                    for (_, text) in self.kept.clone() {
+                        self.client.send_text(&text).await?;
+                    }
+                    return Ok(Resumed::Yes {
+                        relay_received: received,
+                    });
+                }
+                Event::Error { code, .. } => return Ok(Resumed::No(code)),
+                Event::Ack { received } => self.acknowledged(received)?,
+                other => bail!("expected resumed, got {other:?}"),
+            }
+        }
+    }
+}
