@@ -603,12 +603,9 @@ impl Queue {
 impl Socket {
     /// The connection's stream, for reading.
     pub fn stream(&self) -> &Stream {
-        // tidy: a Socket is made only with its stream (`Outbox::new`); detached outboxes
-        // have no Socket.
-        self.shared
-            .stream
-            .as_ref()
-            .expect("a socket has its stream")
+        let stream = self.shared.stream.as_ref();
+        // tidy: only `Outbox::new` makes a Socket, with its stream; detached ones have none.
+        stream.expect("a socket has its stream")
     }
 
     /// Completes when the stream has bytes to read (or has closed). Waits in the stream's
