@@ -81,7 +81,7 @@ impl Key {
         let hex: String = self
             .0
             .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+            .flat_map(|b| [HEX[usize::from(b / 16)], HEX[usize::from(b % 16)]])
             .map(char::from)
             .collect();
         // tidy: 32 lowercase hex digits, made just above.
@@ -94,7 +94,7 @@ impl Key {
         let mut differ = 0u8;
         for (i, b) in self.0.iter().enumerate() {
             let (hi, lo) = (claimed[2 * i], claimed[2 * i + 1]);
-            differ |= (unhex(hi) << 4 | unhex(lo)) ^ b;
+            differ |= (unhex(hi) * 16 + unhex(lo)) ^ b;
         }
         differ == 0
     }
