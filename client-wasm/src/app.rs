@@ -6,17 +6,18 @@
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
-use signalroom_protocol::{IceServer, PeerId, Request, RoomName, Signal};
+use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, Request, RoomName, Signal};
 use web_sys::MediaStream;
 
 use web_sys::RtcPeerConnectionState as State;
 
 use crate::call::{state_name, Call, CallEvent};
-use crate::codec;
+use crate::codec::{self, Incoming};
 use crate::config::PageConfig;
 use crate::negotiation::Step;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room, MAX_PEERS};
+use crate::session::{AckDue, Session, ACK_AFTER_MS};
 use crate::ui::{Badge, Ui};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
@@ -58,6 +59,8 @@ pub enum Input {
         /// Which request to ask again.
         ask: u32,
     },
+    /// Time to acknowledge what the relay sent.
+    AckDue,
 }
 
 /// Whether the page wants to be in its room.
@@ -103,6 +106,8 @@ struct App {
     serial: u32,
     /// The last request to ask a full room again.
     asks: u32,
+    /// The resumable session with the relay.
+    session: Session,
 }
 
 /// Runs the page.
@@ -165,6 +170,7 @@ pub async fn run() {
         pairs: Vec::new(),
         serial: 0,
         asks: 0,
+        session: Session::default(),
     };
     app.open_media().await;
     app.connect().await;
@@ -213,14 +219,107 @@ impl App {
         }
     }
 
-    /// A relay connection is opening: ask for the room at once (the frame waits for it).
+    /// A relay connection is opening: resume the session, or ask for the room, at once
+    /// (the frame waits for it).
     async fn opening(&mut self) {
         self.ui
             .status(Badge::Connecting, "connecting to the relay…");
         // The URL opened holds the token; the one logged does not.
         self.ui.log(&format!("connecting to {}", self.config.relay));
-        if self.wish == Wish::In {
+        if let Some(resume) = self.session.resume() {
+            self.ui.log("resuming the session");
+            self.send(&resume).await;
+        } else if self.wish == Wish::In {
+            self.session.restart();
             self.ask_for_room().await;
+        }
+    }
+
+    /// What a frame means for the session; `false` when it is the session's alone (`ack`,
+    /// `resumed`) and goes no further.
+    async fn on_session(&mut self, incoming: &Incoming) -> bool {
+        let event = match incoming {
+            Incoming::Event(event) => event,
+            Incoming::Foreign { .. } => return self.counted().await,
+        };
+        match event {
+            Event::Ack { received } => {
+                self.session.acknowledged(*received);
+                return false;
+            }
+            Event::Resumed {
+                received, resume, ..
+            } => {
+                let again = self.session.resumed(*received, resume.clone());
+                self.ui.log(&format!(
+                    "session resumed; sending again {} frame(s) the relay missed",
+                    again.len()
+                ));
+                for text in again {
+                    let _ = self.relay.send(text).await;
+                }
+                self.relay.retry_at_once(true);
+                return false;
+            }
+            Event::Created {
+                peer,
+                resume: Some(grant),
+                ..
+            }
+            | Event::Joined {
+                peer,
+                resume: Some(grant),
+                ..
+            } => {
+                self.session.granted(*peer, grant.clone());
+                self.relay.retry_at_once(true);
+            }
+            Event::Error {
+                code: ErrorCode::ResumeRefused | ErrorCode::ResumeExpired | ErrorCode::ResumeLost,
+                ..
+            } => {
+                // The session is gone: its ids are void, as after any lost connection;
+                // join as a new peer (the calls keep running until then).
+                self.session.end();
+                self.relay.retry_at_once(false);
+                self.void_ids();
+                if self.wish == Wish::In {
+                    self.ask_for_room().await;
+                }
+            }
+            _ => {}
+        }
+        self.counted().await
+    }
+
+    /// Counts a frame the relay sent, acknowledging when due.
+    async fn counted(&mut self) -> bool {
+        match self.session.received() {
+            AckDue::Now => self.acknowledge().await,
+            AckDue::Later => {
+                let inputs = self.inputs.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    TimeoutFuture::new(ACK_AFTER_MS).await;
+                    let _ = inputs.unbounded_send(Input::AckDue);
+                });
+            }
+            AckDue::No => {}
+        }
+        true
+    }
+
+    async fn acknowledge(&mut self) {
+        if let Some(ack) = self.session.ack() {
+            self.send(&ack).await;
+        }
+    }
+
+    /// The relay's ids are void: the room starts over, and the calls made so far are
+    /// earlier ones (they run until the page calls someone again).
+    fn void_ids(&mut self) {
+        self.room.disconnected();
+        for pair in &mut self.pairs {
+            pair.origin = Origin::Earlier;
         }
     }
 
@@ -235,6 +334,10 @@ impl App {
             Update::Opening => self.opening().await,
             Update::Frame(text) => match codec::decode(&text) {
                 Ok(incoming) => {
+                    if !self.on_session(&incoming).await {
+                        self.show_phase();
+                        return;
+                    }
                     let actions = self.room.apply(incoming);
                     for action in actions {
                         self.act(action).await;
@@ -245,9 +348,11 @@ impl App {
                     }
                     self.show_phase();
                 }
-                Err(error) => self
-                    .ui
-                    .log(&format!("unreadable frame from the relay: {error}")),
+                Err(error) => {
+                    self.counted().await;
+                    self.ui
+                        .log(&format!("unreadable frame from the relay: {error}"))
+                }
             },
             Update::Lost {
                 reason,
@@ -454,10 +559,18 @@ impl App {
         }
     }
 
+    /// Sends a frame; a counted one is kept for a resume, and one sent while the relay is
+    /// unreachable goes out after it.
     async fn send(&mut self, request: &Request<Signal>) {
-        if let Err(error) = self.relay.send(request).await {
-            self.ui
-                .log(&format!("could not send to the relay: {error}"));
+        let text = codec::encode(request);
+        if !matches!(request, Request::Ack { .. } | Request::Resume { .. }) {
+            self.session.sending(&text);
+        }
+        if let Err(error) = self.relay.send(text).await {
+            if self.session.window_ms().is_none() {
+                self.ui
+                    .log(&format!("could not send to the relay: {error}"));
+            }
         }
     }
 
@@ -473,10 +586,18 @@ impl App {
     /// The relay connection is gone; `heard` says whether the relay answered on it at all,
     /// `retry_ms` when the transport tries again.
     fn relay_lost(&mut self, reason: &str, heard: bool, retry_ms: Option<u32>) {
-        self.room.disconnected();
-        for pair in &mut self.pairs {
-            pair.origin = Origin::Earlier;
+        if let (Some(window), Some(delay)) = (self.session.window_ms(), retry_ms) {
+            // The session keeps the page's id and seat for `window`: the calls go on, and
+            // so does signaling, once resumed.
+            self.ui
+                .status(Badge::Connecting, "reconnecting to the relay…");
+            self.ui.log(&format!(
+                "relay connection lost ({reason}); resuming the session within {} s, retrying in {delay} ms",
+                window / 1000
+            ));
+            return;
         }
+        self.void_ids();
         self.ui.chat_enabled(false);
         let Some(delay) = retry_ms else {
             // Out of the room by choice: the relay closes idle lobby connections, and the
@@ -544,9 +665,12 @@ impl App {
                 }
                 self.ui.chat(&me, &text, true, via);
             }
+            Input::AckDue => self.acknowledge().await,
             Input::HangUp => {
                 self.stay_out();
                 self.send(&Request::<Signal>::Leave).await;
+                self.session.end();
+                self.relay.retry_at_once(false);
                 for action in self.room.left() {
                     self.act(action).await;
                 }
@@ -630,7 +754,25 @@ impl App {
                 &|pair| pair.origin == Origin::Earlier,
                 "waiting for someone to join",
             ),
-            Action::Leave => self.send(&Request::<Signal>::Leave).await,
+            Action::Leave => {
+                self.send(&Request::<Signal>::Leave).await;
+                self.session.end();
+            }
+            Action::Away(peer) => {
+                self.ui
+                    .tile_state(peer, "away", &format!("peer {peer}: reconnecting…"));
+            }
+            Action::Back(peer) => {
+                if let Some(call) = self.call_with(peer) {
+                    let state = call.state();
+                    let label = if state == State::Connected {
+                        format!("peer {peer}")
+                    } else {
+                        format!("connecting to peer {peer}…")
+                    };
+                    self.ui.tile_state(peer, state_name(state), &label);
+                }
+            }
             Action::Signal { from, signal } => self.on_signal(from, signal).await,
             Action::IceServers(servers) => self.ice_servers = servers,
         }

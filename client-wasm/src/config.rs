@@ -35,12 +35,15 @@ impl PageConfig {
         }
     }
 
-    /// The URL to open: the relay's, with the token as its `token` parameter (browsers
-    /// cannot set headers on a WebSocket). Not for showing: it holds the token.
+    /// The URL to open: the relay's, asking for a resumable session (`resume`), with the
+    /// token as its `token` parameter (browsers cannot set headers on a WebSocket). Not for
+    /// showing: it holds the token.
     pub fn relay_url(&self) -> String {
+        let separator = if self.relay.contains('?') { "&" } else { "?" };
+        let resumable = [&self.relay, separator, signalroom_protocol::RESUME_PARAM].concat();
         match &self.token {
-            Some(token) => with_token(&self.relay, token),
-            None => self.relay.clone(),
+            Some(token) => with_token(&resumable, token),
+            None => resumable,
         }
     }
 }

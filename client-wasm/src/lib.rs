@@ -23,6 +23,7 @@ pub mod negotiation;
 #[cfg(target_arch = "wasm32")]
 pub mod relay;
 pub mod room;
+pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 

@@ -11,9 +11,6 @@ use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::Message;
 use gloo_timers::future::TimeoutFuture;
-use serde::Serialize;
-
-use crate::codec;
 
 /// Reconnection delays grow from this...
 pub const BACKOFF_MIN_MS: u32 = 500;
@@ -78,6 +75,8 @@ pub struct Relay {
     post: Rc<dyn Fn(RelayEvent)>,
     generation: u32,
     backoff_ms: u32,
+    /// The first delay after a connection that worked: 0 while a session can resume.
+    first_retry_ms: u32,
     link: Link,
     reconnect: Reconnect,
 }
@@ -91,6 +90,7 @@ impl Relay {
             post: Rc::new(post),
             generation: 0,
             backoff_ms: BACKOFF_MIN_MS,
+            first_retry_ms: BACKOFF_MIN_MS,
             link: Link::Down,
             reconnect: Reconnect::WithBackoff,
         }
@@ -99,6 +99,12 @@ impl Relay {
     /// Whether lost connections are opened again from now on.
     pub fn set_reconnect(&mut self, reconnect: Reconnect) {
         self.reconnect = reconnect;
+    }
+
+    /// Whether a lost connection that worked is tried again at once (a session that can
+    /// resume), or after the backoff's first delay.
+    pub fn retry_at_once(&mut self, at_once: bool) {
+        self.first_retry_ms = if at_once { 0 } else { BACKOFF_MIN_MS };
     }
 
     /// Whether a connection is open or opening.
@@ -153,7 +159,7 @@ impl Relay {
         }
         Some(match event.what {
             Happened::Text(text) => {
-                self.backoff_ms = BACKOFF_MIN_MS;
+                self.backoff_ms = self.first_retry_ms;
                 Update::Frame(text)
             }
             Happened::Closed { reason, heard } => self.lost(reason, heard),
@@ -176,7 +182,7 @@ impl Relay {
             Reconnect::WithBackoff => {
                 self.link = Link::Retrying;
                 let delay = self.backoff_ms;
-                self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+                self.backoff_ms = (self.backoff_ms * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
                 let (post, generation) = (self.post.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     TimeoutFuture::new(delay).await;
@@ -195,12 +201,12 @@ impl Relay {
         }
     }
 
-    /// Sends one frame; waits while the connection is still opening.
-    pub async fn send<T: Serialize>(&mut self, frame: &T) -> Result<(), String> {
+    /// Sends one frame's text; waits while the connection is still opening.
+    pub async fn send(&mut self, text: String) -> Result<(), String> {
         let Link::Up(sink) = &mut self.link else {
             return Err("not connected to the relay".into());
         };
-        sink.send(Message::Text(codec::encode(frame)))
+        sink.send(Message::Text(text))
             .await
             .map_err(|e| e.to_string())
     }

@@ -78,6 +78,10 @@ pub enum Action {
     },
     /// Use these STUN/TURN servers for calls.
     IceServers(Vec<IceServer>),
+    /// `peer`'s relay connection dropped; its session may resume (its call goes on).
+    Away(PeerId),
+    /// `peer` resumed its session.
+    Back(PeerId),
     /// Ask for the room again in a moment: a seat may free up (a member leaves, or the seat
     /// of this page's own earlier connection, on a relay that died, is given up).
     AskAgain,
@@ -287,12 +291,16 @@ impl Room {
                 data: Signal::Text { text },
             } => vec![Action::Chat { from, text }],
             Event::Message { from, data } => vec![Action::Signal { from, signal: data }],
-            Event::Away { room, peer } => vec![Action::Log(format!(
-                "peer {peer} of room {room} lost its relay connection; it may come back"
-            ))],
-            Event::Back { room, peer } => {
-                vec![Action::Log(format!("peer {peer} of room {room} is back"))]
-            }
+            Event::Away { room, peer } => vec![
+                Action::Log(format!(
+                    "peer {peer} of room {room} lost its relay connection; it may come back"
+                )),
+                Action::Away(peer),
+            ],
+            Event::Back { room, peer } => vec![
+                Action::Log(format!("peer {peer} of room {room} is back")),
+                Action::Back(peer),
+            ],
             Event::Resumed { room, peer, .. } => vec![Action::Log(format!(
                 "resumed as peer {peer} in room {room}"
             ))],
