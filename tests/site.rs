@@ -280,15 +280,22 @@ async fn the_page_runs_under_a_policy_that_lets_nothing_else_in() -> Result<()> 
     for (name, sources) in expected {
         assert_eq!(directive(&policy, name), Some(&sources[..]), "{name}");
     }
-    // The hashed files and the answers to bad requests carry the same headers.
+    // The other files and the answers to bad requests are not sniffed and send no
+    // referrer either; the policy, which governs documents, is the page's alone.
     for path in ["/app-0123456789abcdef.js", "/missing.js", "/%zz"] {
-        let response = http_request(relay.addr, path, &[]).await?;
-        assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
-        assert!(
-            response.header("content-security-policy").is_some(),
-            "{path}"
-        );
+        let other = http_request(relay.addr, path, &[]).await?;
+        assert_eq!(other.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(other.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(other.header("content-security-policy"), None, "{path}");
     }
+    // A revalidated page gets its policy again with the 304.
+    let tag = response.header("etag").context("no ETag")?;
+    let revalidated = http_request(relay.addr, "/", &[("If-None-Match", tag)]).await?;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(
+        revalidated.header("content-security-policy"),
+        response.header("content-security-policy")
+    );
 
     // An operator who embeds the page turns the policy off, or writes their own.
     let off = Relay::start(config(&dir.0, &["--csp", "off"])?).await?;

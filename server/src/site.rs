@@ -84,6 +84,8 @@ enum Policy {
 #[derive(Debug)]
 struct File {
     content_type: HeaderValue,
+    /// An HTML document, which gets the policy.
+    html: bool,
     cache_control: HeaderValue,
     /// brotli, then gzip, when they are worth it (see [`compressed`]).
     encoded: Vec<Encoded>,
@@ -228,7 +230,7 @@ impl Site {
         if !file.encoded.is_empty() {
             out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
-        self.lock_down(out, headers);
+        self.lock_down(out, headers, file.html);
         response
     }
 
@@ -247,12 +249,13 @@ impl Site {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         out.insert(header::CACHE_CONTROL, HeaderValue::from_static(REVALIDATE));
-        self.lock_down(out, headers);
+        self.lock_down(out, headers, false);
         response
     }
 
-    /// The headers every answer of the page carries.
-    fn lock_down(&self, out: &mut HeaderMap, request: &HeaderMap) {
+    /// The headers every answer of the page carries, and an HTML document's policy (the
+    /// policy governs documents only: sent with the other files, it would only cost bytes).
+    fn lock_down(&self, out: &mut HeaderMap, request: &HeaderMap, html: bool) {
         out.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -261,6 +264,9 @@ impl Site {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         );
+        if !html {
+            return;
+        }
         let csp = match &self.csp {
             Policy::Computed { before, after } => {
                 let host = request
@@ -308,6 +314,7 @@ impl File {
             })
             .collect();
         Self {
+            html: kind.essence_str() == "text/html",
             content_type: HeaderValue::from_str(&content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             cache_control: HeaderValue::from_static(cache_control),
