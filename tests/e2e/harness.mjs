@@ -21,7 +21,7 @@ const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = new URL('./artifacts/', import.meta.url).pathname;
 mkdirSync(artifacts, { recursive: true });
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -145,10 +145,10 @@ export async function startTurn(secret) {
 }
 
 /**
- * A TCP load balancer on a free port, as an operator puts in front of several relays: each
- * connection goes to the first of `ports` that accepts it.
+ * A TCP load balancer on `port` (or a free one), as an operator puts in front of several
+ * relays: each connection goes to the first of `ports` that accepts it.
  */
-export async function startBalancer(ports) {
+export async function startBalancer(ports, port) {
   const server = createServer((client) => {
     const attempt = (i) => {
       if (i >= ports.length) return client.destroy();
@@ -166,7 +166,7 @@ export async function startBalancer(ports) {
     };
     attempt(0);
   });
-  const port = await freePort();
+  port ??= await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { port, close: () => server.close() };
 }
