@@ -427,7 +427,7 @@ fn inline_script_hashes(html: &[u8]) -> Vec<String> {
         };
         let tag = &lower[start..open_end];
         if !has_attribute(tag, "src") {
-            let digest = Sha256::digest(html[open_end..close].as_bytes());
+            let digest = Sha256::digest(&html.as_bytes()[open_end..close]);
             hashes.push(format!(
                 "'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)
