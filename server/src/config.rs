@@ -8,6 +8,7 @@ use clap::Parser;
 use signalroom_protocol::IceServer;
 
 use crate::secret::{self, Secret, SecretError};
+use crate::site::Csp;
 
 /// The seed tutorial's port.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:2013";
@@ -93,9 +94,30 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// Folder whose files are served at / (the page `trunk build` writes).
+    /// Folder whose files are served at / (the page `trunk build` writes). They are read and
+    /// compressed once, at start: restart the relay after building the page again.
     #[arg(long, env = "SIGNALROOM_STATIC_DIR", default_value = DEFAULT_STATIC_DIR)]
     pub static_dir: PathBuf,
+
+    /// The page's Content-Security-Policy. By default the relay computes it from the page
+    /// it serves: its own origin only, its inline scripts by hash, WebAssembly, WebSockets
+    /// to its own origin and to each --page-relay, no framing. `off` sends none (for a page
+    /// embedded in a site with a policy of its own); anything else is sent as the policy.
+    #[arg(long, env = "SIGNALROOM_CSP", value_name = "POLICY|off", value_parser = parse_csp)]
+    pub csp: Option<String>,
+
+    /// A relay the page may connect to besides its own origin, for a page opened with
+    /// ?relay=URL: added to the policy's connect-src, as ws(s)://HOST[:PORT][/PATH].
+    /// Repeatable.
+    #[arg(
+        long = "page-relay",
+        env = "SIGNALROOM_PAGE_RELAYS",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "csp",
+        value_parser = parse_page_relay,
+    )]
+    pub page_relays: Vec<String>,
 
     /// Members a room holds; the next one to ask gets `full`.
     #[arg(
@@ -332,6 +354,8 @@ impl Default for Config {
             // tidy: a constant address, parsed by every test that builds a default Config
             addr: DEFAULT_ADDR.parse().expect("the default address parses"),
             static_dir: DEFAULT_STATIC_DIR.into(),
+            csp: None,
+            page_relays: Vec::new(),
             tls_cert: None,
             tls_key: None,
             room_capacity: DEFAULT_ROOM_CAPACITY,
@@ -361,6 +385,19 @@ impl Default for Config {
             turn_secret_file: None,
             turn_secret: None,
             turn_ttl: DEFAULT_TURN_TTL_SECS,
+        }
+    }
+}
+
+impl Config {
+    /// What the page's Content-Security-Policy is, from `--csp` and `--page-relay`.
+    pub(crate) fn page_csp(&self) -> Csp {
+        match self.csp.as_deref() {
+            None => Csp::Computed {
+                relays: self.page_relays.clone(),
+            },
+            Some("off") => Csp::Off,
+            Some(policy) => Csp::Replaced(policy.to_owned()),
         }
     }
 }
@@ -430,6 +467,38 @@ fn parse_secs(arg: &str) -> Result<f64, String> {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
         _ => Err(format!("{arg:?} is not a positive number of seconds")),
     }
+}
+
+/// Parses a Content-Security-Policy: text a header can carry, not empty.
+fn parse_csp(arg: &str) -> Result<String, String> {
+    let policy = arg.trim();
+    if policy.is_empty() {
+        return Err("the policy is empty; give `off` for none".into());
+    }
+    if !policy
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err("the policy must be printable ASCII on one line".into());
+    }
+    Ok(policy.to_owned())
+}
+
+/// Parses a relay's WebSocket URL for the page's connect-src: `ws://` or `wss://`, then a
+/// host and optional port and path, without spaces, quotes, `;` or `,`.
+fn parse_page_relay(arg: &str) -> Result<String, String> {
+    let rest = arg
+        .strip_prefix("ws://")
+        .or_else(|| arg.strip_prefix("wss://"))
+        .ok_or_else(|| format!("{arg:?} is not a ws:// or wss:// URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let fine = |b: u8| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'\'' | b'"');
+    if host.is_empty() || !arg.bytes().all(fine) || rest.contains(['?', '#']) {
+        return Err(format!(
+            "{arg:?} is not a relay URL: expected ws(s)://HOST[:PORT][/PATH], without a query"
+        ));
+    }
+    Ok(arg.to_owned())
 }
 
 /// Parses `URL[,URL...][ USERNAME CREDENTIAL]`.
@@ -655,6 +724,42 @@ mod tests {
             assert!(!format!("{both:?}").contains("north-wind"));
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_page_policy_is_computed_replaced_or_off() {
+        let parse = |flags: &[&str]| {
+            Config::try_parse_from(std::iter::once("signalroom").chain(flags.iter().copied()))
+        };
+        let computed =
+            parse(&["--page-relay", "wss://a.example/ws,ws://127.0.0.1:2013"]).expect("parses");
+        assert_eq!(
+            computed.page_csp(),
+            Csp::Computed {
+                relays: vec!["wss://a.example/ws".into(), "ws://127.0.0.1:2013".into()]
+            }
+        );
+        assert_eq!(
+            parse(&["--csp", "off"]).expect("parses").page_csp(),
+            Csp::Off
+        );
+        assert_eq!(
+            parse(&["--csp", "default-src 'self'"])
+                .expect("parses")
+                .page_csp(),
+            Csp::Replaced("default-src 'self'".into())
+        );
+        for bad in [
+            &["--csp", ""][..],
+            &["--csp", "default-src 'self'\nX-Injected: 1"],
+            &["--page-relay", "https://a.example"],
+            &["--page-relay", "wss://"],
+            &["--page-relay", "wss://a.example; script-src *"],
+            &["--page-relay", "wss://a.example/ws?token=x"],
+            &["--csp", "off", "--page-relay", "wss://a.example"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The accept loop: TCP connections in, HTTP/1.1 (and WebSocket upgrades) served by hyper
 //! with the warp routes as the service. Owning the loop lets the relay bound the HTTP
-//! handshake, ride out running short of file descriptors, and shut down gracefully.
+//! handshake (in time and in size), ride out running short of file descriptors, and shut down gracefully.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +15,10 @@ use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
 use crate::tls;
+
+/// The largest request head (request line and headers) a client may send; a larger one is
+/// answered 431 and the connection closed.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// How long to pause accepting after the process ran out of file descriptors.
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
@@ -39,7 +43,8 @@ pub async fn serve<F>(
     builder
         .timer(TokioTimer::new())
         // A client that never finishes its request (or upgrade) head is dropped.
-        .header_read_timeout(handshake_timeout);
+        .header_read_timeout(handshake_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
 
     loop {
         let (stream, addr) = tokio::select! {

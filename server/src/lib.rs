@@ -31,6 +31,7 @@ pub(crate) mod outbox;
 pub(crate) mod rooms;
 pub(crate) mod routes;
 pub(crate) mod secret;
+pub(crate) mod site;
 mod spare;
 pub(crate) mod stream;
 pub(crate) mod tls;
@@ -66,6 +67,12 @@ pub enum StartError {
     /// The certificate or key (`--tls-cert`, `--tls-key`) could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The page (`--static-dir`, `--csp`) could not be loaded.
+    #[error(transparent)]
+    Site(#[from] site::SiteError),
+    /// Loading the page stopped short (its thread panicked).
+    #[error("loading the page failed: {0}")]
+    SiteLoad(#[source] tokio::task::JoinError),
     /// The metrics address (`--metrics-addr`) could not be listened on.
     #[error("--metrics-addr: cannot listen on {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
@@ -73,8 +80,8 @@ pub enum StartError {
 
 /// Serves the relay on `listener` until `shutdown` completes, then closes every WebSocket
 /// with 1001 (going away) and returns. Rooms live in this process, or in Redis with
-/// `config.redis_url`. Fails only at the start: Redis cannot be reached, or the TLS files
-/// cannot be used.
+/// `config.redis_url`. Fails only at the start: Redis cannot be reached, the TLS files
+/// cannot be used, or the page's files cannot be read.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -137,9 +144,14 @@ async fn run_with<R: Rooms>(
         _ => None,
     };
     let acceptor = certs.as_ref().map(tls::Certs::acceptor).transpose()?;
+    let (static_dir, csp) = (config.static_dir.clone(), config.page_csp());
+    // Compressing every file at the best levels takes a moment: off the runtime's threads.
+    let site = tokio::task::spawn_blocking(move || site::Site::load(&static_dir, &csp))
+        .await
+        .map_err(StartError::SiteLoad)??;
     let (stop_tx, stop_rx) = watch::channel(false);
     let route_config = routes::RouteConfig {
-        static_dir: config.static_dir.clone(),
+        site: std::sync::Arc::new(site),
         max_connections: config.max_connections,
         allowed_origins: config.allowed_origins.clone(),
         tokens: config.auth_secret.as_ref().map(auth::RoomTokens::new),

@@ -1,7 +1,6 @@
 //! The HTTP surface: the WebSocket at `/ws`, counts at `/stats`, health at `/healthz` and
-//! `/readyz`, the page at `/`.
+//! `/readyz`, the page at `/` (served by `site`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,13 +14,14 @@ use crate::connection::{self, Limits, Peer};
 use crate::http::ClientAddr;
 use crate::metrics::{self, Counter, Refusal};
 use crate::rooms::Rooms;
+use crate::site::Site;
 use crate::upgrade::{self, BadUpgrade, Upgrade};
 
 /// What the routes need besides the rooms.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    /// Folder served at `/`.
-    pub static_dir: PathBuf,
+    /// The page served at `/`, loaded from `--static-dir`.
+    pub site: Arc<Site>,
     /// Open WebSockets at most.
     pub max_connections: usize,
     /// Origins allowed besides the page's own and localhost; `*` allows any.
@@ -145,7 +145,21 @@ pub fn routes<R: Rooms>(
                 None => warp::reply::with_status("ready\n".to_owned(), StatusCode::OK),
             }
         });
-    let page = warp::get().and(warp::fs::dir(config.static_dir));
+    let site = config.site;
+    // Any other GET or HEAD is a file of the page (or a 400 or 404 from it); a HEAD's
+    // body is dropped by hyper, which keeps its length.
+    let page = warp::get()
+        .or(warp::head())
+        .unify()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .map(
+            move |path: warp::path::FullPath, headers: warp::http::HeaderMap| {
+                let response: warp::reply::Response =
+                    site.respond(path.as_str(), &headers).map(Into::into);
+                response
+            },
+        );
     ws.or(stats).or(healthz).or(readyz).or(page).with(trace())
 }
 

@@ -1,9 +1,12 @@
 // The real call: two headless Chromium pages with fake cameras meet in a room, connect peer
 // to peer, see each other's video and chat over the data channel; a third page is turned
 // away and keeps asking; when one side hangs up, the page that waited takes the seat.
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, relayAndBrowser, startRelay, statusIs, artifacts } from './harness.mjs';
+import { launchBrowser, openPage, relayAndBrowser, startRelay, statusIs, artifacts, cspViolations } from './harness.mjs';
+
+// The relay serves the page under its Content-Security-Policy: nothing the page does is blocked.
+afterEach(() => assert.deepEqual(cspViolations.splice(0), []));
 
 const shared = relayAndBrowser();
 

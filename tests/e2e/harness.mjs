@@ -21,7 +21,7 @@ const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = new URL('./artifacts/', import.meta.url).pathname;
 mkdirSync(artifacts, { recursive: true });
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -145,10 +145,10 @@ export async function startTurn(secret) {
 }
 
 /**
- * A TCP load balancer on a free port, as an operator puts in front of several relays: each
- * connection goes to the first of `ports` that accepts it.
+ * A TCP load balancer on `port` (or a free one), as an operator puts in front of several
+ * relays: each connection goes to the first of `ports` that accepts it.
  */
-export async function startBalancer(ports) {
+export async function startBalancer(ports, port) {
   const server = createServer((client) => {
     const attempt = (i) => {
       if (i >= ports.length) return client.destroy();
@@ -166,7 +166,7 @@ export async function startBalancer(ports) {
     };
     attempt(0);
   });
-  const port = await freePort();
+  port ??= await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { port, close: () => server.close() };
 }
@@ -236,9 +236,23 @@ export function smallVideo() {
 let pages = 0;
 
 /**
+ * Every Content-Security-Policy violation a page opened with `openPage` reported (the
+ * directive and what it blocked), in order; a test takes them with `splice(0)`.
+ */
+export const cspViolations = [];
+
+// Runs in every page before its own scripts: says each violation on the console, where
+// `openPage` collects it.
+const reportViolations = () =>
+  document.addEventListener('securitypolicyviolation', (event) =>
+    console.error(`CSP violation: ${event.effectiveDirective} blocked ${event.blockedURI || 'inline'} at ${event.sourceFile}:${event.lineNumber}`),
+  );
+
+/**
  * Opens the page in a fresh browser context, answering the room prompt with `room`. The
  * page's console goes to `artifacts/ROOM-N.log`, so a failed run can be read afterwards.
- * `initScript`, if given, runs in the page before its own scripts.
+ * `initScript`, if given, runs in the page before its own scripts. Every Content-Security-Policy
+ * violation the page reports is added to `cspViolations`.
  */
 export async function openPage(
   browser,
@@ -248,6 +262,7 @@ export async function openPage(
   { initScript } = {},
 ) {
   const context = await browser.newContext({ viewport });
+  await context.addInitScript(reportViolations);
   if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   const name = new URL(url).searchParams.get('room') ?? room;
@@ -255,6 +270,7 @@ export async function openPage(
   writeFileSync(log, `${url}\n`);
   page.on('dialog', (dialog) => dialog.accept(room));
   page.on('console', (message) => {
+    if (message.text().startsWith('CSP violation:')) cspViolations.push(`${name}: ${message.text()}`);
     appendFileSync(log, `${new Date().toISOString()} ${message.text()}\n`);
     if (process.env.E2E_VERBOSE) console.log(`[${room}] ${message.text()}`);
   });

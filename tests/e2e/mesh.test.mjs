@@ -3,9 +3,12 @@
 // both others exactly once; one leaves and the other two stay connected; a fourth joins and
 // connects to both; one that drops takes only its own tile. The fake camera shows a small
 // video so that four pages fit on two cores.
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { artifacts, launchBrowser, openPage, smallVideo, startRelay, statusIs } from './harness.mjs';
+import { artifacts, launchBrowser, openPage, smallVideo, startRelay, statusIs, cspViolations } from './harness.mjs';
+
+// The relay serves the page under its Content-Security-Policy: nothing the page does is blocked.
+afterEach(() => assert.deepEqual(cspViolations.splice(0), []));
 
 /** The page's relay id, from its event log. */
 async function idOf(page) {

@@ -1,8 +1,11 @@
 // Two relays sharing rooms through one redis-server, behind a load balancer: pages connected
 // to different relays call each other, and when one relay is killed its page reconnects
 // through the balancer to the other relay and the call comes back.
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
 import {
+  cspViolations,
+  freePort,
   launchBrowser,
   openPage,
   startBalancer,
@@ -11,6 +14,9 @@ import {
   statusIs,
   artifacts,
 } from './harness.mjs';
+
+// The page connects to the balancer, another origin than its own, as the relays allow it to.
+afterEach(() => assert.deepEqual(cspViolations.splice(0), []));
 
 const callConnected = (page, timeout = 20000) =>
   page.waitForSelector('#remote-tile[data-call="connected"]', { timeout });
@@ -24,15 +30,18 @@ test('pages on two relays call each other and survive the death of one relay', a
   // A dead relay's members are let go after 2 s; a page turned away as `full` meanwhile
   // (its own old seat) asks again every 2 s, well before the join timeout (30 s) would
   // close it and make it reconnect.
-  const args = ['--redis-url', redis.url, '--relay-timeout', '2'];
+  // B's page, served by relay two, connects through the balancer (`?relay=`): the relays
+  // name it in the page's policy.
+  const balancerPort = await freePort();
+  const viaBalancer = `ws://127.0.0.1:${balancerPort}/ws`;
+  const args = ['--redis-url', redis.url, '--relay-timeout', '2', '--page-relay', viaBalancer];
   const one = await startRelay(undefined, args);
   const two = await startRelay(undefined, args);
-  const balancer = await startBalancer([two.port, one.port]);
+  const balancer = await startBalancer([two.port, one.port], balancerPort);
   const browser = await launchBrowser();
   try {
     const a = await openPage(browser, `${one.url}/?room=two-relays`, 'unused');
     await statusIs(a, 'waiting');
-    const viaBalancer = `ws://127.0.0.1:${balancer.port}/ws`;
     const b = await openPage(browser, `${two.url}/?room=two-relays&relay=${viaBalancer}`, 'unused');
     await Promise.all([callConnected(a), callConnected(b)]);
     await Promise.all([remoteVideoPlays(a), remoteVideoPlays(b)]);

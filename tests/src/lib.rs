@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod backend;
 mod clients;
+mod http;
 mod process;
 mod proxy;
 mod redis;
@@ -20,6 +21,7 @@ mod turn;
 
 pub use backend::*;
 pub use clients::*;
+pub use http::*;
 pub use process::*;
 pub use proxy::*;
 pub use redis::*;
