@@ -16,6 +16,8 @@ use gloo_timers::future::TimeoutFuture;
 pub const BACKOFF_MIN_MS: u32 = 500;
 /// ...to this.
 pub const BACKOFF_MAX_MS: u32 = 10_000;
+/// ...or to this while a session can resume.
+pub const RESUMING_MAX_MS: u32 = 2_000;
 
 /// Something that happened on a relay connection, for [`Relay::receive`]. Opaque: it is
 /// tagged with the connection it came from.
@@ -77,6 +79,9 @@ pub struct Relay {
     backoff_ms: u32,
     /// The first delay after a connection that worked: 0 while a session can resume.
     first_retry_ms: u32,
+    /// The longest delay: shorter while a session can resume, so that it resumes soon
+    /// after the network is back, within its window.
+    max_retry_ms: u32,
     link: Link,
     reconnect: Reconnect,
 }
@@ -91,6 +96,7 @@ impl Relay {
             generation: 0,
             backoff_ms: BACKOFF_MIN_MS,
             first_retry_ms: BACKOFF_MIN_MS,
+            max_retry_ms: BACKOFF_MAX_MS,
             link: Link::Down,
             reconnect: Reconnect::WithBackoff,
         }
@@ -101,10 +107,14 @@ impl Relay {
         self.reconnect = reconnect;
     }
 
-    /// Whether a lost connection that worked is tried again at once (a session that can
-    /// resume), or after the backoff's first delay.
+    /// Whether a lost connection that worked is tried again at once and then at most
+    /// every [`RESUMING_MAX_MS`] (a session that can resume), or with the usual backoff.
     pub fn retry_at_once(&mut self, at_once: bool) {
-        self.first_retry_ms = if at_once { 0 } else { BACKOFF_MIN_MS };
+        (self.first_retry_ms, self.max_retry_ms) = if at_once {
+            (0, RESUMING_MAX_MS)
+        } else {
+            (BACKOFF_MIN_MS, BACKOFF_MAX_MS)
+        };
     }
 
     /// Whether a connection is open or opening.
@@ -182,7 +192,7 @@ impl Relay {
             Reconnect::WithBackoff => {
                 self.link = Link::Retrying;
                 let delay = self.backoff_ms;
-                self.backoff_ms = (self.backoff_ms * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+                self.backoff_ms = (self.backoff_ms * 2).clamp(BACKOFF_MIN_MS, self.max_retry_ms);
                 let (post, generation) = (self.post.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     TimeoutFuture::new(delay).await;

@@ -299,3 +299,46 @@ export function relayAndBrowser() {
   });
   return shared;
 }
+
+/**
+ * A TCP proxy to loopback `port` that a test cuts as a network would: `cut()` destroys every
+ * connection through it and refuses new ones (accepted, then closed at once) until `mend()`.
+ */
+export async function startCutProxy(port) {
+  const links = new Set();
+  let isCut = false;
+  const server = createServer((client) => {
+    if (isCut) return client.destroy();
+    const upstream = connect(port, '127.0.0.1');
+    const link = { client, upstream };
+    links.add(link);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const drop = () => {
+      links.delete(link);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const end of [client, upstream]) {
+      end.on('error', drop);
+      end.on('close', drop);
+    }
+  });
+  const own = await freePort();
+  await new Promise((resolve) => server.listen(own, '127.0.0.1', resolve));
+  return {
+    port: own,
+    cut: () => {
+      isCut = true;
+      for (const { client, upstream } of links) {
+        client.destroy();
+        upstream.destroy();
+      }
+      links.clear();
+    },
+    mend: () => {
+      isCut = false;
+    },
+    close: () => server.close(),
+  };
+}
