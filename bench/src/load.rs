@@ -19,8 +19,13 @@ use crate::wire::{self, Conn, Io};
 const SOURCES: u8 = 16;
 
 /// Opens a WebSocket to `target` from a loopback address picked by `n`, over TLS with
-/// `tls`.
-pub async fn connect(target: SocketAddr, n: usize, tls: Option<&TlsConnector>) -> Result<Conn> {
+/// `tls`, resumable (`/ws?resume`) with `resumable`.
+pub async fn connect(
+    target: SocketAddr,
+    n: usize,
+    tls: Option<&TlsConnector>,
+    resumable: bool,
+) -> Result<Conn> {
     let source = Ipv4Addr::new(127, 0, 10 + (n % usize::from(SOURCES)) as u8, 1);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source.into(), 0))?;
@@ -33,7 +38,8 @@ pub async fn connect(target: SocketAddr, n: usize, tls: Option<&TlsConnector>) -
             Io::Tls(Box::new(tls.connect(name, stream).await?))
         }
     };
-    Conn::upgrade(io, &target.to_string()).await
+    let path = if resumable { "/ws?resume" } else { "/ws" };
+    Conn::upgrade(io, &target.to_string(), path).await
 }
 
 /// The server under load: the relay (rooms, ids), or one of the forwarders that pair
@@ -44,6 +50,9 @@ pub enum Kind {
     Relay,
     /// The signalroom relay serving TLS (`wss://`) with a certificate of the benchmark's own.
     RelayTls,
+    /// The signalroom relay with resumable clients (`/ws?resume`), which acknowledge what
+    /// they receive every 32 frames, as the page does.
+    RelayResume,
     /// The signalroom relay with its metrics listener on, scraped every second.
     RelayMetrics,
     /// Another build of the relay (`--baseline-bin`).
@@ -67,6 +76,7 @@ impl Kind {
         match self {
             Kind::Relay => "relay",
             Kind::RelayTls => "relay-tls",
+            Kind::RelayResume => "relay-resume",
             Kind::RelayMetrics => "relay-metrics",
             Kind::Baseline => "baseline",
             Kind::Floor => "floor",
@@ -86,6 +96,11 @@ impl Kind {
         )
     }
 
+    /// Whether its clients are resumable.
+    pub fn resumable(self) -> bool {
+        self == Kind::RelayResume
+    }
+
     /// Whether it has rooms to join (the forwarders pair by arrival).
     pub fn has_rooms(self) -> bool {
         !matches!(self, Kind::Floor | Kind::Bare)
@@ -98,11 +113,46 @@ pub async fn connect_pair(
     b: SocketAddr,
     n: usize,
     tls: Option<&TlsConnector>,
+    resumable: bool,
 ) -> Result<(Conn, Conn)> {
     Ok((
-        connect(a, 2 * n, tls).await?,
-        connect(b, 2 * n + 1, tls).await?,
+        connect(a, 2 * n, tls, resumable).await?,
+        connect(b, 2 * n + 1, tls, resumable).await?,
     ))
+}
+
+/// A resumable client's count of what it received, acknowledged every [`ACK_EVERY`].
+struct Acks {
+    on: bool,
+    received: u64,
+    unacked: u64,
+}
+
+/// Counted frames after which a resumable client acknowledges, as the page does.
+const ACK_EVERY: u64 = 32;
+
+impl Acks {
+    /// A client that received `received` counted frames while joining.
+    fn new(on: bool, received: u64) -> Self {
+        Self {
+            on,
+            received,
+            unacked: received,
+        }
+    }
+
+    /// Counts `n` frames; the `ack` to send, when due.
+    fn received(&mut self, n: usize) -> Option<Vec<u8>> {
+        if !self.on {
+            return None;
+        }
+        self.received += n as u64;
+        self.unacked += n as u64;
+        (self.unacked >= ACK_EVERY).then(|| {
+            self.unacked = 0;
+            wire::text_frame(&format!(r#"{{"type":"ack","received":{}}}"#, self.received))
+        })
+    }
 }
 
 /// Puts pair `n` into room `n`; returns the two join latencies (A creates, B joins).
@@ -159,6 +209,7 @@ pub async fn drive(
     in_flight: usize,
     payload: usize,
     writes: Writes,
+    resumable: bool,
     tally: Arc<Tally>,
 ) -> Result<Vec<Duration>> {
     // Every message carries the same data, so B's echo of it is the same prebuilt frame:
@@ -170,8 +221,16 @@ pub async fn drive(
     let frames = frame.repeat(in_flight);
     let echo_frames = frames.clone();
     let size = frame.len();
+    // While joining, A received `created` and `join`, B `joined`.
+    let mut b_acks = Acks::new(resumable, 1);
+    let mut a_acks = Acks::new(resumable, 2);
     let echo = tokio::spawn(async move {
         while let Ok(received) = b.texts().await {
+            if let Some(ack) = b_acks.received(received) {
+                if b.send(&ack).await.is_err() {
+                    break;
+                }
+            }
             if send_many(&mut b, &echo_frames, size, received, writes)
                 .await
                 .is_err()
@@ -204,6 +263,9 @@ pub async fn drive(
             tally
                 .round_trips
                 .fetch_add(echoed as u64, Ordering::Relaxed);
+        }
+        if let Some(ack) = a_acks.received(echoed) {
+            a.send(&ack).await?;
         }
         send_many(&mut a, &frames, size, echoed, writes).await?;
     }

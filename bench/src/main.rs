@@ -79,6 +79,10 @@ enum Cmd {
         /// the clients' TLS work is theirs, the relay's is in its CPU).
         #[arg(long)]
         tls: bool,
+        /// Also run the relay with resumable clients (`/ws?resume`), acknowledging every 32
+        /// frames as the page does.
+        #[arg(long)]
+        resume: bool,
         /// Also run the relay with its metrics listener on (`--metrics-addr`), scraped every
         /// second as Prometheus would.
         #[arg(long)]
@@ -101,6 +105,9 @@ enum Cmd {
         /// Over TLS (`wss://`): each connection also holds its TLS session and pump.
         #[arg(long)]
         tls: bool,
+        /// Resumable connections (`/ws?resume`): each also holds its session.
+        #[arg(long)]
+        resume: bool,
         /// The relay binary to measure; by default the `signalroom` beside this benchmark.
         #[arg(long)]
         relay_bin: Option<PathBuf>,
@@ -137,8 +144,8 @@ fn main() -> Result<()> {
         match cli.command {
             Cmd::Floor { addr } => floor::run(tokio::net::TcpListener::bind(addr).await?).await,
             Cmd::Bare { addr } => bare::run(tokio::net::TcpListener::bind(addr).await?).await,
-            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, metrics, idle_timeout, stall, writes, relay_bin, baseline_bin } => {
-                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, metrics, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin, baseline_bin };
+            Cmd::Load { rooms, in_flight, payload, warmup, seconds, runs, bare, redis, tls, resume, metrics, idle_timeout, stall, writes, relay_bin, baseline_bin } => {
+                let work = Work { in_flight, payload, warmup: Duration::from_secs_f64(warmup), window: Duration::from_secs_f64(seconds), runs: runs.max(1), bare, redis, tls, resume, metrics, idle_timeout: Duration::from_secs_f64(idle_timeout), stall: Duration::from_secs_f64(stall), writes, relay_bin, baseline_bin };
                 println!("work: rooms of two, {in_flight} in flight per pair, {payload}-byte payloads, {seconds} s measured, {} run(s) each; relay pings every {:.0} s", work.runs, idle_timeout / 3.0);
                 let mut broken = 0;
                 for rooms in rooms {
@@ -150,12 +157,14 @@ fn main() -> Result<()> {
             Cmd::Idle {
                 connections,
                 tls,
+                resume,
                 relay_bin,
-            } => idle(connections, tls, relay_bin.as_ref()).await,
+            } => idle(connections, tls, resume, relay_bin.as_ref()).await,
             Cmd::Smoke => {
-                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
+                let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, resume: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
-                idle(200, false, None).await
+                idle(200, false, false, None).await?;
+                idle(200, false, true, None).await
             }
         }
     })
@@ -175,6 +184,8 @@ struct Work {
     redis: bool,
     /// Whether the relay serving TLS runs too.
     tls: bool,
+    /// Whether the relay with resumable clients runs too.
+    resume: bool,
     /// Whether the relay with metrics on runs too.
     metrics: bool,
     /// The relay's idle timeout (it pings every third of it).
@@ -275,7 +286,9 @@ async fn start(
             server.addrs.push(addr);
             return Ok(server);
         }
-        Kind::Relay | Kind::RelayTls | Kind::RelayMetrics | Kind::Baseline => (1, false),
+        Kind::Relay | Kind::RelayTls | Kind::RelayResume | Kind::RelayMetrics | Kind::Baseline => {
+            (1, false)
+        }
         Kind::RedisLocal | Kind::BaselineRedisLocal => (1, true),
         Kind::RedisSplit | Kind::BaselineRedisSplit => (2, true),
     };
@@ -433,6 +446,7 @@ async fn run(kind: Kind, rooms: usize, work: &Work) -> Result<Figures> {
                 work.in_flight,
                 work.payload,
                 work.writes,
+                kind.resumable(),
                 tally.clone(),
             ))
         })
@@ -494,7 +508,7 @@ async fn connect_all(
     let (a, b) = (server.addrs[0], server.addrs[server.addrs.len() - 1]);
     let tls = server.tls.as_ref().map(|(connector, _)| connector);
     stream::iter(0..rooms)
-        .map(|n| load::connect_pair(a, b, n, tls))
+        .map(|n| load::connect_pair(a, b, n, tls, kind.resumable()))
         .buffered(at_once)
         .try_collect()
         .await
@@ -554,6 +568,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.tls {
         kinds.push(Kind::RelayTls);
+    }
+    if work.resume {
+        kinds.push(Kind::RelayResume);
     }
     if work.metrics {
         kinds.push(Kind::RelayMetrics);
@@ -662,9 +679,18 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
     println!("| {name} | {} |", cells.join(" | "));
 }
 
-async fn idle(connections: usize, tls: bool, relay_bin: Option<&PathBuf>) -> Result<()> {
+async fn idle(
+    connections: usize,
+    tls: bool,
+    resume: bool,
+    relay_bin: Option<&PathBuf>,
+) -> Result<()> {
     let rooms = connections / 2;
-    let kind = if tls { Kind::RelayTls } else { Kind::Relay };
+    let kind = match (tls, resume) {
+        (true, _) => Kind::RelayTls,
+        (false, true) => Kind::RelayResume,
+        (false, false) => Kind::Relay,
+    };
     let server = start(kind, connections + 100, IDLE_TIMEOUT, relay_bin).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss_kib()?;

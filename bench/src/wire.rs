@@ -34,14 +34,17 @@ enum Frame {
     Other,
 }
 
+/// How the relay's `ack` to a resumable session begins.
+const RELAY_ACK: &[u8] = br#"{"type":"ack""#;
+
 /// Bytes read per call: many small frames at once.
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Conn {
-    /// Upgrades `stream` to a WebSocket at `ws://{host}/ws` (or `wss://`).
-    pub async fn upgrade(mut stream: Io, host: &str) -> Result<Self> {
+    /// Upgrades `stream` to a WebSocket at `ws://{host}{path}` (or `wss://`).
+    pub async fn upgrade(mut stream: Io, host: &str, path: &str) -> Result<Self> {
         let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
@@ -109,6 +112,9 @@ impl Conn {
                 None => return Ok(None),
                 Some((Frame::Close, _)) => bail!("closed by the server"),
                 Some((Frame::Other, _)) => {}
+                // A resumable session's acknowledgements are the session's, not the load's.
+                Some((Frame::Text, payload))
+                    if self.buf[payload.clone()].starts_with(RELAY_ACK) => {}
                 Some((Frame::Text, payload)) => return Ok(Some(payload)),
             }
         }
