@@ -226,12 +226,8 @@ pub async fn drive(
     let mut a_acks = Acks::new(resumable, 2);
     let echo = tokio::spawn(async move {
         while let Ok(received) = b.texts().await {
-            if let Some(ack) = b_acks.received(received) {
-                if b.send(&ack).await.is_err() {
-                    break;
-                }
-            }
-            if send_many(&mut b, &echo_frames, size, received, writes)
+            let ack = b_acks.received(received);
+            if send_many(&mut b, ack, &echo_frames, size, received, writes)
                 .await
                 .is_err()
             {
@@ -264,10 +260,8 @@ pub async fn drive(
                 .round_trips
                 .fetch_add(echoed as u64, Ordering::Relaxed);
         }
-        if let Some(ack) = a_acks.received(echoed) {
-            a.send(&ack).await?;
-        }
-        send_many(&mut a, &frames, size, echoed, writes).await?;
+        let ack = a_acks.received(echoed);
+        send_many(&mut a, ack, &frames, size, echoed, writes).await?;
     }
     echo.abort();
     Ok(rtts)
@@ -283,9 +277,11 @@ pub enum Writes {
     PerFrame,
 }
 
-/// Sends `count` copies of the frame of `size` bytes that `frames` repeats.
+/// Sends `count` copies of the frame of `size` bytes that `frames` repeats, after `ack`
+/// (a resumable client's acknowledgement; in the same write when writes are batched).
 async fn send_many(
     conn: &mut Conn,
+    ack: Option<Vec<u8>>,
     frames: &[u8],
     size: usize,
     count: usize,
@@ -296,6 +292,14 @@ async fn send_many(
         Writes::PerFrame => 1,
     };
     let mut left = count;
+    if let Some(mut ack) = ack {
+        if writes == Writes::Batched {
+            let now = left.min(batch);
+            ack.extend_from_slice(&frames[..now * size]);
+            left -= now;
+        }
+        conn.send(&ack).await?;
+    }
     while left > 0 {
         let now = left.min(batch);
         conn.send(&frames[..now * size]).await?;

@@ -43,6 +43,10 @@ pub const DEFAULT_RELAY_TIMEOUT_SECS: f64 = 10.0;
 /// enough for a Wi-Fi roam, a mobile handover or a laptop lid opened again, short enough
 /// that a page gone for good leaves its room's tile soon.
 pub const DEFAULT_RESUME_WINDOW_SECS: f64 = 25.0;
+/// How long a relay stopping with rooms in Redis waits for its sessions to resume on other
+/// relays: a page told to resume elsewhere does so within a second or two; the rest is
+/// for pages mid-blip, and stays under the 30 s a service manager or Kubernetes gives.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: f64 = 20.0;
 /// What a resumable session keeps unacknowledged at most: a mesh call's renegotiation
 /// (an offer and an answer of a few KB each, a few dozen candidates) to every member of a
 /// room of six, several times over, while staying well under the outbox's 1 MiB.
@@ -199,6 +203,19 @@ pub struct Config {
     /// room gets `left`, and a resume gets `resume_lost`. At most --outbox-bytes.
     #[arg(long, env = "SIGNALROOM_RESUME_BUFFER", default_value_t = DEFAULT_RESUME_BUFFER)]
     pub resume_buffer: usize,
+
+    /// Seconds a relay on Redis waits, on SIGTERM, for its sessions to resume on other
+    /// relays: /readyz turns 503 at once, new connections are refused, each resumable
+    /// member in a room is closed with 4001 (resume elsewhere) and every other with 1001;
+    /// the relay exits once every session was taken over, or after this. Without Redis, or
+    /// with --resume-window 0, the relay stops at once.
+    #[arg(
+        long,
+        env = "SIGNALROOM_DRAIN_TIMEOUT",
+        default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS,
+        value_parser = parse_window,
+    )]
+    pub drain_timeout: f64,
 
     /// Seconds a connection may spend outside any room before it is closed with 1008.
     #[arg(
@@ -377,6 +394,7 @@ impl Default for Config {
             relay_timeout: DEFAULT_RELAY_TIMEOUT_SECS,
             resume_window: DEFAULT_RESUME_WINDOW_SECS,
             resume_buffer: DEFAULT_RESUME_BUFFER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT_SECS,
             auth_secret_file: None,
             auth_secret: None,
             metrics_addr: None,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request, ResumeKey, RoomName};
-use signalroom_wsframe::CloseCode;
+use signalroom_wsframe::{CloseCode, CustomCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,8 +39,24 @@ pub struct Limits {
 }
 
 /// Counted frames from a resumable client after which the relay acknowledges them at once
-/// (otherwise at the next heartbeat).
-const ACK_EVERY: u32 = 32;
+/// (otherwise at the next heartbeat); rarer than the page's, since each is a write of its own.
+const ACK_EVERY: u32 = 128;
+
+/// Where the relay stands in its life, as every connection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Serving,
+    /// Stopping, and handing sessions over to other relays first: a resumable member
+    /// inside a room is told to resume elsewhere ([`DRAINING`]), any other connection to go.
+    Draining,
+    /// Stopping: every connection is told to go (1001).
+    Stopping,
+}
+
+/// The close code and reason that tell a resumable client to resume its session on another
+/// relay at once: this one is stopping.
+pub const DRAINING: (u16, &str) = (4001, "relay draining: resume your session at once");
 
 /// What the connection's request says of the client, besides its token.
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,6 +88,9 @@ enum End {
     Unavailable,
     /// The relay is shutting down.
     Shutdown,
+    /// The relay is stopping and hands its sessions over: this one goes away, to be
+    /// resumed on another relay.
+    Draining,
     /// The client's stream ended or failed: there is nobody to tell.
     Lost(Loss),
     /// The client does not read: dropped without a last word.
@@ -116,6 +135,10 @@ impl End {
             Self::Unavailable => Some((CloseCode::TryAgainLater, "rooms unavailable")),
             // Clients reconnect on 1001.
             Self::Shutdown => Some((CloseCode::GoingAway, "relay shutting down")),
+            Self::Draining => {
+                let (code, reason) = DRAINING;
+                CustomCode::new(code).map(|code| (CloseCode::Custom(code), reason))
+            }
             Self::Lost(_) | Self::Dropped(_) | Self::Ended | Self::TakenOver => None,
         }
     }
@@ -127,6 +150,7 @@ impl End {
             Self::Lost(_)
             | Self::Dropped(WriteError::Failed | WriteError::Stalled)
             | Self::IdleTimeout
+            | Self::Draining
             | Self::Ended => Parting::Lost { received },
             Self::ClientClosed(_)
             | Self::Broken(_)
@@ -149,6 +173,7 @@ impl End {
             Self::RateLimit => Closed::RateLimit,
             Self::Unavailable => Closed::Unavailable,
             Self::Shutdown => Closed::Shutdown,
+            Self::Draining => Closed::Drained,
             Self::Lost(_) => Closed::Lost,
             Self::Dropped(WriteError::Overflowed) => Closed::OutboxOverflow,
             Self::Dropped(WriteError::Stalled) => Closed::OutboxStall,
@@ -168,7 +193,8 @@ impl std::fmt::Display for End {
             | Self::JoinTimeout
             | Self::RateLimit
             | Self::Unavailable
-            | Self::Shutdown => match self.close_frame() {
+            | Self::Shutdown
+            | Self::Draining => match self.close_frame() {
                 Some((code, reason)) => write!(f, "{reason} ({code})"),
                 None => Ok(()),
             },
@@ -198,8 +224,9 @@ pub async fn serve<R: Rooms>(
     admits: Admits,
     limits: Limits,
     client: Peer,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
+    let phase = shutdown.clone();
     let (outbox, socket) = Outbox::new(stream, limits.outbox_frames, limits.outbox_bytes);
     let mut reader = Reader::new(limits.max_message_bytes, early);
     let peer = match rooms.connect(outbox.clone(), client.resumable).await {
@@ -280,7 +307,13 @@ pub async fn serve<R: Rooms>(
                 client.acknowledge(&mut batch);
                 batch.flush();
             }
-            _ = &mut stop => break End::Shutdown,
+            _ = &mut stop => {
+                let inside = client.outside_since.is_none();
+                break match *phase.borrow() {
+                    Phase::Draining if client.resumable && inside => End::Draining,
+                    _ => End::Shutdown,
+                };
+            }
         }
     };
 

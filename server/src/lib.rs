@@ -150,6 +150,7 @@ async fn run_with<R: Rooms>(
         .await
         .map_err(StartError::SiteLoad)??;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = watch::channel(connection::Phase::Serving);
     let route_config = routes::RouteConfig {
         site: std::sync::Arc::new(site),
         max_connections: config.max_connections,
@@ -165,7 +166,7 @@ async fn run_with<R: Rooms>(
             join_timeout: Duration::from_secs_f64(config.join_timeout),
         },
     };
-    let routes = routes::routes(rooms.clone(), route_config, stop_rx.clone());
+    let routes = routes::routes(rooms.clone(), route_config, phase_rx);
     if let Some(addr) = config.metrics_addr {
         let listener = TcpListener::bind(addr)
             .await
@@ -179,13 +180,21 @@ async fn run_with<R: Rooms>(
             stop_rx.clone(),
         ));
     }
+    let drain_timeout = Duration::from_secs_f64(config.drain_timeout);
     let relay_stop = async move {
         shutdown.await;
+        if rooms.drain() {
+            // Sessions go to other relays first: each resumable member is told to resume
+            // elsewhere, and the relay waits until every session has been taken over.
+            let _ = phase_tx.send(connection::Phase::Draining);
+            drain(&rooms, drain_timeout).await;
+        }
         // Every member leaves its room (announced to members on other relays), then every
         // connection is told to go.
         rooms.shutdown().await;
+        let _ = phase_tx.send(connection::Phase::Stopping);
         let _ = stop_tx.send(true);
-        stop_tx
+        (stop_tx, phase_tx)
     };
     // Always: SIGHUP's default action would end the process, and a reload must never stop
     // the relay, with or without TLS.
@@ -197,15 +206,40 @@ async fn run_with<R: Rooms>(
         acceptor,
         stop_rx,
     );
-    let (_, stop_tx) = tokio::join!(http, relay_stop);
+    let (_, (stop_tx, phase_tx)) = tokio::join!(http, relay_stop);
     // Every connection holds a receiver: wait, boundedly, for them to finish and go.
-    if tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed())
-        .await
-        .is_err()
-    {
+    let closed = async { tokio::join!(stop_tx.closed(), phase_tx.closed()) };
+    if tokio::time::timeout(SHUTDOWN_GRACE, closed).await.is_err() {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
     Ok(())
+}
+
+/// How often a draining relay looks whether its sessions have all gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until every connection has gone and every session that went away has been taken
+/// over by another relay (or ended), or `timeout`.
+async fn drain<R: Rooms>(rooms: &R, timeout: Duration) {
+    let started = tokio::time::Instant::now();
+    tracing::info!(?timeout, "draining: sessions resume on other relays");
+    loop {
+        let stats = rooms.stats();
+        if stats.connections == 0 && stats.away == 0 {
+            let took = started.elapsed();
+            tracing::info!(?took, "drained: every session resumed elsewhere or ended");
+            return;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(
+                away = stats.away,
+                connections = stats.connections,
+                "the drain timed out; the sessions left end here"
+            );
+            return;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 /// Reads the certificate and key again on every SIGHUP until the relay stops; without TLS,

@@ -95,6 +95,8 @@ labelled! {
         ConnectionLimit => "connection_limit",
         /// Without a valid room token (401).
         Unauthorized => "unauthorized",
+        /// While the relay stops (503).
+        Stopping => "stopping",
     }
 }
 
@@ -127,6 +129,8 @@ labelled! {
         Unavailable => "unavailable",
         /// The relay shut down.
         Shutdown => "shutdown",
+        /// The relay was stopping and told it to resume its session on another relay.
+        Drained => "drained",
         /// The rooms backend took it out of its room (it lost its seat) and closed it.
         SeatLost => "seat_lost",
         /// Its session was resumed on another connection while it still looked alive.

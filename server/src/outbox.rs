@@ -120,14 +120,17 @@ struct Queue {
 /// What a resumable session keeps of the counted frames it was sent (every text frame but
 /// `ack` and `resumed`), from the first its client has not acknowledged: they go out again
 /// after a resume. Bounded in bytes and frames; empty at rest, once the client's `ack`
-/// covers what it was sent.
+/// covers what it was sent, when its buffer goes back to the thread's stock.
 #[derive(Debug)]
 pub struct Retention {
     /// Counted frames pushed in the session so far.
     sent: u64,
-    /// The text of the counted frames after the client's acknowledged count, oldest first.
-    kept: VecDeque<Box<str>>,
-    bytes: usize,
+    /// The text of the counted frames after the client's acknowledged count, oldest first,
+    /// from `start` on: one buffer, so keeping a frame is a copy, not an allocation.
+    text: Vec<u8>,
+    start: usize,
+    /// Each kept frame's length, oldest first.
+    sizes: VecDeque<u32>,
     max_bytes: usize,
     max_frames: usize,
 }
@@ -137,21 +140,51 @@ impl Retention {
     pub fn new(max_bytes: usize, max_frames: usize) -> Box<Self> {
         Box::new(Self {
             sent: 0,
-            kept: VecDeque::new(),
-            bytes: 0,
+            text: Vec::new(),
+            start: 0,
+            sizes: VecDeque::new(),
             max_bytes,
             max_frames,
         })
     }
 
+    /// An empty retention whose session had already been sent `sent` counted frames (one
+    /// that comes from another relay).
+    pub fn continuing(sent: u64, max_bytes: usize, max_frames: usize) -> Box<Self> {
+        let mut retention = Self::new(max_bytes, max_frames);
+        retention.sent = sent;
+        retention
+    }
+
+    /// Counted frames pushed in the session so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Counts and keeps each of `frames` after what it keeps; false as soon as one does
+    /// not fit.
+    pub fn keep_all<'a>(&mut self, frames: impl IntoIterator<Item = &'a [u8]>) -> bool {
+        frames.into_iter().all(|frame| self.keep(frame))
+    }
+
     /// Counts and keeps `text`; false, keeping nothing, when it does not fit.
-    fn keep(&mut self, text: &str) -> bool {
-        if self.kept.len() >= self.max_frames || self.bytes + text.len() > self.max_bytes {
+    fn keep(&mut self, text: &[u8]) -> bool {
+        let Ok(size) = u32::try_from(text.len()) else {
+            return false;
+        };
+        if self.sizes.len() >= self.max_frames || self.bytes() + text.len() > self.max_bytes {
             return false;
         }
+        if self.text.capacity() == 0 {
+            self.text = spare::take();
+        } else if self.start > 0 && self.start >= self.text.len() / 2 {
+            // Most of the buffer is acknowledged: move what is left to its front.
+            self.text.drain(..self.start);
+            self.start = 0;
+        }
         self.sent += 1;
-        self.bytes += text.len();
-        self.kept.push_back(text.into());
+        self.text.extend_from_slice(text);
+        self.sizes.push_back(size);
         true
     }
 
@@ -161,22 +194,36 @@ impl Retention {
         if received > self.sent {
             return false;
         }
-        let first_kept = self.sent - self.kept.len() as u64;
+        let first_kept = self.sent - self.sizes.len() as u64;
         for _ in first_kept..received {
-            if let Some(text) = self.kept.pop_front() {
-                self.bytes -= text.len();
+            if let Some(size) = self.sizes.pop_front() {
+                self.start += size as usize;
             }
         }
-        if self.kept.is_empty() && self.kept.capacity() > FRAME_SIZES_KEPT {
+        if self.sizes.is_empty() {
             // At rest a session keeps nothing.
-            self.kept = VecDeque::new();
+            spare::give(std::mem::take(&mut self.text));
+            self.start = 0;
+            if self.sizes.capacity() > FRAME_SIZES_KEPT {
+                self.sizes = VecDeque::new();
+            }
         }
         true
     }
 
+    /// The kept frames, oldest first: each the text of one frame.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = self.start;
+        self.sizes.iter().map(move |&size| {
+            let frame = &self.text[at..at + size as usize];
+            at += size as usize;
+            frame
+        })
+    }
+
     /// Bytes kept.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.text.len() - self.start
     }
 }
 
@@ -381,8 +428,8 @@ impl Outbox {
         let pushed = self.push(OpCode::Text, resumed.as_bytes(), batch);
         if pushed == Push::Queued {
             let mut queue = self.shared.lock();
-            for text in &retention.kept {
-                queue.enqueue(OpCode::Text, text.as_bytes());
+            for text in retention.frames() {
+                queue.enqueue(OpCode::Text, text);
             }
             queue.retention = Some(retention);
         }
@@ -443,7 +490,7 @@ impl Outbox {
             if matches!(state, State::Closing(_) | State::Ended(_)) {
                 return Push::Ignored;
             }
-            if !retention.keep(text) {
+            if !retention.keep(text.as_bytes()) {
                 // The session can no longer be resumed: it ends as a full outbox does.
                 queue.retention = None;
                 queue.release();

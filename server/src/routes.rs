@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::Filter;
 
 use crate::auth::{self, Admits, RoomTokens, TokenError};
-use crate::connection::{self, Limits, Peer};
+use crate::connection::{self, Limits, Peer, Phase};
 use crate::http::ClientAddr;
 use crate::metrics::{self, Counter, Refusal};
 use crate::rooms::Rooms;
@@ -36,7 +36,7 @@ pub struct RouteConfig {
 pub fn routes<R: Rooms>(
     rooms: R,
     config: RouteConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Phase>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let with_rooms = {
         let rooms = rooms.clone();
@@ -90,6 +90,14 @@ pub fn routes<R: Rooms>(
                         return error.response().into_response();
                     }
                 };
+                if *shutdown.borrow() != Phase::Serving {
+                    metrics::count(Counter::UpgradeRefused(Refusal::Stopping));
+                    return warp::reply::with_status(
+                        "the relay is stopping; connect to another",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                    .into_response();
+                }
                 let Some(slot) = Slot::take(&slots) else {
                     metrics::count(Counter::UpgradeRefused(Refusal::ConnectionLimit));
                     tracing::warn!(max = slots.max, "connection limit reached; refusing");
@@ -128,8 +136,8 @@ pub fn routes<R: Rooms>(
         .and(warp::get())
         .and(with_rooms)
         .map(move |rooms: R| {
-            let not_ready = if *shutdown_state.borrow() {
-                Some("shutting down")
+            let not_ready = if *shutdown_state.borrow() != Phase::Serving {
+                Some("stopping")
             } else if ready_slots.open.load(Ordering::Acquire) >= ready_slots.max {
                 Some("at the connection limit")
             } else if !rooms.ready() {

@@ -78,6 +78,19 @@ impl RelayProcess {
         send_signal(self.child.id(), signal)
     }
 
+    /// Waits, up to `patience`, for the relay to exit; returns how long it took.
+    pub async fn exited(&mut self, patience: std::time::Duration) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        while self.child.try_wait()?.is_none() {
+            anyhow::ensure!(
+                started.elapsed() < patience,
+                "the relay did not exit in {patience:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(started.elapsed())
+    }
+
     /// SIGKILL: the relay stops without a word to anyone.
     pub fn kill(&mut self) -> Result<()> {
         self.child.kill()?;

@@ -98,8 +98,13 @@ impl Session {
     }
 
     /// The next counted frame from the relay, handling the relay's `ack`s on the way.
+    /// Cancel-safe: a frame is counted only when it is returned (an `ack` due is sent at
+    /// the next call, before reading).
     pub async fn recv(&mut self) -> Result<Event<Value>> {
         loop {
+            if self.unacked >= ACK_EVERY {
+                self.ack().await;
+            }
             let frame = tokio::time::timeout(PATIENCE, self.client.ws.next())
                 .await
                 .context("no frame in time")?
@@ -116,9 +121,6 @@ impl Session {
             }
             self.received += 1;
             self.unacked += 1;
-            if self.unacked >= ACK_EVERY {
-                self.ack().await;
-            }
             return Ok(event);
         }
     }

@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
+use tokio::sync::oneshot;
+
 use signalroom_protocol::{Event, IceServer, PeerId, RoomName};
 use signalroom_wsframe::{CloseCode, CustomCode};
 
 use crate::metrics::{self, Counter};
 use crate::outbox::{encode, Batch, Outbox, Push, Retention};
-use crate::rooms::sessions::{Ending, Late, Presence, Resumption, Session, Sessions};
+use crate::rooms::sessions::{Digest, Ending, Late, Presence, Resumption, Session, Sessions};
 use crate::rooms::{Away, Claim, JoinOutcome, Parting, RoomError, Stats};
 
 /// The close code and reason for a member the relay took out of its room without its
@@ -45,6 +47,72 @@ pub(crate) enum Parted {
     Away(Away),
     /// The connection no longer holds its peer id (its session was resumed elsewhere).
     NotOwner,
+    /// Its session was resumed on another relay while it still looked alive: what the
+    /// session carries goes there ([`Transfer`]), and the room's slot here was let go
+    /// (`true`) or not.
+    HandedOver(Transfer, bool),
+}
+
+/// A session leaving this relay for relay `to`, which resumes it.
+pub(crate) struct Transfer {
+    pub peer: PeerId,
+    pub to: u64,
+    pub room: RoomName,
+    /// The count of counted frames received from the client, and the session's
+    /// retention; `None` when the session cannot go on (its connection closed on purpose).
+    pub carried: Option<(u64, Box<Retention>)>,
+}
+
+/// What the core tells a backend that shares sessions with other relays
+/// ([`Core::sharing`]): each is written where every relay reads it.
+pub(crate) enum SessionNews {
+    /// `peer`'s session, in `room` on this relay, has a key whose digest is `digest`.
+    Granted {
+        peer: PeerId,
+        room: RoomName,
+        digest: Digest,
+    },
+    /// `peer`'s session ended: `how` (with its last key's digest) for a resume that comes
+    /// late, or on purpose (`None`: nothing to say).
+    Ended {
+        peer: PeerId,
+        how: Option<(Ending, Digest)>,
+    },
+}
+
+/// A resume this relay takes over from another relay: it waits for the room's channel to
+/// bring the seat (`H`) and then what the session carries (`T`).
+struct Incoming {
+    /// The connection that asked, which becomes the session's.
+    conn: PeerId,
+    outbox: Outbox,
+    /// Counted frames its client had received.
+    received: u64,
+    slot: usize,
+    /// The relay the session comes from.
+    from: u64,
+    /// Whether its seat is taken here ([`Core::claim_seat`]).
+    seated: bool,
+    /// Where the outcome goes: the room and the relay's count, or why not.
+    reply: oneshot::Sender<Result<(RoomName, u64), RoomError>>,
+}
+
+/// What giving up a resume from another relay leaves the backend to do.
+pub(crate) enum Cancelled {
+    /// Nothing.
+    Kept,
+    /// The room is no longer tracked here: its channel can go.
+    Released(RoomName),
+    /// The seat had come: the backend decides its departure from this room.
+    Depart(RoomName),
+}
+
+/// What became of a resume taken over from another relay, once its transfer came.
+pub(crate) enum Arrival {
+    /// Resumed: nothing for the backend to do.
+    Resumed,
+    /// It cannot resume: the backend decides `peer`'s departure from `room`.
+    Failed(PeerId, RoomName),
 }
 
 /// This relay's view of its rooms and connections. Held behind one mutex by each backend.
@@ -66,6 +134,26 @@ pub(crate) struct Core {
     answers: HashMap<PeerId, Vec<IceServer>, BuildHasherDefault<IdHasher>>,
     /// Resumable sessions' rules, keys and records of those that ended.
     sessions: Sessions,
+    /// What the backend is to tell other relays of sessions, when it shares them.
+    news: Option<Vec<SessionNews>>,
+    /// Resumes taken over from other relays, by the session's peer id.
+    incoming: HashMap<PeerId, Incoming, BuildHasherDefault<IdHasher>>,
+    /// Sessions whose seat is moving here ([`Moving`]): until the move is through the
+    /// room's channel, messages published around it need sorting ([`Core::deliver`]).
+    moving: HashMap<PeerId, Moving, BuildHasherDefault<IdHasher>>,
+}
+
+/// A session whose seat is moving here from relay `from`: from the moment this relay
+/// queued its claim (behind everything it had published) until `from`'s fence (`F`) comes
+/// back through the room's channel. The session is a member here from that moment on, and
+/// this relay's own messages reach it directly; of what other relays publish, what comes
+/// before the `H` reached it on `from`, and so did what `from` itself published before its
+/// fence (it is in the retention that comes with `T`).
+struct Moving {
+    slot: usize,
+    from: u64,
+    /// Whether the `H` came (`from`'s fence, which follows, ends the move).
+    seated: bool,
 }
 
 /// A room with members here, or joins on their way in. What relaying reads comes first
@@ -147,6 +235,40 @@ impl Core {
             sessions: Sessions::new(rules),
             ..Self::default()
         }
+    }
+
+    /// A core whose sessions may resume on other relays too: it notes what they need to
+    /// know ([`Core::take_news`]).
+    pub fn sharing(rules: Resumption) -> Self {
+        Self {
+            news: Some(Vec::new()),
+            ..Self::new(rules)
+        }
+    }
+
+    /// What the backend is to tell other relays of sessions since the last call.
+    pub fn take_news(&mut self) -> Vec<SessionNews> {
+        self.news.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// How sessions resume here.
+    pub fn rules(&self) -> Resumption {
+        self.sessions.rules
+    }
+
+    /// Whether `peer` is a connection or a session of this relay.
+    pub fn holds(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Whether a resume from `from` may be tried now.
+    pub fn may_try(&mut self, from: Option<std::net::IpAddr>) -> bool {
+        self.sessions.may_try(from, Instant::now())
+    }
+
+    /// Counts a refused resume against `from`.
+    pub fn failed(&mut self, from: Option<std::net::IpAddr>) {
+        self.sessions.failed(from, Instant::now());
     }
 
     /// Registers a new connection, outside any room; a resumable one (`/ws?resume`) gets
@@ -292,6 +414,7 @@ impl Core {
                 .session
                 .as_deref_mut()
                 .and_then(|session| self.sessions.grant(session));
+            note_grant(&mut self.news, peer, name, member.session.as_deref());
             let answer = if room.members.is_empty() {
                 outcome = Some(JoinOutcome::Created);
                 Event::<()>::Created {
@@ -337,6 +460,11 @@ impl Core {
         let Seat::Inside(slot) = std::mem::replace(&mut member.seat, Seat::Outside) else {
             return None;
         };
+        if let (Some(news), Some(Some(_))) =
+            (&mut self.news, member.session.as_ref().map(|s| s.key))
+        {
+            news.push(SessionNews::Ended { peer, how: None });
+        }
         let room = self.slots[slot].as_mut()?;
         room.here.retain(|(p, _)| *p != peer);
         Some(room.name.clone())
@@ -368,6 +496,28 @@ impl Core {
         };
         if !member.outbox.same(outbox) {
             return Parted::NotOwner;
+        }
+        if let (Some(Presence::Leaving { to }), Seat::Inside(slot)) =
+            (member.session.as_ref().map(|s| s.presence), member.seat)
+        {
+            // Resumed on relay `to`: the session goes there with the count it ends with.
+            let retention = member.outbox.take_retention();
+            let carried = match parting {
+                Parting::Lost { received } => retention.map(|r| (received, r)),
+                Parting::Closed => None,
+            };
+            self.peers.remove(&peer);
+            let Some(room) = self.slots[slot].as_mut() else {
+                return Parted::NotOwner;
+            };
+            room.joining -= 1;
+            let transfer = Transfer {
+                peer,
+                to,
+                room: room.name.clone(),
+                carried,
+            };
+            return Parted::HandedOver(transfer, self.drop_if_unused(slot));
         }
         let resumable = member.session.as_ref().is_some_and(|s| s.key.is_some());
         if let (Parting::Lost { received }, Seat::Inside(slot), true) =
@@ -411,6 +561,14 @@ impl Core {
             Presence::Away { generation: g, .. } if g == generation => {
                 let key = session.key;
                 self.sessions.ended(peer, key, Ending::Expired);
+                note_end(
+                    &mut self.news,
+                    peer,
+                    key.map(|k| (Ending::Expired, Digest::of(&k))),
+                );
+                if let Some(member) = self.peers.get_mut(&peer) {
+                    member.session = None;
+                }
                 tracing::info!(%peer, "session expired");
                 self.forget(peer)
             }
@@ -476,6 +634,7 @@ impl Core {
         }
         let received = match presence {
             Presence::Away { received, .. } => received,
+            Presence::Leaving { .. } => return Err(RoomError::ResumeRefused),
             Presence::Here => {
                 // Half-open: the client saw the cut first. The old connection ends (and
                 // goes away with its count of what it received); then the resume goes on.
@@ -506,6 +665,7 @@ impl Core {
         let Some(resume) = self.sessions.grant(session) else {
             return Err(RoomError::ResumeRefused);
         };
+        note_grant(&mut self.news, claim.peer, &name, Some(session));
         let resumed = encode(&Event::<()>::Resumed {
             room: name.clone(),
             peer: claim.peer,
@@ -525,6 +685,309 @@ impl Core {
         };
         self.tell_resumable(slot, claim.peer, &back, batch);
         Ok(Some((name, received)))
+    }
+
+    /// Starts taking over `peer`'s session, which lives on relay `from` in room `name`,
+    /// for connection `conn` (fresh, with `outbox`), whose client had received `received`
+    /// counted frames. The room is tracked meanwhile; then the backend takes the seat as
+    /// it claims it ([`Core::claim_seat`]), and the outcome goes to `reply` once the
+    /// session came ([`Core::apply_transfer`]), or the backend gives up
+    /// ([`Core::cancel_handover`]). Returns whether the room was not tracked before (its
+    /// channel is to be subscribed).
+    pub fn begin_handover(
+        &mut self,
+        conn: PeerId,
+        outbox: &Outbox,
+        (peer, from): (PeerId, u64),
+        received: u64,
+        name: &RoomName,
+        reply: oneshot::Sender<Result<(RoomName, u64), RoomError>>,
+    ) -> Result<bool, RoomError> {
+        let fresh = self.peers.get(&conn).is_some_and(|m| {
+            matches!(m.seat, Seat::Outside)
+                && m.outbox.same(outbox)
+                && m.session.as_ref().is_some_and(|s| s.key.is_none())
+        });
+        if !fresh
+            || conn == peer
+            || self.peers.contains_key(&peer)
+            || self.incoming.contains_key(&peer)
+        {
+            return Err(RoomError::ResumeRefused);
+        }
+        let first = !self.names.contains_key(name);
+        let (slot, room) = self.slot_for(name);
+        room.joining += 1;
+        if let Some(member) = self.peers.get_mut(&conn) {
+            member.seat = Seat::Joining(slot);
+        }
+        self.incoming.insert(
+            peer,
+            Incoming {
+                conn,
+                outbox: outbox.clone(),
+                received,
+                slot,
+                from,
+                seated: false,
+                reply,
+            },
+        );
+        Ok(first)
+    }
+
+    /// Gives up taking over `peer`'s session: `moved` if its seat did move here (its session
+    /// never came: the backend decides its departure), or not (the claim failed: the seat
+    /// stays where it is, and nothing is said). The reply is dropped.
+    pub fn cancel_handover(&mut self, peer: PeerId, moved: bool) -> Cancelled {
+        let Some(incoming) = self.incoming.remove(&peer) else {
+            return Cancelled::Kept;
+        };
+        self.moving.remove(&peer);
+        if let Some(member) = self.peers.get_mut(&incoming.conn) {
+            member.seat = Seat::Outside;
+        }
+        if incoming.seated {
+            if moved {
+                return match self.forget(peer) {
+                    Some(room) => Cancelled::Depart(room),
+                    None => Cancelled::Kept,
+                };
+            }
+            // Quietly: the session is not this relay's, nor ended.
+            self.peers.remove(&peer);
+            if let Some(room) = self.slots[incoming.slot].as_mut() {
+                room.here.retain(|(p, _)| *p != peer);
+            }
+        }
+        let Some(room) = self.slots[incoming.slot].as_mut() else {
+            return Cancelled::Kept;
+        };
+        if !incoming.seated {
+            room.joining -= 1;
+        }
+        let name = room.name.clone();
+        if self.drop_if_unused(incoming.slot) {
+            Cancelled::Released(name)
+        } else {
+            Cancelled::Kept
+        }
+    }
+
+    /// Takes `peer`'s seat here as the backend queues its claim, under the same lock, so
+    /// that what this relay publishes before the claim reaches the session on the relay it
+    /// leaves, and what this relay sends after reaches it here: it is a member here from
+    /// now on, kept until the session comes. False if no resume waits for it.
+    pub fn claim_seat(&mut self, peer: PeerId) -> bool {
+        let rules = self.sessions.rules;
+        let Some(incoming) = self.incoming.get_mut(&peer).filter(|i| !i.seated) else {
+            return false;
+        };
+        incoming.seated = true;
+        let (slot, from, conn) = (incoming.slot, incoming.from, incoming.conn);
+        self.moving.insert(
+            peer,
+            Moving {
+                slot,
+                from,
+                seated: false,
+            },
+        );
+        let detached = Outbox::detached(Retention::new(rules.buffer, rules.frames));
+        self.peers.insert(
+            peer,
+            Member {
+                outbox: detached.clone(),
+                seat: Seat::Inside(slot),
+                session: Some(Box::new(Session {
+                    key: None,
+                    presence: Presence::Away {
+                        generation: 0,
+                        received: 0,
+                    },
+                })),
+            },
+        );
+        if let Some(member) = self.peers.get_mut(&conn) {
+            member.seat = Seat::Outside;
+        }
+        if let Some(room) = self.slots[slot].as_mut() {
+            room.joining -= 1;
+            room.here.push((peer, detached));
+        }
+        true
+    }
+
+    /// Applies the decision that `peer`'s seat in room `name` moved from relay `from` to
+    /// relay `to`, this one being `me`; the room's members are `members`. Nothing changes
+    /// for the room: no `left`, no `join`.
+    ///
+    /// - On `to`, whose seat it is since its claim: messages published from here on that
+    ///   are not `from`'s reach it.
+    /// - On `from`, nothing more is delivered to the session: an away one leaves at once
+    ///   (`Some(transfer)`); one whose connection still looks alive is told to go, and
+    ///   leaves when it has ([`Parted::HandedOver`]); one that is not here any more goes
+    ///   with nothing, so that `to` is not left waiting.
+    ///
+    /// Returns the transfer to send, and whether the room is no longer tracked here.
+    pub fn apply_handover(
+        &mut self,
+        name: &RoomName,
+        peer: PeerId,
+        (from, to, me): (u64, u64, u64),
+        members: Vec<PeerId>,
+        batch: &mut Batch,
+    ) -> (Option<Transfer>, bool) {
+        let Some(&slot) = self.names.get(name) else {
+            let transfer = (from == me).then(|| Transfer {
+                peer,
+                to,
+                room: name.clone(),
+                carried: None,
+            });
+            return (transfer, false);
+        };
+        if let Some(room) = self.slots[slot].as_mut() {
+            room.events = room.events.wrapping_add(1);
+        }
+        if to == me {
+            if let Some(moving) = self.moving.get_mut(&peer).filter(|m| m.slot == slot) {
+                moving.seated = true;
+                if let Some(room) = self.slots[slot].as_mut() {
+                    room.members = members;
+                    if !room.members.contains(&peer) {
+                        room.members.push(peer);
+                    }
+                }
+            }
+            return (None, false);
+        }
+        if from != me {
+            return (None, false);
+        }
+        let nothing = Transfer {
+            peer,
+            to,
+            room: name.clone(),
+            carried: None,
+        };
+        let Some(room) = self.slots[slot].as_mut() else {
+            return (Some(nothing), false);
+        };
+        room.here.retain(|(p, _)| *p != peer);
+        let Some(member) = self
+            .peers
+            .get_mut(&peer)
+            .filter(|m| matches!(m.seat, Seat::Inside(s) if s == slot))
+        else {
+            return (Some(nothing), self.drop_if_unused(slot));
+        };
+        let Some(session) = member.session.as_deref_mut() else {
+            // Not resumable (a claim.lua would not have matched a key): it goes.
+            self.forget(peer);
+            return (Some(nothing), self.drop_if_unused(slot));
+        };
+        match session.presence {
+            Presence::Away { received, .. } => {
+                let carried = member.outbox.take_retention().map(|r| (received, r));
+                self.peers.remove(&peer);
+                let transfer = Transfer { carried, ..nothing };
+                (Some(transfer), self.drop_if_unused(slot))
+            }
+            Presence::Here => {
+                // Half-open: the connection here is told to go; its seat (and room slot)
+                // stay until it has, so that what it still reads is relayed and counted.
+                session.presence = Presence::Leaving { to };
+                room.joining += 1;
+                let (code, reason) = TAKEN_OVER;
+                if let Some(code) = CustomCode::new(code) {
+                    let _ = member
+                        .outbox
+                        .push_end(CloseCode::Custom(code), reason, batch);
+                }
+                (None, false)
+            }
+            Presence::Leaving { .. } => (None, false),
+        }
+    }
+
+    /// Relay `from` applied the move of `peer`'s seat away from it: what it publishes from
+    /// here on reaches the session here.
+    pub fn apply_fence(&mut self, peer: PeerId, from: u64) {
+        if self
+            .moving
+            .get(&peer)
+            .is_some_and(|m| m.from == from && m.seated)
+        {
+            self.moving.remove(&peer);
+        }
+    }
+
+    /// Applies what `peer`'s session carried from the relay it left, for relay `to`, this
+    /// one being `me`: the resume it waits for goes on (`resumed`, then every frame its
+    /// client missed, from the other relay's retention then this one's), or fails.
+    pub fn apply_transfer(
+        &mut self,
+        peer: PeerId,
+        (to, me): (u64, u64),
+        carried: Option<(u64, u64, Vec<&str>)>,
+        batch: &mut Batch,
+    ) -> Option<Arrival> {
+        if to != me || !self.incoming.get(&peer).is_some_and(|i| i.seated) {
+            return None;
+        }
+        let incoming = self.incoming.remove(&peer)?;
+        let rules = self.sessions.rules;
+        let member = self.peers.get_mut(&peer)?;
+        let Seat::Inside(slot) = member.seat else {
+            return None;
+        };
+        let name = self.slots[slot].as_ref()?.name.clone();
+        let here = member.outbox.take_retention();
+        let resumed = match (carried, here) {
+            (Some((received, sent, frames)), Some(here)) => {
+                let before = sent.saturating_sub(frames.len() as u64);
+                let mut retention = Retention::continuing(before, rules.buffer, rules.frames);
+                let fits = retention.keep_all(frames.iter().map(|f| f.as_bytes()))
+                    && retention.keep_all(here.frames());
+                fits.then_some((received, retention))
+            }
+            _ => None,
+        };
+        let granted = member.session.as_deref_mut().and_then(|session| {
+            session.presence = Presence::Here;
+            self.sessions.grant(session)
+        });
+        let (Some((received, retention)), Some(resume)) = (resumed, granted) else {
+            let _ = incoming.reply.send(Err(RoomError::ResumeLost));
+            let room = self.forget(peer)?;
+            return Some(Arrival::Failed(peer, room));
+        };
+        note_grant(&mut self.news, peer, &name, member.session.as_deref());
+        let event = encode(&Event::<()>::Resumed {
+            room: name.clone(),
+            peer,
+            received,
+            resume,
+        });
+        let _ = incoming
+            .outbox
+            .adopt(retention, incoming.received, &event, batch);
+        member.outbox = incoming.outbox.clone();
+        self.peers.remove(&incoming.conn);
+        if let Some(room) = self.slots[slot].as_mut() {
+            if let Some(entry) = room.here.iter_mut().find(|(p, _)| *p == peer) {
+                entry.1 = incoming.outbox.clone();
+            }
+        }
+        let back = Event::<()>::Back {
+            room: name.clone(),
+            peer,
+        };
+        self.tell_resumable(slot, peer, &back, batch);
+        let _ = incoming.reply.send(Ok((name, received)));
+        tracing::info!(%peer, "resumed a session from another relay");
+        Some(Arrival::Resumed)
     }
 
     /// Pushes `event` to the resumable members here in room `slot` but `except`.
@@ -629,20 +1092,60 @@ impl Core {
         }
     }
 
-    /// Delivers a message another relay carried in: to `to` if it is here, or to every
-    /// member here but `from`.
+    /// Delivers a message relay `relay` published (this one being `me`): to `to` if it is
+    /// here, or to every member here but `from`. A message of this relay's own was
+    /// delivered here when it was sent. A session whose seat is moving here gets what it
+    /// did not get on the relay it leaves ([`Moving`]).
     pub fn deliver(
         &mut self,
         name: &RoomName,
+        (relay, me): (u64, u64),
         from: Option<PeerId>,
         to: Option<PeerId>,
         frame: &str,
         batch: &mut Batch,
     ) {
-        let Some(room) = self.names.get(name).and_then(|&slot| self.room(slot)) else {
+        if relay == me {
+            return;
+        }
+        let Some(&slot) = self.names.get(name) else {
+            return;
+        };
+        let Some(room) = self.room(slot) else {
             return;
         };
         let mut overflowed = Vec::new();
+        if !self.moving.is_empty() {
+            let skip: Vec<PeerId> = self
+                .moving
+                .iter()
+                .filter(|(_, m)| m.slot == slot && (!m.seated || m.from == relay))
+                .map(|(p, _)| *p)
+                .collect();
+            if !skip.is_empty() {
+                let sent = room
+                    .here
+                    .iter()
+                    .filter(|(p, _)| match to {
+                        Some(to) => *p == to,
+                        None => Some(*p) != from,
+                    })
+                    .filter(|(p, _)| !skip.contains(p))
+                    .map(|entry| {
+                        push_all(
+                            std::slice::from_ref(entry),
+                            None,
+                            frame,
+                            batch,
+                            &mut overflowed,
+                        )
+                    })
+                    .sum();
+                metrics::add(Counter::Relayed, sent);
+                self.evict(overflowed);
+                return;
+            }
+        }
         let sent = match to {
             Some(to) => match room.here.iter().find(|(p, _)| *p == to) {
                 Some(addressee) => push_all(
@@ -780,6 +1283,8 @@ impl Core {
                 Some(session) if session.key.is_some() => {
                     tracing::warn!(%peer, "session buffer full; the session cannot resume");
                     self.sessions.ended(peer, session.key, Ending::Lost);
+                    let how = session.key.map(|k| (Ending::Lost, Digest::of(&k)));
+                    note_end(&mut self.news, peer, how);
                 }
                 _ => tracing::warn!(%peer, "outbox full; dropping a client that does not read"),
             }
@@ -791,6 +1296,33 @@ impl Core {
                 self.peers.remove(&peer);
             }
         }
+    }
+}
+
+/// Notes that `peer`'s session in `room` has a new key, for a backend that shares sessions.
+fn note_grant(
+    news: &mut Option<Vec<SessionNews>>,
+    peer: PeerId,
+    room: &RoomName,
+    session: Option<&Session>,
+) {
+    if let (Some(news), Some(key)) = (news, session.and_then(|s| s.key)) {
+        news.push(SessionNews::Granted {
+            peer,
+            room: room.clone(),
+            digest: Digest::of(&key),
+        });
+    }
+}
+
+/// Notes that `peer`'s session ended (`how`, with its last key's digest), for a backend
+/// that shares sessions.
+fn note_end(news: &mut Option<Vec<SessionNews>>, peer: PeerId, how: Option<(Ending, Digest)>) {
+    if let (Some(news), Some(how)) = (news, how) {
+        news.push(SessionNews::Ended {
+            peer,
+            how: Some(how),
+        });
     }
 }
 

@@ -161,7 +161,8 @@ impl Rooms for LocalRooms {
                 settle(&mut core, batch);
                 None
             }
-            Parted::Gone(_) | Parted::NotOwner => None,
+            // Sessions do not leave a relay of its own.
+            Parted::Gone(_) | Parted::NotOwner | Parted::HandedOver(..) => None,
         }
     }
 

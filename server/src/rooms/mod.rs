@@ -210,6 +210,15 @@ pub trait Rooms: Clone + Send + Sync + 'static {
         batch: &mut Batch,
     ) -> impl Future<Output = Result<(RoomName, u64), RoomError>> + Send;
 
+    /// The relay is stopping: if its sessions can resume on other relays (rooms shared,
+    /// resumption on), it stops taking joins, resumes and new connections, and says true;
+    /// its connections are then told to go, and the caller waits, boundedly, until every
+    /// session has been taken over ([`Stats::away`] and [`Stats::connections`] at zero)
+    /// before [`Rooms::shutdown`]. Otherwise false: sessions end with the relay.
+    fn drain(&self) -> bool {
+        false
+    }
+
     /// The relay is stopping, and every connection is about to close with 1001. Takes
     /// every member of this relay out of its room, telling the members elsewhere `left`,
     /// then stops the backend's tasks in order. Joins are refused from the start.

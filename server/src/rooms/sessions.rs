@@ -29,7 +29,7 @@ const ADDRESSES_TRACKED: usize = 16_384;
 /// Ended sessions remembered (to answer `resume_expired` or `resume_lost`) at most.
 const ENDINGS_KEPT: usize = 16_384;
 /// How many windows an ended session is remembered for.
-const ENDINGS_WINDOWS: u32 = 4;
+pub const ENDINGS_WINDOWS: u32 = 4;
 
 /// How sessions resume on this relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,41 @@ impl Key {
     }
 }
 
+/// The SHA-256 of a key's bytes: what other relays are told of it (through Redis), so
+/// that a resume may come to any of them. Comparing digests in constant time leaks
+/// nothing of the key: a mismatch's position says nothing about the key's bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `key`.
+    pub fn of(key: &Key) -> Self {
+        let hash = ring::digest::digest(&ring::digest::SHA256, &key.0);
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(hash.as_ref());
+        Self(bytes)
+    }
+
+    /// The digest of the key `claimed`.
+    pub fn claimed(claimed: &ResumeKey) -> Self {
+        let hex = claimed.as_str().as_bytes();
+        let mut key = [0; 16];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = unhex(hex[2 * i]) * 16 + unhex(hex[2 * i + 1]);
+        }
+        Self::of(&Key(key))
+    }
+
+    /// Whether `self` is `other`, in time independent of where they differ.
+    pub fn matches(&self, other: &Digest) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+    }
+}
+
 /// A hex digit's value; a `ResumeKey` holds only lowercase hex digits.
 fn unhex(digit: u8) -> u8 {
     match digit {
@@ -116,7 +151,9 @@ pub struct Session {
 }
 
 /// Whether a session's connection is there. A state machine: `Here` → `Away` → `Here` (a
-/// resume) or gone (the window ended, or its frames outgrew the buffer).
+/// resume) or gone (the window ended, its frames outgrew the buffer, or it was resumed on
+/// another relay); `Here` → `Leaving` → gone (resumed on another relay while its
+/// connection here still looked alive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
     /// On a connection.
@@ -125,6 +162,9 @@ pub enum Presence {
     /// later ones (the expiry of an earlier one must not end a later one); `received` is
     /// how many counted frames the relay had received from the client.
     Away { generation: u64, received: u64 },
+    /// Resumed on relay `to` while its connection here still looked alive: the connection
+    /// was told to go, and the session goes to `to` with the count it ends with.
+    Leaving { to: u64 },
 }
 
 /// How a session ended, for a resume that comes later with its key.

@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use signalroom_protocol::{PeerId, RoomName};
 
+use crate::rooms::sessions::{Digest, Ending};
+
 /// Every key and channel starts with this.
 const PREFIX: &str = "signalroom";
 
@@ -25,6 +27,12 @@ pub(super) fn relay_members_key(relay: u64) -> String {
 
 pub(super) fn relay_alive_key(relay: u64) -> String {
     format!("{{{PREFIX}}}:relay:{relay}:alive")
+}
+
+/// The record of `peer`'s resumable session ([`SessionRecord`]), so that any relay can
+/// take a resume for it. In the peer's own hash slot.
+pub(super) fn session_key(peer: PeerId) -> String {
+    format!("{PREFIX}:session:{{{peer}}}")
 }
 
 /// The channel of room `name` (its members' key is this plus `:members`). The name is in
@@ -86,6 +94,38 @@ pub(super) enum BusEvent<'a> {
         to: Option<PeerId>,
         frame: &'a str,
     },
+    /// `H peer from to members,...`: `peer`'s session moves from relay `from` to relay
+    /// `to` (published by claim.lua), the room's members being `members` (`peer` too).
+    /// From here on, `from` delivers nothing more to it: what follows reaches `to`.
+    Handover {
+        peer: PeerId,
+        from: u64,
+        to: u64,
+        members: Vec<PeerId>,
+    },
+    /// `F peer from`: relay `from` applied the `H` that moved `peer`'s seat away from it:
+    /// what it publishes from here on was not delivered to `peer` there. (What it
+    /// published between the `H` and this was, and is in the session's retention.)
+    Fence { peer: PeerId, from: u64 },
+    /// `T peer to received sent LEN:FRAME...`, or `T peer to -`: what relay `to` needs to
+    /// resume `peer`'s session, sent by the relay it left once its connection there is
+    /// gone (`None`: it cannot be resumed).
+    Transfer {
+        peer: PeerId,
+        to: u64,
+        carried: Option<Carried<'a>>,
+    },
+}
+
+/// What a session carries from one relay to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Carried<'a> {
+    /// Counted frames the relay had received from the client.
+    pub received: u64,
+    /// Counted frames the session had been sent.
+    pub sent: u64,
+    /// The last of those, which the client may not have: the session's retention.
+    pub frames: Vec<&'a str>,
 }
 
 impl<'a> BusEvent<'a> {
@@ -124,13 +164,79 @@ impl<'a> BusEvent<'a> {
                     frame,
                 })
             }
+            "H" => {
+                let mut parts = rest.splitn(4, ' ');
+                let peer = parse_peer(parts.next()?)?;
+                let from = parts.next()?.parse().ok()?;
+                let to = parts.next()?.parse().ok()?;
+                let members = parts
+                    .next()?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(parse_peer)
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Self::Handover {
+                    peer,
+                    from,
+                    to,
+                    members,
+                })
+            }
+            "F" => {
+                let (peer, from) = rest.split_once(' ')?;
+                Some(Self::Fence {
+                    peer: parse_peer(peer)?,
+                    from: from.parse().ok()?,
+                })
+            }
+            "T" => {
+                let mut parts = rest.splitn(3, ' ');
+                let peer = parse_peer(parts.next()?)?;
+                let to = parts.next()?.parse().ok()?;
+                let tail = parts.next()?;
+                let carried = if tail == "-" {
+                    None
+                } else {
+                    let mut parts = tail.splitn(3, ' ');
+                    let received = parts.next()?.parse().ok()?;
+                    let sent = parts.next()?.parse().ok()?;
+                    let frames = parts.next()?;
+                    let mut kept = Vec::new();
+                    let mut rest = frames;
+                    while !rest.is_empty() {
+                        let (len, tail) = rest.split_once(':')?;
+                        let len: usize = len.parse().ok()?;
+                        kept.push(tail.get(..len)?);
+                        rest = tail.get(len..)?;
+                    }
+                    Some(Carried {
+                        received,
+                        sent,
+                        frames: kept,
+                    })
+                };
+                Some(Self::Transfer { peer, to, carried })
+            }
             _ => None,
         }
     }
 
-    /// Writes the event as [`BusEvent::decode`] reads it. The relay itself writes only
-    /// message heads ([`BusEvent::message_head`]); the scripts write the rest.
-    #[cfg(test)]
+    /// Writes a transfer event (`T`), as [`BusEvent::decode`] reads it.
+    pub(super) fn transfer(peer: PeerId, to: u64, carried: Option<Carried<'_>>) -> String {
+        let Some(carried) = carried else {
+            return format!("T {peer} {to} -");
+        };
+        let bytes: usize = carried.frames.iter().map(|f| f.len() + 8).sum();
+        let mut out = String::with_capacity(64 + bytes);
+        let _ = write!(out, "T {peer} {to} {} {} ", carried.received, carried.sent);
+        for frame in carried.frames {
+            push_event(&mut out, frame);
+        }
+        out
+    }
+
+    /// Writes the event as [`BusEvent::decode`] reads it. The relay itself writes message
+    /// heads ([`BusEvent::message_head`]), fences and transfers; the scripts the rest.
     pub(super) fn encode(&self, out: &mut String) {
         match self {
             Self::Joined { peer, before } => {
@@ -153,6 +259,21 @@ impl<'a> BusEvent<'a> {
             } => {
                 Self::message_head(out, *relay, *from, *to);
                 out.push_str(frame);
+            }
+            Self::Handover {
+                peer,
+                from,
+                to,
+                members,
+            } => {
+                let members: Vec<String> = members.iter().map(PeerId::to_string).collect();
+                let _ = write!(out, "H {peer} {from} {to} {}", members.join(","));
+            }
+            Self::Fence { peer, from } => {
+                let _ = write!(out, "F {peer} {from}");
+            }
+            Self::Transfer { peer, to, carried } => {
+                out.push_str(&Self::transfer(*peer, *to, carried.clone()));
             }
         }
     }
@@ -190,6 +311,75 @@ impl RegistryEntry {
             room: room_of(channel)?,
         })
     }
+}
+
+/// What Redis keeps of a resumable session ([`session_key`]): where it lives and its
+/// key's digest, or, for a while after it ended, how it ended.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) enum SessionRecord {
+    /// `S relay digest channel`: on relay `relay`, in `room`.
+    Live {
+        relay: u64,
+        digest: Digest,
+        room: RoomName,
+    },
+    /// `E digest` (the window ended) or `X digest` (its frames outgrew the buffer).
+    Ended { how: Ending, digest: Digest },
+}
+
+impl SessionRecord {
+    pub(super) fn encode(&self) -> String {
+        match self {
+            Self::Live {
+                relay,
+                digest,
+                room,
+            } => format!("S {relay} {} {}", hex(digest), channel(room)),
+            Self::Ended { how, digest } => {
+                let tag = match how {
+                    Ending::Expired => 'E',
+                    Ending::Lost => 'X',
+                };
+                format!("{tag} {}", hex(digest))
+            }
+        }
+    }
+
+    pub(super) fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let record = match parts.next()? {
+            "S" => Self::Live {
+                relay: parts.next()?.parse().ok()?,
+                digest: unhex(parts.next()?)?,
+                room: room_of(parts.next()?)?,
+            },
+            tag @ ("E" | "X") => Self::Ended {
+                how: if tag == "E" {
+                    Ending::Expired
+                } else {
+                    Ending::Lost
+                },
+                digest: unhex(parts.next()?)?,
+            },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(record)
+    }
+}
+
+fn hex(digest: &Digest) -> String {
+    digest.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Digest> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Digest(bytes))
 }
 
 /// Appends one event to a published batch of them: `LEN:EVENT`, the length in bytes.
@@ -252,10 +442,50 @@ mod tests {
                 frame: "[\"é\\n9:\"]",
             },
         ];
+        let samples = samples.into_iter().chain([
+            BusEvent::Handover {
+                peer: peer(4),
+                from: 1,
+                to: 2,
+                members: vec![peer(3), peer(4)],
+            },
+            BusEvent::Fence {
+                peer: peer(4),
+                from: 1,
+            },
+            BusEvent::Transfer {
+                peer: peer(4),
+                to: 2,
+                carried: None,
+            },
+            BusEvent::Transfer {
+                peer: peer(4),
+                to: 2,
+                carried: Some(Carried {
+                    received: 17,
+                    sent: 40,
+                    frames: vec!["{\"a\":\"1:2 x\"}", "", "[\"é\"]"],
+                }),
+            },
+            BusEvent::Transfer {
+                peer: peer(4),
+                to: 2,
+                carried: Some(Carried {
+                    received: 0,
+                    sent: 0,
+                    frames: vec![],
+                }),
+            },
+        ]);
         for event in samples {
             // Each variant is named here, so a new one cannot go untested.
             match &event {
-                BusEvent::Joined { .. } | BusEvent::Left { .. } | BusEvent::Message { .. } => {}
+                BusEvent::Joined { .. }
+                | BusEvent::Left { .. }
+                | BusEvent::Message { .. }
+                | BusEvent::Handover { .. }
+                | BusEvent::Fence { .. }
+                | BusEvent::Transfer { .. } => {}
             }
             let mut text = String::new();
             event.encode(&mut text);
@@ -266,6 +496,34 @@ mod tests {
             room,
         };
         assert_eq!(RegistryEntry::decode(&entry.encode()), Some(entry));
+    }
+
+    #[test]
+    fn a_session_record_comes_back_as_it_was_written() {
+        let digest = Digest([0xa5; 32]);
+        let room = RoomName::new("a room: {é}").expect("a valid name");
+        for record in [
+            SessionRecord::Live {
+                relay: 12,
+                digest,
+                room,
+            },
+            SessionRecord::Ended {
+                how: Ending::Expired,
+                digest,
+            },
+            SessionRecord::Ended {
+                how: Ending::Lost,
+                digest,
+            },
+        ] {
+            let text = record.encode();
+            assert!(SessionRecord::decode(&text) == Some(record), "{text}");
+        }
+        for junk in ["", "S 1 00 x", "E", "E 0", "Q 00", "S x y z"] {
+            assert!(SessionRecord::decode(junk).is_none(), "{junk:?}");
+        }
+        assert_eq!(session_key(peer(9)), "signalroom:session:{9}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::bus::{self, BusEvent};
 use super::link::Reader;
 use super::shared::{Shared, Subscription};
 use crate::outbox::Batch;
+use crate::rooms::core::Arrival;
 
 /// Pushes read at once at most.
 const PUSHES: usize = 256;
@@ -29,6 +30,9 @@ pub(super) async fn subscribe(reader: Reader, mut asked: mpsc::UnboundedReceiver
                 if let Some(reply) = reply {
                     let _ = reply.send(done.map_err(|_| ()));
                 }
+            }
+            Subscription::Sync(reply) => {
+                let _ = reply.send(());
             }
             Subscription::Unsubscribe(channel) => {
                 if let Err(error) = reader.unsubscribe(&channel).await {
@@ -86,9 +90,40 @@ pub(super) async fn read(shared: Arc<Shared>, mut received: mpsc::UnboundedRecei
                             to,
                             frame,
                         }) => {
-                            // A message of this relay's was delivered here when it was sent.
-                            if relay != shared.relay {
-                                core.deliver(&room, Some(from), to, frame, &mut batch);
+                            let relays = (relay, shared.relay);
+                            core.deliver(&room, relays, Some(from), to, frame, &mut batch);
+                        }
+                        Some(BusEvent::Handover {
+                            peer,
+                            from,
+                            to,
+                            members,
+                        }) => {
+                            tracing::debug!(%peer, from, to, "a session's seat moves");
+                            let relays = (from, to, shared.relay);
+                            let (transfer, released) =
+                                core.apply_handover(&room, peer, relays, members, &mut batch);
+                            if from == shared.relay {
+                                shared.send_fence(&room, peer);
+                            }
+                            if let Some(transfer) = transfer {
+                                shared.send_transfer(transfer);
+                            }
+                            if released {
+                                shared.unsubscribe(&room);
+                            }
+                        }
+                        Some(BusEvent::Fence { peer, from }) => {
+                            core.apply_fence(peer, from);
+                        }
+                        Some(BusEvent::Transfer { peer, to, carried }) => {
+                            tracing::debug!(%peer, to, whole = carried.is_some(), "a session came");
+                            let carried = carried.map(|c| (c.received, c.sent, c.frames));
+                            let relays = (to, shared.relay);
+                            if let Some(Arrival::Failed(peer, room)) =
+                                core.apply_transfer(peer, relays, carried, &mut batch)
+                            {
+                                shared.departed(&mut core, peer, &room);
                             }
                         }
                         None => tracing::warn!(channel, "an event this relay does not know"),

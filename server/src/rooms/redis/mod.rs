@@ -20,6 +20,7 @@
 
 mod bus;
 mod channels;
+mod handover;
 mod link;
 mod recovery;
 mod registry;
@@ -32,13 +33,13 @@ use std::time::{Duration, SystemTime};
 
 use redis::Value;
 use signalroom_protocol::{PeerId, RoomName};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 
 pub use link::RedisTopology;
 
 use self::bus::{BusEvent, PEER_IDS_KEY, RELAYS_TAG, RELAY_IDS_KEY};
 use self::link::Shape;
-use self::shared::{patiently, registry, Guarded, Shared, Subscription, Tasks, JOIN, RESERVE};
+use self::shared::{patiently, registry, Guarded, Shared, Tasks, JOIN, RESERVE};
 use self::writer::Queue;
 use crate::ice::IceServers;
 use crate::json::RawJson;
@@ -80,12 +81,13 @@ impl RedisRooms {
             max_rooms,
             ice_servers,
             relay_timeout,
-            core: Mutex::new(Core::new(resumption)),
+            core: Mutex::new(Core::sharing(resumption)),
             queue: Arc::new(queue),
             reader: reader.clone(),
             subscriptions,
             ids: Mutex::new(0..0),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             wake: Notify::new(),
             tasks: Mutex::new(None),
@@ -187,7 +189,7 @@ impl Rooms for RedisRooms {
         batch: &mut Batch,
     ) -> Result<JoinOutcome, RoomError> {
         let shared = &self.shared;
-        if shared.stopping() {
+        if shared.closing() {
             return Err(RoomError::Unavailable);
         }
         let ice_servers = shared.ice_servers.for_peer(peer, SystemTime::now());
@@ -197,20 +199,12 @@ impl Rooms for RedisRooms {
             let entry = core.begin_join(peer, &room, ice_servers)?;
             // The limit counts new rooms: a room that exists elsewhere may still be joined.
             let may_create = !entry.first || rooms_before < shared.max_rooms;
-            let subscribed = entry.first.then(|| {
-                // Subscribed before joining, so the join's own `J` and all that follows
-                // arrive; asked for under the lock, in order with unsubscribes.
-                let (reply, replied) = oneshot::channel();
-                let asked = Subscription::Subscribe(bus::channel(&room), Some(reply));
-                let _ = shared.subscriptions.send(asked);
-                replied
-            });
+            // Subscribed before joining, so the join's own `J` and all that follows
+            // arrive; asked for under the lock, in order with unsubscribes.
+            let subscribed = shared.subscribed(&room, entry.first);
             (subscribed, may_create)
         };
-        let subscribed = match subscribed {
-            Some(replied) => matches!(replied.await, Ok(Ok(()))),
-            None => true,
-        };
+        let subscribed = subscribed.await;
         let decided = if subscribed {
             // Bounded: a join queued behind an outage is answered `unavailable`; if Redis
             // takes it later, the departure queued below follows it.
@@ -270,18 +264,18 @@ impl Rooms for RedisRooms {
         BusEvent::message_head(&mut event, shared.relay, from, to);
         let head = event.len();
         signalroom_protocol::write_message_json(&mut event, from, data.get());
-        let channel = {
-            let mut core = shared.core();
-            let channel = core
-                .relay(from, to, &event[head..], batch)
-                .map(|fanout| match fanout {
-                    Fanout::Done => None,
-                    Fanout::Elsewhere(room) => Some(bus::channel(room)),
-                });
-            shared.settle(&mut core);
-            channel?
-        };
-        match channel {
+        let mut core = shared.core();
+        let channel = core
+            .relay(from, to, &event[head..], batch)
+            .map(|fanout| match fanout {
+                Fanout::Done => None,
+                Fanout::Elsewhere(room) => Some(bus::channel(room)),
+            });
+        shared.settle(&mut core);
+        // Queued under the lock: a session's seat moving to another relay (`H`) is
+        // applied under it too, so what this relay delivered to the session before comes
+        // before its fence (`F`) in the room's channel, and what it did not, after.
+        match channel? {
             None => Ok(()),
             Some(channel) => shared.queue.publish(channel, event),
         }
@@ -309,6 +303,14 @@ impl Rooms for RedisRooms {
                 self.shared.departed(&mut core, peer, &room);
                 None
             }
+            Parted::HandedOver(transfer, released) => {
+                let room = transfer.room.clone();
+                self.shared.send_transfer(transfer);
+                if released {
+                    self.shared.unsubscribe(&room);
+                }
+                None
+            }
             Parted::Gone(None) | Parted::NotOwner => None,
         }
     }
@@ -318,6 +320,7 @@ impl Rooms for RedisRooms {
         if let Some(room) = core.expire(peer, generation) {
             self.shared.departed(&mut core, peer, &room);
         }
+        self.shared.settle(&mut core);
     }
 
     async fn resume(
@@ -327,7 +330,24 @@ impl Rooms for RedisRooms {
         claim: Claim<'_>,
         _batch: &mut Batch,
     ) -> Result<(RoomName, u64), RoomError> {
-        core::resume(&self.shared.core, conn, outbox, &claim).await
+        let here = self.shared.core().holds(claim.peer);
+        let resumed = if here {
+            core::resume(&self.shared.core, conn, outbox, &claim).await
+        } else {
+            handover::take_over(&self.shared, conn, outbox, &claim).await
+        };
+        self.shared.settle(&mut self.shared.core());
+        resumed
+    }
+
+    /// With resumption on: refuses joins and resumes from now on, so that every session
+    /// of this relay can go to another.
+    fn drain(&self) -> bool {
+        let on = self.shared.core().rules().on();
+        if on {
+            self.shared.draining.store(true, Ordering::Relaxed);
+        }
+        on
     }
 
     /// Refuses joins, takes every member of this relay out of its room (the members
@@ -373,7 +393,7 @@ impl Rooms for RedisRooms {
     }
 
     fn ready(&self) -> bool {
-        self.shared.queue.reachable() && !self.shared.stopping()
+        self.shared.queue.reachable() && !self.shared.closing()
     }
 
     fn stats(&self) -> Stats {

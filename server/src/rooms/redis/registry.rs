@@ -168,7 +168,16 @@ async fn sweep(shared: &Shared) -> redis::RedisResult<()> {
             .iter()
             .filter_map(|e| RegistryEntry::decode(e))
             .map(|entry| {
-                let args = [entry.peer.to_string(), shared.publish_command().to_owned()];
+                // Its session, if any, cannot resume: its kept frames died with it.
+                let key = bus::session_key(entry.peer);
+                let mut del = redis::cmd("DEL");
+                del.arg(&key);
+                shared.queue.send(Command::call(del, bus::hash_tag(&key)));
+                let args = [
+                    entry.peer.to_string(),
+                    shared.publish_command().to_owned(),
+                    relay.to_string(),
+                ];
                 let (cmd, tag) = shared.room_script(LEAVE, &entry.room, &[], &args);
                 shared.queue.request(cmd, &tag)
             });

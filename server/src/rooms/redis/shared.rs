@@ -15,16 +15,17 @@ use signalroom_protocol::{PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::bus::{self, RegistryEntry, RELAYS_TAG};
+use super::bus::{self, BusEvent, Carried, RegistryEntry, SessionRecord, RELAYS_TAG};
 use super::link::{Reader, Shape};
 use super::writer::{Command, Queue};
 use crate::ice::IceServers;
 use crate::outbox::lock;
-use crate::rooms::core::Core;
+use crate::rooms::core::{Core, SessionNews, Transfer};
 use crate::rooms::RoomError;
 
 pub(super) const JOIN: &str = include_str!("scripts/join.lua");
 pub(super) const LEAVE: &str = include_str!("scripts/leave.lua");
+pub(super) const CLAIM: &str = include_str!("scripts/claim.lua");
 pub(super) const REJOIN: &str = include_str!("scripts/rejoin.lua");
 pub(super) const RESERVE: &str = include_str!("scripts/reserve.lua");
 pub(super) const REGISTER: &str = include_str!("scripts/register.lua");
@@ -36,6 +37,9 @@ pub(super) enum Subscription {
     /// Subscribe to a channel; the outcome goes to the sender, if any.
     Subscribe(String, Option<oneshot::Sender<Result<(), ()>>>),
     Unsubscribe(String),
+    /// Answered once every change asked for before is done: a join or a resume into a room
+    /// another one just started to track waits for that one's subscribe.
+    Sync(oneshot::Sender<()>),
 }
 
 /// The backend's tasks, stopped in this order at shutdown.
@@ -60,6 +64,9 @@ pub(super) struct Shared {
     /// Peer ids reserved from Redis and not handed out yet.
     pub ids: Mutex<std::ops::Range<u64>>,
     pub stopping: AtomicBool,
+    /// The relay is stopping and hands its sessions over first: it takes no joins and no
+    /// sessions from other relays.
+    pub draining: AtomicBool,
     /// A connection to Redis was lost since the relay last subscribed again, put its
     /// members back and read its rooms again: recovery is due.
     pub lost: AtomicBool,
@@ -75,6 +82,11 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Whether the relay takes no new members: draining, or stopping.
+    pub fn closing(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || self.stopping()
     }
 
     /// Notes that recovery is due, and wakes the heartbeat to see to it.
@@ -135,6 +147,32 @@ impl Shared {
         self.queue.send(registry(self.relay, peer, room, false));
     }
 
+    /// Asks, under the rooms lock, for `room`'s channel to be subscribed: by this caller if
+    /// it is the `first` to track the room, or by whoever was. The future says whether it
+    /// is, once it is: a join or a resume waits for it, so that its own event comes back.
+    pub fn subscribed(
+        &self,
+        room: &RoomName,
+        first: bool,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let (reply, replied) = oneshot::channel();
+        let (sync, synced) = oneshot::channel();
+        let asked = if first {
+            Subscription::Subscribe(bus::channel(room), Some(reply))
+        } else {
+            drop(reply);
+            Subscription::Sync(sync)
+        };
+        let _ = self.subscriptions.send(asked);
+        async move {
+            if first {
+                matches!(replied.await, Ok(Ok(())))
+            } else {
+                synced.await.is_ok()
+            }
+        }
+    }
+
     /// Unsubscribes from `room`'s channel (after the core stopped tracking it).
     pub fn unsubscribe(&self, room: &RoomName) {
         let _ = self
@@ -149,13 +187,104 @@ impl Shared {
         if core.release(room) {
             self.unsubscribe(room);
         }
+        self.tell_sessions(core);
     }
 
-    /// Decides the departures of members the core evicted (their outbox overflowed).
+    /// Decides the departures of members the core evicted (their outbox overflowed), and
+    /// writes what other relays need to know of this relay's sessions.
     pub fn settle(&self, core: &mut Core) {
         for (peer, room) in core.take_evicted() {
             self.departed(core, peer, &room);
         }
+        self.tell_sessions(core);
+    }
+
+    /// Writes what other relays need to know of this relay's sessions: where each lives
+    /// and its key's digest, so that a resume may come to any relay; how one ended.
+    pub fn tell_sessions(&self, core: &mut Core) {
+        let news = core.take_news();
+        if news.is_empty() {
+            return;
+        }
+        // An ended session is remembered as long as this relay remembers its own.
+        let kept_for = core.rules().window * crate::rooms::sessions::ENDINGS_WINDOWS;
+        for news in news {
+            let (peer, record) = match news {
+                SessionNews::Granted { peer, room, digest } => (
+                    peer,
+                    Some(SessionRecord::Live {
+                        relay: self.relay,
+                        digest,
+                        room,
+                    }),
+                ),
+                SessionNews::Ended {
+                    peer,
+                    how: Some((how, digest)),
+                } => (peer, Some(SessionRecord::Ended { how, digest })),
+                SessionNews::Ended { peer, how: None } => (peer, None),
+            };
+            let key = bus::session_key(peer);
+            let mut cmd = redis::cmd(if record.is_some() { "SET" } else { "DEL" });
+            cmd.arg(&key);
+            match &record {
+                Some(record @ SessionRecord::Ended { .. }) => {
+                    let ms = u64::try_from(kept_for.as_millis()).unwrap_or(u64::MAX);
+                    cmd.arg(record.encode()).arg("PX").arg(ms.max(1));
+                }
+                Some(record) => {
+                    cmd.arg(record.encode());
+                }
+                None => {}
+            }
+            self.queue.send(Command::call(cmd, bus::hash_tag(&key)));
+        }
+    }
+
+    /// Tells the relay that resumes `peer` that this one delivers nothing more to it.
+    pub fn send_fence(&self, room: &RoomName, peer: PeerId) {
+        let channel = bus::channel(room);
+        let mut fence = String::new();
+        BusEvent::Fence {
+            peer,
+            from: self.relay,
+        }
+        .encode(&mut fence);
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(&channel).arg(fence);
+        self.queue.send(Command::call(cmd, bus::hash_tag(&channel)));
+    }
+
+    /// Sends what a session carries to the relay that resumes it, through its room's
+    /// channel (after the `H` that moved its seat), and takes it out of this relay's
+    /// registry. Never refused: it is one of the commands a member is bounded to.
+    pub fn send_transfer(&self, transfer: Transfer) {
+        let Transfer {
+            peer,
+            to,
+            room,
+            carried,
+        } = transfer;
+        let frames: Option<Vec<&str>> = carried.as_ref().and_then(|(_, retention)| {
+            retention
+                .frames()
+                .map(|f| std::str::from_utf8(f).ok())
+                .collect()
+        });
+        let carried = match (&carried, frames) {
+            (Some((received, retention)), Some(frames)) => Some(Carried {
+                received: *received,
+                sent: retention.sent(),
+                frames,
+            }),
+            _ => None,
+        };
+        let payload = BusEvent::transfer(peer, to, carried);
+        let channel = bus::channel(&room);
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(&channel).arg(payload);
+        self.queue.send(Command::call(cmd, bus::hash_tag(&channel)));
+        self.queue.send(registry(self.relay, peer, &room, false));
     }
 
     /// The commands that put every member of this relay back into its room as the core
