@@ -182,6 +182,7 @@ async fn another_relay_refuses_a_wrong_key_and_tells_a_late_resume() -> Result<(
     let mut thief = Session::join(two.addr, "elsewhere").await?.0;
     thief.peer = a.peer;
     ensure!(thief.resume(two.addr).await? == Resumed::No(ErrorCode::ResumeRefused));
+    ensure!(matches!(b.recv().await?, Event::Away { peer, .. } if peer == a.peer));
     match b.recv().await? {
         Event::Left { peer, .. } if peer == a.peer => {}
         other => bail!("expected left at the window's end, got {other:?}"),
@@ -431,5 +432,39 @@ async fn a_rolling_restart_drops_nothing() -> Result<()> {
         resumes >= 2 * PAIRS as u32,
         "only {resumes} resumes for {PAIRS} pairs"
     );
+    Ok(())
+}
+
+/// A resumable member on another relay hears `away` and `back` as one on the same relay
+/// would, whichever relay the session resumes on.
+#[tokio::test]
+async fn members_on_other_relays_hear_away_and_back() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let (one, two) = (relay(&redis, 20.0).await?, relay(&redis, 20.0).await?);
+    let proxies = [
+        CutProxy::start(one.addr).await?,
+        CutProxy::start(two.addr).await?,
+    ];
+    let (mut a, _) = Session::join(proxies[0].addr, "notices").await?;
+    // b stays on relay two: a is away on relay one, then on relay two.
+    let (mut b, _) = Session::join(two.addr, "notices").await?;
+    ensure!(matches!(a.recv().await?, Event::Join { peer, .. } if peer == b.peer));
+    for (from, to) in [(0, 1), (1, 0)] {
+        proxies[from].cut();
+        match b.recv().await? {
+            Event::Away { peer, .. } if peer == a.peer => {}
+            other => bail!("expected a's away, got {other:?}"),
+        }
+        proxies[from].mend();
+        ensure!(matches!(
+            a.resume(proxies[to].addr).await?,
+            Resumed::Yes { .. }
+        ));
+        match b.recv().await? {
+            Event::Back { peer, .. } if peer == a.peer => {}
+            other => bail!("expected a's back, got {other:?}"),
+        }
+    }
+    b.client.expect_silence().await?;
     Ok(())
 }

@@ -168,7 +168,9 @@ pub fn routes<R: Rooms>(
                 response
             },
         );
-    ws.or(stats).or(healthz).or(readyz).or(page).with(trace())
+    // Probes are not traced: warp logs a 503 as an error, and a /readyz that says 503 (a
+    // relay draining, full, or cut off from Redis) is an answer, not a failure.
+    readyz.or(ws.or(stats).or(healthz).or(page).with(trace()))
 }
 
 /// The metrics listener's one route: `GET /metrics`, in the OpenMetrics text format.

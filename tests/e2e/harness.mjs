@@ -146,13 +146,24 @@ export async function startTurn(secret) {
 
 /**
  * A TCP load balancer on `port` (or a free one), as an operator puts in front of several
- * relays: each connection goes to the first of `ports` that accepts it.
+ * relays: each connection goes to the first of `ports` whose `/readyz` says 200 and that
+ * accepts it.
  */
 export async function startBalancer(ports, port) {
-  const server = createServer((client) => {
+  const server = createServer(async (client) => {
+    // As a load balancer's health check would: a relay whose /readyz is not 200 (one that
+    // drains, say) gets no new connections.
+    client.pause();
+    client.on('error', () => {});
+    const ready = await Promise.all(
+      ports.map((p) =>
+        fetch(`http://127.0.0.1:${p}/readyz`).then((r) => r.ok, () => false),
+      ),
+    );
+    const healthy = ports.filter((_, i) => ready[i]);
     const attempt = (i) => {
-      if (i >= ports.length) return client.destroy();
-      const upstream = connect(ports[i], '127.0.0.1');
+      if (i >= healthy.length) return client.destroy();
+      const upstream = connect(healthy[i], '127.0.0.1');
       let connected = false;
       upstream.once('connect', () => {
         connected = true;

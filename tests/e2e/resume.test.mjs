@@ -1,11 +1,23 @@
 // Calls outlive their signaling connection: two pages in a call, one page's WebSocket cut
 // (a proxy between it and the relay destroys the TCP connection and refuses new ones) for
-// 1.5 s and then for 8 s. Each time the page resumes its session: same peer id, the same
-// RTCPeerConnection connected on both sides all along, video playing throughout, no `left`
-// or `join` in either log; a third page then joins and calls both.
+// 1.5 s and then for 8 s; and two pages through a balancer while both relays sharing their
+// room restart one after the other (SIGTERM: each drains its sessions into the other). Each
+// time the pages resume their sessions: same peer ids, the same RTCPeerConnection connected
+// on both sides all along, video playing throughout, no `left` or `join` in either log; a
+// third page then joins and calls both.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { freePort, launchBrowser, openPage, startCutProxy, startRelay, statusIs, artifacts } from './harness.mjs';
+import {
+  artifacts,
+  freePort,
+  launchBrowser,
+  openPage,
+  startBalancer,
+  startCutProxy,
+  startRedis,
+  startRelay,
+  statusIs,
+} from './harness.mjs';
 
 const log = (page) => page.evaluate(() => document.querySelector('#log').textContent);
 const logHas = (page, pattern, timeout = 20000) =>
@@ -72,5 +84,65 @@ test('a call survives cuts of one page\'s signaling connection, and a third page
     await browser.close();
     relay.stop();
     cutter.close();
+  }
+});
+
+test('a call survives a rolling deploy of two relays sharing rooms', async () => {
+  const redis = await startRedis();
+  const balancerPort = await freePort();
+  const viaBalancer = `ws://127.0.0.1:${balancerPort}/ws`;
+  const args = ['--redis-url', redis.url, '--room-capacity', '3', '--page-relay', viaBalancer];
+  const ports = [await freePort(), await freePort()];
+  const relays = [await startRelay(ports[0], args), await startRelay(ports[1], args)];
+  const balancer = await startBalancer(ports, balancerPort);
+  const browser = await launchBrowser();
+  try {
+    // Both pages reach the relays through the balancer: both land on the first ready one.
+    const a = await openPage(browser, `${relays[0].url}/?room=deploy&relay=${viaBalancer}`, 'unused');
+    await statusIs(a, 'waiting');
+    const b = await openPage(browser, `${relays[0].url}/?room=deploy&relay=${viaBalancer}`, 'unused');
+    await Promise.all([allConnected(a, 1), allConnected(b, 1)]);
+    const idA = (await log(a)).match(/created room deploy as peer (\d+)/)[1];
+    const idB = (await log(b)).match(/joined room deploy as peer (\d+)/)[1];
+
+    // One relay after the other: SIGTERM, wait for it to exit (its sessions moved to the
+    // other), start it again on its port.
+    for (const i of [0, 1]) {
+      const before = await videoTimes(a);
+      const exited = new Promise((resolve) => relays[i].child.once('exit', resolve));
+      relays[i].child.kill('SIGTERM');
+      await exited;
+      for (const page of [a, b]) {
+        await page.waitForFunction(
+          (n) => (document.querySelector('#log').textContent.match(/session resumed/g) ?? []).length > n,
+          i,
+          { timeout: 20000 },
+        );
+        await statusIs(page, 'connected');
+      }
+      relays[i] = await startRelay(ports[i], args);
+      const after = await videoTimes(a);
+      assert.ok(after[0] > before[0], `video played through relay ${i}'s restart`);
+    }
+    await Promise.all([allConnected(a, 1), allConnected(b, 1)]);
+    const [logA, logB] = [await log(a), await log(b)];
+    for (const text of [logA, logB]) {
+      assert.equal(count(text, /calling peer/), 1, 'one call all along');
+      assert.equal(count(text, /left room deploy/), 0);
+      assert.equal(count(text, /(created|joined) room deploy as peer/), 1, 'no join anew');
+      assert.equal(count(text, /call with peer \d+: (disconnected|failed|closed)/), 0, 'no call faltered');
+    }
+    assert.ok(count(logA, /session resumed/) >= 2 && count(logB, /session resumed/) >= 2);
+    assert.match(logA, new RegExp(`peer ${idB}`), 'b kept its id');
+    assert.match(logB, new RegExp(`peer ${idA}`), 'a kept its id');
+
+    // The room is whole: a third page joins and calls both.
+    const c = await openPage(browser, `${relays[0].url}/?room=deploy&relay=${viaBalancer}`, 'unused');
+    await Promise.all([allConnected(a, 2), allConnected(b, 2), allConnected(c, 2)]);
+  } finally {
+    await browser.close();
+    for (const relay of relays) relay.child.kill('SIGKILL');
+    balancer.close();
+    redis.stop();
   }
 });

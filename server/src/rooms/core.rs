@@ -136,6 +136,9 @@ pub(crate) struct Core {
     sessions: Sessions,
     /// What the backend is to tell other relays of sessions, when it shares them.
     news: Option<Vec<SessionNews>>,
+    /// `away` and `back` events for resumable members on other relays, when sessions are
+    /// shared.
+    notices: Vec<(RoomName, PeerId, String)>,
     /// Resumes taken over from other relays, by the session's peer id.
     incoming: HashMap<PeerId, Incoming, BuildHasherDefault<IdHasher>>,
     /// Sessions whose seat is moving here ([`Moving`]): until the move is through the
@@ -990,7 +993,9 @@ impl Core {
         Some(Arrival::Resumed)
     }
 
-    /// Pushes `event` to the resumable members here in room `slot` but `except`.
+    /// Pushes `event` (`away` or `back` of `except`) to the resumable members here in room
+    /// `slot` but `except`; for a backend that shares sessions, notes it for those on
+    /// other relays too ([`Core::take_notices`]).
     fn tell_resumable(
         &mut self,
         slot: usize,
@@ -1007,7 +1012,16 @@ impl Core {
                 overflowed.push(*peer);
             }
         }
+        if self.news.is_some() && room.members.len() > room.here.len() {
+            self.notices.push((room.name.clone(), except, frame));
+        }
         self.evict(overflowed);
+    }
+
+    /// `away` and `back` events (their room, whom they are about, the frame) for the
+    /// resumable members on other relays, since the last call.
+    pub fn take_notices(&mut self) -> Vec<(RoomName, PeerId, String)> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Applies the decision that `peer` left room `name`: the members here get `left`. A
@@ -1105,6 +1119,32 @@ impl Core {
         frame: &str,
         batch: &mut Batch,
     ) {
+        self.deliver_to(name, (relay, me), (from, to), frame, false, batch);
+    }
+
+    /// Delivers an `away` or `back` event relay `relay` published about `peer` to the
+    /// resumable members here (as [`Core::deliver`] delivers a message).
+    pub fn deliver_notice(
+        &mut self,
+        name: &RoomName,
+        (relay, me): (u64, u64),
+        peer: PeerId,
+        frame: &str,
+        batch: &mut Batch,
+    ) {
+        self.deliver_to(name, (relay, me), (Some(peer), None), frame, true, batch);
+    }
+
+    #[inline]
+    fn deliver_to(
+        &mut self,
+        name: &RoomName,
+        (relay, me): (u64, u64),
+        (from, to): (Option<PeerId>, Option<PeerId>),
+        frame: &str,
+        resumable_only: bool,
+        batch: &mut Batch,
+    ) {
         if relay == me {
             return;
         }
@@ -1115,36 +1155,40 @@ impl Core {
             return;
         };
         let mut overflowed = Vec::new();
-        if !self.moving.is_empty() {
-            let skip: Vec<PeerId> = self
-                .moving
+        let skip: Vec<PeerId> = if self.moving.is_empty() {
+            Vec::new()
+        } else {
+            self.moving
                 .iter()
                 .filter(|(_, m)| m.slot == slot && (!m.seated || m.from == relay))
                 .map(|(p, _)| *p)
-                .collect();
-            if !skip.is_empty() {
-                let sent = room
-                    .here
-                    .iter()
-                    .filter(|(p, _)| match to {
-                        Some(to) => *p == to,
-                        None => Some(*p) != from,
-                    })
-                    .filter(|(p, _)| !skip.contains(p))
-                    .map(|entry| {
-                        push_all(
-                            std::slice::from_ref(entry),
-                            None,
-                            frame,
-                            batch,
-                            &mut overflowed,
-                        )
-                    })
-                    .sum();
+                .collect()
+        };
+        if !skip.is_empty() || resumable_only {
+            let resumable = |p: &PeerId| self.peers.get(p).is_some_and(|m| m.session.is_some());
+            let sent = room
+                .here
+                .iter()
+                .filter(|(p, _)| match to {
+                    Some(to) => *p == to,
+                    None => Some(*p) != from,
+                })
+                .filter(|(p, _)| !skip.contains(p) && (!resumable_only || resumable(p)))
+                .map(|entry| {
+                    push_all(
+                        std::slice::from_ref(entry),
+                        None,
+                        frame,
+                        batch,
+                        &mut overflowed,
+                    )
+                })
+                .sum();
+            if !resumable_only {
                 metrics::add(Counter::Relayed, sent);
-                self.evict(overflowed);
-                return;
             }
+            self.evict(overflowed);
+            return;
         }
         let sent = match to {
             Some(to) => match room.here.iter().find(|(p, _)| *p == to) {
@@ -1352,19 +1396,27 @@ fn push_all(
 /// How long a resume waits for the old connection it told to go (the half-open case).
 const TAKEOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// [`Core::resume`] under `core`'s lock, waiting (boundedly) for an old connection that
-/// still looked alive to go first. The same for every backend: a session lives on the relay
+/// [`Core::resume`] under `core`'s lock (then `settle`, the backend's follow-up, under the
+/// same lock), waiting (boundedly) for an old connection that still looked alive to go
+/// first. The same for every backend: a session lives on the relay
 /// that holds its connection.
 pub(crate) async fn resume(
     core: &std::sync::Mutex<Core>,
     conn: PeerId,
     outbox: &Outbox,
     claim: &Claim<'_>,
+    settle: &(dyn Fn(&mut Core) + Sync),
 ) -> Result<(RoomName, u64), RoomError> {
     let deadline = Instant::now() + TAKEOVER_PATIENCE;
     loop {
         let mut batch = Batch::new();
-        let step = crate::outbox::lock(core).resume(conn, outbox, claim, &mut batch);
+        let step = {
+            let mut core = crate::outbox::lock(core);
+            let step = core.resume(conn, outbox, claim, &mut batch);
+            // Under the same lock: what the resume tells other relays follows it in order.
+            settle(&mut core);
+            step
+        };
         batch.flush();
         match step? {
             Some(resumed) => return Ok(resumed),

@@ -181,7 +181,7 @@ impl Rooms for LocalRooms {
         claim: Claim<'_>,
         _batch: &mut Batch,
     ) -> Result<(RoomName, u64), RoomError> {
-        core::resume(&self.shared.core, conn, outbox, &claim).await
+        core::resume(&self.shared.core, conn, outbox, &claim, &|_| {}).await
     }
 
     async fn shutdown(&self) {

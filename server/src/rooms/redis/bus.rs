@@ -94,6 +94,13 @@ pub(super) enum BusEvent<'a> {
         to: Option<PeerId>,
         frame: &'a str,
     },
+    /// `N relay peer frame`: an `away` or `back` event about `peer` (framed as clients
+    /// receive it), from relay `relay`, for the resumable members elsewhere.
+    Notice {
+        relay: u64,
+        peer: PeerId,
+        frame: &'a str,
+    },
     /// `H peer from to members,...`: `peer`'s session moves from relay `from` to relay
     /// `to` (published by claim.lua), the room's members being `members` (`peer` too).
     /// From here on, `from` delivers nothing more to it: what follows reaches `to`.
@@ -182,6 +189,14 @@ impl<'a> BusEvent<'a> {
                     members,
                 })
             }
+            "N" => {
+                let mut parts = rest.splitn(3, ' ');
+                Some(Self::Notice {
+                    relay: parts.next()?.parse().ok()?,
+                    peer: parse_peer(parts.next()?)?,
+                    frame: parts.next()?,
+                })
+            }
             "F" => {
                 let (peer, from) = rest.split_once(' ')?;
                 Some(Self::Fence {
@@ -268,6 +283,9 @@ impl<'a> BusEvent<'a> {
             } => {
                 let members: Vec<String> = members.iter().map(PeerId::to_string).collect();
                 let _ = write!(out, "H {peer} {from} {to} {}", members.join(","));
+            }
+            Self::Notice { relay, peer, frame } => {
+                let _ = write!(out, "N {relay} {peer} {frame}");
             }
             Self::Fence { peer, from } => {
                 let _ = write!(out, "F {peer} {from}");
@@ -449,6 +467,11 @@ mod tests {
                 to: 2,
                 members: vec![peer(3), peer(4)],
             },
+            BusEvent::Notice {
+                relay: 2,
+                peer: peer(4),
+                frame: "{\"type\":\"away\",\"room\":\"a b\",\"peer\":4}",
+            },
             BusEvent::Fence {
                 peer: peer(4),
                 from: 1,
@@ -483,6 +506,7 @@ mod tests {
                 BusEvent::Joined { .. }
                 | BusEvent::Left { .. }
                 | BusEvent::Message { .. }
+                | BusEvent::Notice { .. }
                 | BusEvent::Handover { .. }
                 | BusEvent::Fence { .. }
                 | BusEvent::Transfer { .. } => {}

@@ -93,6 +93,10 @@ pub(super) async fn read(shared: Arc<Shared>, mut received: mpsc::UnboundedRecei
                             let relays = (relay, shared.relay);
                             core.deliver(&room, relays, Some(from), to, frame, &mut batch);
                         }
+                        Some(BusEvent::Notice { relay, peer, frame }) => {
+                            let relays = (relay, shared.relay);
+                            core.deliver_notice(&room, relays, peer, frame, &mut batch);
+                        }
                         Some(BusEvent::Handover {
                             peer,
                             from,

@@ -330,14 +330,16 @@ impl Rooms for RedisRooms {
         claim: Claim<'_>,
         _batch: &mut Batch,
     ) -> Result<(RoomName, u64), RoomError> {
-        let here = self.shared.core().holds(claim.peer);
-        let resumed = if here {
-            core::resume(&self.shared.core, conn, outbox, &claim).await
+        let shared = &self.shared;
+        let here = shared.core().holds(claim.peer);
+        if here {
+            let settle = |core: &mut Core| shared.settle(core);
+            core::resume(&shared.core, conn, outbox, &claim, &settle).await
         } else {
-            handover::take_over(&self.shared, conn, outbox, &claim).await
-        };
-        self.shared.settle(&mut self.shared.core());
-        resumed
+            let resumed = handover::take_over(shared, conn, outbox, &claim).await;
+            shared.settle(&mut shared.core());
+            resumed
+        }
     }
 
     /// With resumption on: refuses joins and resumes from now on, so that every session

@@ -6,6 +6,7 @@
 //! is held, except an outbox's queue under `core` (the core pushes frames), and the queue
 //! toward Redis, which takes no lock, is sent to under `core`.
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -197,6 +198,12 @@ impl Shared {
             self.departed(core, peer, &room);
         }
         self.tell_sessions(core);
+        for (room, peer, frame) in core.take_notices() {
+            let mut event = String::with_capacity(frame.len() + 32);
+            let _ = write!(event, "N {} {peer} {frame}", self.relay);
+            // Like a message: dropped rather than queued past the bound, or to be lost.
+            let _ = self.queue.publish(bus::channel(&room), event);
+        }
     }
 
     /// Writes what other relays need to know of this relay's sessions: where each lives
