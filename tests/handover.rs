@@ -16,7 +16,12 @@ use support::{client_at_path, CutProxy, RedisServer, Relay, RelayProcess, Resume
 /// A relay on `redis` whose sessions wait `window_secs`, and whose limits the tests'
 /// bursts stay under.
 async fn relay(redis: &RedisServer, window_secs: f64) -> Result<Relay> {
-    Relay::start(Config {
+    Relay::start(config(redis, window_secs)).await
+}
+
+/// The configuration of [`relay`].
+fn config(redis: &RedisServer, window_secs: f64) -> Config {
+    Config {
         redis_url: Some(redis.url.clone()),
         resume_window: window_secs,
         room_capacity: 4,
@@ -27,8 +32,7 @@ async fn relay(redis: &RedisServer, window_secs: f64) -> Result<Relay> {
         outbox_bytes: 8 << 20,
         resume_buffer: 4 << 20,
         ..Config::default()
-    })
-    .await
+    }
 }
 
 /// Reads `session` until it has every number up to `last` from each sender in `next`
@@ -466,5 +470,56 @@ async fn members_on_other_relays_hear_away_and_back() -> Result<()> {
         }
     }
     b.client.expect_silence().await?;
+    Ok(())
+}
+
+/// The relay holding a session is killed: the session resumes on another relay with its id
+/// and seat, told `incomplete` (what the dead relay kept is gone), the room hears no `left`
+/// (not even once the dead relay is swept), and both counts start again.
+#[tokio::test]
+async fn a_session_whose_relay_died_resumes_incomplete_elsewhere() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let survivor = Relay::start(Config {
+        relay_timeout: 2.0,
+        ..config(&redis, 20.0)
+    })
+    .await?;
+    let args: Vec<String> = ["--redis-url", &redis.url, "--relay-timeout", "2"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mut doomed = RelayProcess::start(&args).await?;
+    let (mut a, _) = Session::join(doomed.addr, "doomed").await?;
+    let (mut b, _) = Session::join(survivor.addr, "doomed").await?;
+    ensure!(matches!(a.recv().await?, Event::Join { peer, .. } if peer == b.peer));
+    a.say(json!({ "n": 1 }), Some(b.peer)).await?;
+    take_numbers(&mut b, &mut [(a.peer, 1)], 1).await?;
+    doomed.kill()?;
+    let id = a.peer;
+    ensure!(
+        a.resume(survivor.addr).await?
+            == Resumed::Yes {
+                relay_received: 0,
+                incomplete: true
+            }
+    );
+    ensure!(a.peer == id);
+    ensure!(matches!(b.recv().await?, Event::Back { peer, .. } if peer == id));
+    // Both ways again, the counts from zero.
+    a.say(json!({ "n": 2 }), Some(b.peer)).await?;
+    b.say(json!({ "n": 1 }), Some(a.peer)).await?;
+    take_numbers(&mut b, &mut [(a.peer, 2)], 2).await?;
+    take_numbers(&mut a, &mut [(b.peer, 1)], 1).await?;
+    // The dead relay is given up after 2 s: its member, now on the survivor, stays.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.client.expect_silence().await?;
+    let mut c = client_at_path(survivor.addr, "/ws").await?;
+    match c.join("doomed").await? {
+        Event::Joined { peers, .. } if peers.contains(&id) && peers.contains(&b.peer) => {}
+        other => bail!("expected to join a and b, got {other:?}"),
+    }
+    ensure!(matches!(b.recv().await?, Event::Join { .. }));
+    a.say(json!({ "n": 3 }), Some(b.peer)).await?;
+    take_numbers(&mut b, &mut [(a.peer, 3)], 3).await?;
     Ok(())
 }

@@ -156,7 +156,13 @@ async fn the_room_sees_away_and_back(backend: Backend) -> Result<()> {
         other => bail!("expected away, got {other:?}"),
     }
     proxy.mend();
-    ensure!(a.resume(proxy.addr).await? == Resumed::Yes { relay_received: 1 });
+    ensure!(
+        a.resume(proxy.addr).await?
+            == Resumed::Yes {
+                relay_received: 1,
+                incomplete: false
+            }
+    );
     match b.recv().await? {
         Event::Back { peer, .. } if peer == a.peer => {}
         other => bail!("expected back, got {other:?}"),

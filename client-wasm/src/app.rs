@@ -248,13 +248,27 @@ impl App {
                 return false;
             }
             Event::Resumed {
-                received, resume, ..
+                received,
+                resume,
+                incomplete,
+                ..
             } => {
-                let again = self.session.resumed(*received, resume.clone());
+                let again = self.session.resumed(*received, resume.clone(), *incomplete);
                 self.ui.log(&format!(
                     "session resumed; sending again {} frame(s) the relay missed",
                     again.len()
                 ));
+                if *incomplete {
+                    // Its relay died: signals either way may be lost. Fresh candidates
+                    // and a new offer and answer repair every call.
+                    self.ui
+                        .log("frames may be missing (its relay died); restarting ICE");
+                    for pair in &self.pairs {
+                        if pair.origin == Origin::Current {
+                            pair.call.restart_ice();
+                        }
+                    }
+                }
                 for text in again {
                     let _ = self.relay.send(text).await;
                 }

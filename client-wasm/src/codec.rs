@@ -91,6 +91,7 @@ pub fn decode(text: &str) -> Result<Incoming, DecodeError> {
             peer: frame.field("peer", as_peer)?,
             received: frame.field("received", as_count)?,
             resume: frame.field("resume", as_resumable)?,
+            incomplete: frame.optional("incomplete", |v| v.as_bool())? == Some(true),
         },
         "ack" => Event::Ack {
             received: frame.field("received", as_count)?,

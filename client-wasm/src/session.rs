@@ -124,11 +124,16 @@ impl Session {
     }
 
     /// The session resumed: the relay had received `received` counted frames, and the next
-    /// resume takes `grant`. Returns the frames to send again, in order.
-    pub fn resumed(&mut self, received: u64, grant: Resumable) -> Vec<String> {
+    /// resume takes `grant`. Returns the frames to send again, in order. An `incomplete`
+    /// one (its relay died) starts both counts again and sends nothing again.
+    pub fn resumed(&mut self, received: u64, grant: Resumable, incomplete: bool) -> Vec<String> {
         if let Some((_, key, window)) = self.grant.as_mut() {
             *key = grant.key;
             *window = grant.window_ms;
+        }
+        if incomplete {
+            (self.received, self.unacked, self.sent) = (0, 0, 0);
+            self.kept.clear();
         }
         self.acknowledged(received);
         self.kept.iter().map(|(_, text)| text.clone()).collect()

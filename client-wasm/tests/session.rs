@@ -44,7 +44,7 @@ fn what_the_relay_missed_is_sent_again_in_order_and_nothing_it_had() {
         (who, key.as_str(), received),
         (peer(), "a".repeat(32).as_str(), 1)
     );
-    let again = session.resumed(4, grant('b'));
+    let again = session.resumed(4, grant('b'), false);
     assert_eq!(again, ["frame 5"]);
     let Some(Request::Resume { key, .. }) = session.resume() else {
         panic!("still resumable");
@@ -54,6 +54,28 @@ fn what_the_relay_missed_is_sent_again_in_order_and_nothing_it_had() {
         "b".repeat(32),
         "the next resume takes the new key"
     );
+}
+
+#[test]
+fn an_incomplete_resume_starts_the_counts_again_and_sends_nothing_again() {
+    let mut session = Session::default();
+    session.granted(peer(), grant('a'));
+    session.sending("frame 1");
+    session.sending("frame 2");
+    assert_eq!(session.received(), AckDue::Later);
+    let again = session.resumed(0, grant('b'), true);
+    assert!(
+        again.is_empty(),
+        "what was kept may have arrived: nothing goes again"
+    );
+    assert_eq!(session.kept(), 0);
+    let Some(Request::Resume { received, .. }) = session.resume() else {
+        panic!("still resumable");
+    };
+    assert_eq!(received, 0, "the count starts again");
+    session.sending("frame 3");
+    session.acknowledged(1);
+    assert_eq!(session.kept(), 0, "frame 3 is the new count's first");
 }
 
 #[test]

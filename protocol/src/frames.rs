@@ -135,6 +135,11 @@ pub enum Event<D> {
         received: u64,
         /// How to resume next time: the key just used is spent.
         resume: Resumable,
+        /// The relay that held the session died: frames either way may be missing. Both
+        /// counts start again from zero (`received` is 0): drop what you kept, send nothing
+        /// again, and repair what the missing frames carried (a page restarts ICE).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        incomplete: bool,
     },
     /// How many counted frames the relay has received from you in your session: forget
     /// what you kept for a resume up to there. Not counted.

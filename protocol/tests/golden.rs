@@ -150,6 +150,17 @@ fn expected_events() -> Vec<Event<Signal>> {
                 key: key("0f0e0d0c0b0a09080706050403020100"),
                 window_ms: 25_000,
             },
+            incomplete: false,
+        },
+        Event::Resumed {
+            room: foo(),
+            peer: peer(2),
+            received: 0,
+            resume: Resumable {
+                key: key("00112233445566778899aabbccddeeff"),
+                window_ms: 25_000,
+            },
+            incomplete: true,
         },
         Event::Ack { received: 12 },
         Event::Error {

@@ -36,8 +36,12 @@ pub struct Session {
 /// What a resume got.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resumed {
-    /// The session goes on; the relay had received this many counted frames.
-    Yes { relay_received: u64 },
+    /// The session goes on; the relay had received this many counted frames. `incomplete`:
+    /// its relay had died, frames either way may be missing, and both counts start again.
+    Yes {
+        relay_received: u64,
+        incomplete: bool,
+    },
     /// Refused with this code.
     No(ErrorCode),
 }
@@ -178,18 +182,25 @@ impl Session {
                     peer,
                     received,
                     resume,
+                    incomplete,
                     ..
                 } => {
                     if peer != self.peer {
                         bail!("resumed as {peer}, not {}", self.peer);
                     }
                     self.key = resume.key;
+                    if incomplete {
+                        // Counts start again; what was kept may or may not have arrived.
+                        (self.received, self.sent) = (0, 0);
+                        self.kept.clear();
+                    }
                     self.acknowledged(received)?;
                     for (_, text) in self.kept.clone() {
                         self.client.send_text(&text).await?;
                     }
                     return Ok(Resumed::Yes {
                         relay_received: received,
+                        incomplete,
                     });
                 }
                 Event::Error { code, .. } => return Ok(Resumed::No(code)),

@@ -674,6 +674,7 @@ impl Core {
             peer: claim.peer,
             received,
             resume,
+            incomplete: false,
         });
         let _ = outbox.adopt(retention, claim.received, &resumed, batch);
         member.outbox = outbox.clone();
@@ -928,12 +929,15 @@ impl Core {
 
     /// Applies what `peer`'s session carried from the relay it left, for relay `to`, this
     /// one being `me`: the resume it waits for goes on (`resumed`, then every frame its
-    /// client missed, from the other relay's retention then this one's), or fails.
+    /// client missed, from the other relay's retention then this one's), or fails. An
+    /// `incomplete` one (the relay it left died: `carried` is zeros) goes on with both
+    /// counts from zero and what was kept here since the claim.
     pub fn apply_transfer(
         &mut self,
         peer: PeerId,
         (to, me): (u64, u64),
         carried: Option<(u64, u64, Vec<&str>)>,
+        incomplete: bool,
         batch: &mut Batch,
     ) -> Option<Arrival> {
         if to != me || !self.incoming.get(&peer).is_some_and(|i| i.seated) {
@@ -972,10 +976,12 @@ impl Core {
             peer,
             received,
             resume,
+            incomplete,
         });
+        let client_received = if incomplete { 0 } else { incoming.received };
         let _ = incoming
             .outbox
-            .adopt(retention, incoming.received, &event, batch);
+            .adopt(retention, client_received, &event, batch);
         member.outbox = incoming.outbox.clone();
         self.peers.remove(&incoming.conn);
         if let Some(room) = self.slots[slot].as_mut() {
@@ -989,7 +995,11 @@ impl Core {
         };
         self.tell_resumable(slot, peer, &back, batch);
         let _ = incoming.reply.send(Ok((name, received)));
-        tracing::info!(%peer, "resumed a session from another relay");
+        if incomplete {
+            tracing::warn!(%peer, "resumed a session whose relay died; frames may be missing");
+        } else {
+            tracing::info!(%peer, "resumed a session from another relay");
+        }
         Some(Arrival::Resumed)
     }
 

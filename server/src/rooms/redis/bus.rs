@@ -346,6 +346,11 @@ pub(super) enum SessionRecord {
 }
 
 impl SessionRecord {
+    /// How a live record on relay `relay` starts.
+    pub(super) fn live_prefix(relay: u64) -> String {
+        format!("S {relay} ")
+    }
+
     pub(super) fn encode(&self) -> String {
         match self {
             Self::Live {
@@ -544,6 +549,13 @@ mod tests {
             let text = record.encode();
             assert!(SessionRecord::decode(&text) == Some(record), "{text}");
         }
+        let live = SessionRecord::Live {
+            relay: 12,
+            digest,
+            room: RoomName::new("r").expect("a valid name"),
+        };
+        assert!(live.encode().starts_with(&SessionRecord::live_prefix(12)));
+        assert!(!live.encode().starts_with(&SessionRecord::live_prefix(1)));
         for junk in ["", "S 1 00 x", "E", "E 0", "Q 00", "S x y z"] {
             assert!(SessionRecord::decode(junk).is_none(), "{junk:?}");
         }

@@ -125,7 +125,7 @@ pub(super) async fn read(shared: Arc<Shared>, mut received: mpsc::UnboundedRecei
                             let carried = carried.map(|c| (c.received, c.sent, c.frames));
                             let relays = (to, shared.relay);
                             if let Some(Arrival::Failed(peer, room)) =
-                                core.apply_transfer(peer, relays, carried, &mut batch)
+                                core.apply_transfer(peer, relays, carried, false, &mut batch)
                             {
                                 shared.departed(&mut core, peer, &room);
                             }

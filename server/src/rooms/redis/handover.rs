@@ -19,8 +19,10 @@
 //! 4. On `T`, the core resumes the connection: `resumed`, then the old relay's retention,
 //!    then what was kept here since `H`: nothing lost, nothing twice, in order.
 //!
-//! Should the other relay die between `H` and `T`, the session is lost: its departure is
-//! decided and the client is told `resume_lost`.
+//! Should the other relay die before `T` (a relay killed, or cut off: [`TRANSFER_PATIENCE`]
+//! passes), what it kept for the session died with it. The seat is here already: the session
+//! goes on, `incomplete` (both counts from zero, frames either way may be missing), and the
+//! room sees no churn.
 
 use std::time::Duration;
 
@@ -30,8 +32,8 @@ use tokio::sync::oneshot;
 
 use super::bus::{self, SessionRecord};
 use super::shared::{registry, Shared, CLAIM};
-use crate::outbox::Outbox;
-use crate::rooms::core::Cancelled;
+use crate::outbox::{Batch, Outbox};
+use crate::rooms::core::{Arrival, Cancelled};
 use crate::rooms::sessions::{Digest, Ending};
 use crate::rooms::{Claim, RoomError};
 use signalroom_protocol::PeerId;
@@ -40,7 +42,7 @@ use signalroom_protocol::PeerId;
 const REDIS_PATIENCE: Duration = Duration::from_secs(2);
 /// How long the session may take to arrive once its seat moved: the old relay's
 /// connection must end first in the half-open case.
-const TRANSFER_PATIENCE: Duration = Duration::from_secs(5);
+const TRANSFER_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Takes over `claim`'s session, which is not this relay's, for connection `conn`.
 pub(super) async fn take_over(
@@ -131,12 +133,27 @@ pub(super) async fn take_over(
     if let Ok(Ok(outcome)) = tokio::time::timeout(TRANSFER_PATIENCE, &mut replied).await {
         return outcome;
     }
-    // The other relay did not send the session on: it has died, or is cut off.
-    give_up(shared, claim.peer, true);
+    // The other relay did not send the session on: it has died (or is cut off), and what it
+    // kept for the session with it. The seat is here: the session goes on, incomplete.
+    let mut batch = Batch::new();
+    {
+        let mut core = shared.core();
+        let me = (shared.relay, shared.relay);
+        let zeros = Some((0, 0, Vec::new()));
+        if let Some(Arrival::Failed(peer, room)) =
+            core.apply_transfer(claim.peer, me, zeros, true, &mut batch)
+        {
+            shared.departed(&mut core, peer, &room);
+        }
+        shared.settle(&mut core);
+    }
+    batch.flush();
     match replied.try_recv() {
-        // It came while this relay gave up.
         Ok(outcome) => outcome,
-        Err(_) => Err(RoomError::ResumeLost),
+        Err(_) => {
+            give_up(shared, claim.peer, true);
+            Err(RoomError::ResumeLost)
+        }
     }
 }
 

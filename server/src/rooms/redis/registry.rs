@@ -10,9 +10,9 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::MissedTickBehavior;
 
-use super::bus::{self, RegistryEntry, RELAYS_TAG};
+use super::bus::{self, RegistryEntry, SessionRecord, RELAYS_TAG};
 use super::recovery;
-use super::shared::{Shared, BEAT, LEAVE, REGISTER};
+use super::shared::{Shared, BEAT, FORGET, LEAVE, REGISTER};
 use super::writer::Command;
 use crate::rooms::RoomError;
 
@@ -168,11 +168,13 @@ async fn sweep(shared: &Shared) -> redis::RedisResult<()> {
             .iter()
             .filter_map(|e| RegistryEntry::decode(e))
             .map(|entry| {
-                // Its session, if any, cannot resume: its kept frames died with it.
+                // Its session's record goes, unless the session moved to another relay.
                 let key = bus::session_key(entry.peer);
-                let mut del = redis::cmd("DEL");
-                del.arg(&key);
-                shared.queue.send(Command::call(del, bus::hash_tag(&key)));
+                let on_it = SessionRecord::live_prefix(relay);
+                let forget = Shared::relays_script(FORGET, &[&key], &[on_it]);
+                shared
+                    .queue
+                    .send(Command::call(forget, bus::hash_tag(&key)));
                 let args = [
                     entry.peer.to_string(),
                     shared.publish_command().to_owned(),

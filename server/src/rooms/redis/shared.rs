@@ -27,6 +27,7 @@ use crate::rooms::RoomError;
 pub(super) const JOIN: &str = include_str!("scripts/join.lua");
 pub(super) const LEAVE: &str = include_str!("scripts/leave.lua");
 pub(super) const CLAIM: &str = include_str!("scripts/claim.lua");
+pub(super) const FORGET: &str = include_str!("scripts/forget.lua");
 pub(super) const REJOIN: &str = include_str!("scripts/rejoin.lua");
 pub(super) const RESERVE: &str = include_str!("scripts/reserve.lua");
 pub(super) const REGISTER: &str = include_str!("scripts/register.lua");
