@@ -8,6 +8,7 @@ mod bare;
 mod floor;
 mod load;
 mod proc;
+mod rolling;
 mod wire;
 
 use std::net::SocketAddr;
@@ -112,7 +113,26 @@ enum Cmd {
         #[arg(long)]
         relay_bin: Option<PathBuf>,
     },
-    /// A short run of both, so the benchmark never rots (part of the test command).
+    /// A rolling restart under load: relays on a `redis-server` of the benchmark's own are
+    /// stopped one after another with SIGTERM (each drains its sessions into the others)
+    /// and started again, while resumable clients in rooms of two send each other numbered
+    /// messages; each relay's drain time, and what the clients checked (nothing lost,
+    /// duplicated or reordered, no one coming or going).
+    Rolling {
+        /// Rooms of two.
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        /// Relays, restarted one after another.
+        #[arg(long, default_value_t = 3)]
+        relays: usize,
+        /// Milliseconds between two messages of one client.
+        #[arg(long, default_value_t = 100)]
+        every_ms: u64,
+        /// The relay binary; by default the `signalroom` beside this benchmark.
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
+    },
+    /// A short run of each, so the benchmark never rots (part of the test command).
     Smoke,
     /// Runs the floor forwarder (used by `load`).
     #[command(hide = true)]
@@ -160,11 +180,24 @@ fn main() -> Result<()> {
                 resume,
                 relay_bin,
             } => idle(connections, tls, resume, relay_bin.as_ref()).await,
+            Cmd::Rolling {
+                rooms,
+                relays,
+                every_ms,
+                relay_bin,
+            } => {
+                let relay = match relay_bin {
+                    Some(path) => path,
+                    None => sibling("signalroom").context("relay binary")?,
+                };
+                rolling::run(rooms, relays, Duration::from_millis(every_ms), relay).await
+            }
             Cmd::Smoke => {
                 let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, resume: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200, false, false, None).await?;
-                idle(200, false, true, None).await
+                idle(200, false, true, None).await?;
+                rolling::run(20, 2, Duration::from_millis(50), sibling("signalroom")?).await
             }
         }
     })
