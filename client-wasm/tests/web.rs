@@ -50,10 +50,15 @@ fn the_token_goes_to_the_relay_url_encoded() {
         with_token("ws://h/ws?x=1", "a+b/c="),
         "ws://h/ws?x=1&token=a%2Bb%2Fc%3D"
     );
-    let config = PageConfig {
+    // The page always asks for a resumable session; a token comes after.
+    let mut config = PageConfig {
         room: None,
         relay: "wss://h/ws".into(),
         token: None,
     };
-    assert_eq!(config.relay_url(), "wss://h/ws");
+    assert_eq!(config.relay_url(), "wss://h/ws?resume");
+    config.token = Some("t".into());
+    assert_eq!(config.relay_url(), "wss://h/ws?resume&token=t");
+    config.relay = "wss://h/ws?x=1".into();
+    assert_eq!(config.relay_url(), "wss://h/ws?x=1&resume&token=t");
 }
