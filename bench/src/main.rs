@@ -729,6 +729,18 @@ async fn idle(
     let before = server.rss_kib()?;
     let mut pairs = connect_all(&server, kind, rooms).await?;
     join_all(&mut pairs).await?;
+    if resume {
+        // As the page does within a second: acknowledge what joining brought (A: created
+        // and B's join; B: joined), so that the relay keeps nothing at rest.
+        let (a_ack, b_ack) = (
+            wire::text_frame(r#"{"type":"ack","received":2}"#),
+            wire::text_frame(r#"{"type":"ack","received":1}"#),
+        );
+        for (a, b) in &mut pairs {
+            a.send(&a_ack).await?;
+            b.send(&b_ack).await?;
+        }
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib()?;
     let held = 2 * pairs.len();

@@ -117,6 +117,10 @@ struct Queue {
     retention: Option<Box<Retention>>,
 }
 
+/// Bytes a session's retention holds in a buffer of its own size before it takes one from
+/// the thread's stock.
+const RETAINED_SMALL: usize = 1024;
+
 /// What a resumable session keeps of the counted frames it was sent (every text frame but
 /// `ack` and `resumed`), from the first its client has not acknowledged: they go out again
 /// after a resume. Bounded in bytes and frames; empty at rest, once the client's `ack`
@@ -126,7 +130,8 @@ pub struct Retention {
     /// Counted frames pushed in the session so far.
     sent: u64,
     /// The text of the counted frames after the client's acknowledged count, oldest first,
-    /// from `start` on: one buffer, so keeping a frame is a copy, not an allocation.
+    /// from `start` on: one buffer, so keeping a frame is a copy, not an allocation (but
+    /// for the first few bytes after the session was last empty).
     text: Vec<u8>,
     start: usize,
     /// Each kept frame's length, oldest first.
@@ -175,12 +180,22 @@ impl Retention {
         if self.sizes.len() >= self.max_frames || self.bytes() + text.len() > self.max_bytes {
             return false;
         }
-        if self.text.capacity() == 0 {
-            self.text = spare::take();
-        } else if self.start > 0 && self.start >= self.text.len() / 2 {
+        if self.start > 0 && self.start >= self.text.len() / 2 {
             // Most of the buffer is acknowledged: move what is left to its front.
             self.text.drain(..self.start);
             self.start = 0;
+        }
+        let want = self.text.len() + text.len();
+        if want > self.text.capacity()
+            && want > RETAINED_SMALL
+            && self.text.capacity() < spare::SIZE
+        {
+            // Busy: a buffer from the thread's stock, reused from one ack to the next. A
+            // session that keeps a frame or two (joining, at rest until the next ack) holds
+            // just their bytes.
+            let mut bigger = spare::take();
+            bigger.extend_from_slice(&self.text);
+            self.text = bigger;
         }
         self.sent += 1;
         self.text.extend_from_slice(text);
