@@ -15,16 +15,16 @@ if [[ "${1:-}" == "--twiggy" ]]; then
     command -v twiggy >/dev/null || { echo "twiggy not found: cargo install twiggy" >&2; exit 1; }
     cd "$root"
     CARGO_PROFILE_WASM_RELEASE_STRIP=false \
-        cargo build -q -p signalroom-client --target wasm32-unknown-unknown --profile wasm-release
+        cargo build -q -p signalroom-client-wasm --target wasm32-unknown-unknown --profile wasm-release
     target=$(cargo metadata --format-version 1 --no-deps |
         grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
     wasm-bindgen --target web --keep-debug --out-dir "$out" \
-        "$target/wasm32-unknown-unknown/wasm-release/signalroom_client.wasm"
+        "$target/wasm32-unknown-unknown/wasm-release/signalroom_client_wasm.wasm"
     # The same wasm-opt run as trunk's (www/index.html), keeping names but no DWARF.
     read -r -a params <<<"$(sed -n 's/.*data-wasm-opt-params="\([^"]*\)".*/\1/p' www/index.html)"
-    wasm-opt -Oz "${params[@]}" -g --strip-dwarf -o "$out/named.wasm" "$out/signalroom_client_bg.wasm"
+    wasm-opt -Oz "${params[@]}" -g --strip-dwarf -o "$out/named.wasm" "$out/signalroom_client_wasm_bg.wasm"
     twiggy top -n "$top" "$out/named.wasm"
     exit 0
 fi

@@ -51,7 +51,7 @@ pub enum Kind {
     /// The signalroom relay serving TLS (`wss://`) with a certificate of the benchmark's own.
     RelayTls,
     /// The signalroom relay with resumable clients (`/ws?resume`), which acknowledge what
-    /// they receive every 32 frames, as the page does.
+    /// they receive every 16 frames, as the page does.
     RelayResume,
     /// The signalroom relay with its metrics listener on, scraped every second.
     RelayMetrics,
@@ -129,7 +129,7 @@ struct Acks {
 }
 
 /// Counted frames after which a resumable client acknowledges, as the page does.
-const ACK_EVERY: u64 = 32;
+const ACK_EVERY: u64 = 16;
 
 impl Acks {
     /// A client that received `received` counted frames while joining.

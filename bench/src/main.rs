@@ -80,7 +80,7 @@ enum Cmd {
         /// the clients' TLS work is theirs, the relay's is in its CPU).
         #[arg(long)]
         tls: bool,
-        /// Also run the relay with resumable clients (`/ws?resume`), acknowledging every 32
+        /// Also run the relay with resumable clients (`/ws?resume`), acknowledging every 16
         /// frames as the page does.
         #[arg(long)]
         resume: bool,

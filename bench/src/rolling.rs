@@ -21,7 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Counted frames after which a client acknowledges, as the page does.
-const ACK_EVERY: u64 = 32;
+const ACK_EVERY: u64 = 16;
 /// How long a client waits for a frame before it takes its connection for dead.
 const PATIENCE: Duration = Duration::from_secs(5);
 

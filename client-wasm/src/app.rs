@@ -17,8 +17,8 @@ use crate::config::PageConfig;
 use crate::negotiation::Step;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room, MAX_PEERS};
-use crate::session::{AckDue, Session, ACK_AFTER_MS};
 use crate::ui::{Badge, Ui};
+use signalroom_protocol::session::{AckDue, Outgoing, Session, ACK_AFTER_MS};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.
 const CALL_PATIENCE_MS: u32 = 8_000;
@@ -244,7 +244,7 @@ impl App {
         };
         match event {
             Event::Ack { received } => {
-                self.session.acknowledged(*received);
+                let _ = self.session.acknowledged(*received);
                 return false;
             }
             Event::Resumed {
@@ -574,11 +574,13 @@ impl App {
     }
 
     /// Sends a frame; a counted one is kept for a resume, and one sent while the relay is
-    /// unreachable goes out after it.
+    /// unreachable, or while a resume is unanswered, goes out after it.
     async fn send(&mut self, request: &Request<Signal>) {
         let text = codec::encode(request);
-        if !matches!(request, Request::Ack { .. } | Request::Resume { .. }) {
-            self.session.sending(&text);
+        if !matches!(request, Request::Ack { .. } | Request::Resume { .. })
+            && self.session.sending(&text) == Outgoing::Held
+        {
+            return;
         }
         if let Err(error) = self.relay.send(text).await {
             if self.session.window_ms().is_none() {
@@ -682,8 +684,10 @@ impl App {
             Input::AckDue => self.acknowledge().await,
             Input::HangUp => {
                 self.stay_out();
-                self.send(&Request::<Signal>::Leave).await;
+                // Ended first, the session holds nothing back, even with a resume
+                // unanswered: the leave goes now.
                 self.session.end();
+                self.send(&Request::<Signal>::Leave).await;
                 self.relay.retry_at_once(false);
                 for action in self.room.left() {
                     self.act(action).await;
@@ -769,8 +773,8 @@ impl App {
                 "waiting for someone to join",
             ),
             Action::Leave => {
-                self.send(&Request::<Signal>::Leave).await;
                 self.session.end();
+                self.send(&Request::<Signal>::Leave).await;
             }
             Action::Away(peer) => {
                 self.ui

@@ -23,7 +23,6 @@ pub mod negotiation;
 #[cfg(target_arch = "wasm32")]
 pub mod relay;
 pub mod room;
-pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 

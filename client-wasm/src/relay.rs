@@ -11,13 +11,7 @@ use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::Message;
 use gloo_timers::future::TimeoutFuture;
-
-/// Reconnection delays grow from this...
-pub const BACKOFF_MIN_MS: u32 = 500;
-/// ...to this.
-pub const BACKOFF_MAX_MS: u32 = 10_000;
-/// ...or to this while a session can resume.
-pub const RESUMING_MAX_MS: u32 = 2_000;
+use signalroom_protocol::session::Backoff;
 
 /// Something that happened on a relay connection, for [`Relay::receive`]. Opaque: it is
 /// tagged with the connection it came from.
@@ -76,12 +70,7 @@ pub struct Relay {
     url: String,
     post: Rc<dyn Fn(RelayEvent)>,
     generation: u32,
-    backoff_ms: u32,
-    /// The first delay after a connection that worked: 0 while a session can resume.
-    first_retry_ms: u32,
-    /// The longest delay: shorter while a session can resume, so that it resumes soon
-    /// after the network is back, within its window.
-    max_retry_ms: u32,
+    backoff: Backoff,
     link: Link,
     reconnect: Reconnect,
 }
@@ -94,9 +83,7 @@ impl Relay {
             url,
             post: Rc::new(post),
             generation: 0,
-            backoff_ms: BACKOFF_MIN_MS,
-            first_retry_ms: BACKOFF_MIN_MS,
-            max_retry_ms: BACKOFF_MAX_MS,
+            backoff: Backoff::default(),
             link: Link::Down,
             reconnect: Reconnect::WithBackoff,
         }
@@ -107,14 +94,10 @@ impl Relay {
         self.reconnect = reconnect;
     }
 
-    /// Whether a lost connection that worked is tried again at once and then at most
-    /// every [`RESUMING_MAX_MS`] (a session that can resume), or with the usual backoff.
+    /// Whether a lost connection that worked is tried again at once and then often (a
+    /// session that can resume), or with the usual backoff ([`Backoff::resuming`]).
     pub fn retry_at_once(&mut self, at_once: bool) {
-        (self.first_retry_ms, self.max_retry_ms) = if at_once {
-            (0, RESUMING_MAX_MS)
-        } else {
-            (BACKOFF_MIN_MS, BACKOFF_MAX_MS)
-        };
+        self.backoff.resuming(at_once);
     }
 
     /// Whether a connection is open or opening.
@@ -169,7 +152,7 @@ impl Relay {
         }
         Some(match event.what {
             Happened::Text(text) => {
-                self.backoff_ms = self.first_retry_ms;
+                self.backoff.connected();
                 Update::Frame(text)
             }
             Happened::Closed { reason, heard } => self.lost(reason, heard),
@@ -191,8 +174,7 @@ impl Relay {
             }
             Reconnect::WithBackoff => {
                 self.link = Link::Retrying;
-                let delay = self.backoff_ms;
-                self.backoff_ms = (self.backoff_ms * 2).clamp(BACKOFF_MIN_MS, self.max_retry_ms);
+                let delay = self.backoff.next_delay_ms();
                 let (post, generation) = (self.post.clone(), self.generation);
                 wasm_bindgen_futures::spawn_local(async move {
                     TimeoutFuture::new(delay).await;

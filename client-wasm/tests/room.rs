@@ -3,8 +3,8 @@
 //! natively (`cargo test`) as well as in the browser (wasm-bindgen-test, with `--target
 //! wasm32-unknown-unknown`), where the golden frames are read by the page's own decoder.
 
-use signalroom_client::codec::{self, Incoming};
-use signalroom_client::room::{Action, Phase, Room};
+use signalroom_client_wasm::codec::{self, Incoming};
+use signalroom_client_wasm::room::{Action, Phase, Room};
 use signalroom_protocol::{golden, PeerId, Request, RoomName, Signal};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -135,8 +135,8 @@ fn forbidden_leaves_the_page_outside_and_says_why() {
 /// member leaves, a newcomer arrives or the relay connection is lost.
 mod mesh {
     use super::peer;
-    use signalroom_client::codec::Incoming;
-    use signalroom_client::room::{polite, Action, Phase, Room, MAX_PEERS};
+    use signalroom_client_wasm::codec::Incoming;
+    use signalroom_client_wasm::room::{polite, Action, Phase, Room, MAX_PEERS};
     use signalroom_protocol::{Event, PeerId, RoomName, Signal};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -339,7 +339,7 @@ mod mesh {
 }
 
 mod negotiation {
-    use signalroom_client::negotiation::{Negotiation, Step};
+    use signalroom_client_wasm::negotiation::{Negotiation, Step};
     use signalroom_protocol::SdpType;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -4,7 +4,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use signalroom_client::codec::{self, Incoming};
+use signalroom_client_wasm::codec::{self, Incoming};
 use signalroom_protocol::{golden, Event, PeerId, Signal};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -41,7 +41,7 @@ fn foreign_data_and_garbage_are_reported_not_fatal() {
 
 #[wasm_bindgen_test]
 fn the_token_goes_to_the_relay_url_encoded() {
-    use signalroom_client::config::{with_token, PageConfig};
+    use signalroom_client_wasm::config::{with_token, PageConfig};
     assert_eq!(
         with_token("ws://h/ws", "a.b-c_d"),
         "ws://h/ws?token=a.b-c_d"

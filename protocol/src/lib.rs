@@ -38,6 +38,7 @@
 
 mod frames;
 mod ids;
+pub mod session;
 mod signal;
 
 pub use frames::{

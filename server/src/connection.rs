@@ -306,6 +306,7 @@ pub async fn serve<R: Rooms>(
                 let _ = outbox.push_ping(&mut batch);
                 client.acknowledge(&mut batch);
                 batch.flush();
+                outbox.rest();
             }
             _ = &mut stop => {
                 let inside = client.outside_since.is_none();

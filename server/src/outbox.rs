@@ -123,21 +123,27 @@ const RETAINED_SMALL: usize = 1024;
 
 /// What a resumable session keeps of the counted frames it was sent (every text frame but
 /// `ack` and `resumed`), from the first its client has not acknowledged: they go out again
-/// after a resume. Bounded in bytes and frames; empty at rest, once the client's `ack`
-/// covers what it was sent, when its buffer goes back to the thread's stock.
+/// after a resume. Bounded in bytes and frames; empty once the client's `ack` covers what
+/// it was sent, and its buffer back in the thread's stock at the next heartbeat after that
+/// ([`Retention::rest`]): a busy session keeps it from one `ack` to the next.
+///
+/// A frame that grants the session a new key (`created`, `joined`) is counted but not
+/// kept, and neither is anything before it: a client can only resume with that key, so a
+/// client that resumes has received that frame, and, the stream being in order, every
+/// frame before it.
 #[derive(Debug)]
 pub struct Retention {
     /// Counted frames pushed in the session so far.
     sent: u64,
-    /// The text of the counted frames after the client's acknowledged count, oldest first,
-    /// from `start` on: one buffer, so keeping a frame is a copy, not an allocation (but
-    /// for the first few bytes after the session was last empty).
-    text: Vec<u8>,
-    start: usize,
-    /// Each kept frame's length, oldest first.
+    /// The text of the counted frames after the client's acknowledged count, oldest
+    /// first: one ring buffer, so keeping a frame is a copy, not an allocation (but for the
+    /// first few bytes after the session was last empty), and forgetting one moves nothing.
+    text: VecDeque<u8>,
+    /// Each kept frame's length, oldest first: apart from the text, so that an
+    /// acknowledgement reads one or two cache lines, not one per frame.
     sizes: VecDeque<u32>,
-    max_bytes: usize,
-    max_frames: usize,
+    max_bytes: u32,
+    max_frames: u32,
 }
 
 impl Retention {
@@ -145,11 +151,10 @@ impl Retention {
     pub fn new(max_bytes: usize, max_frames: usize) -> Box<Self> {
         Box::new(Self {
             sent: 0,
-            text: Vec::new(),
-            start: 0,
+            text: VecDeque::new(),
             sizes: VecDeque::new(),
-            max_bytes,
-            max_frames,
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+            max_frames: u32::try_from(max_frames).unwrap_or(u32::MAX),
         })
     }
 
@@ -177,13 +182,10 @@ impl Retention {
         let Ok(size) = u32::try_from(text.len()) else {
             return false;
         };
-        if self.sizes.len() >= self.max_frames || self.bytes() + text.len() > self.max_bytes {
+        if self.sizes.len() >= self.max_frames as usize
+            || self.bytes() + text.len() > self.max_bytes as usize
+        {
             return false;
-        }
-        if self.start > 0 && self.start >= self.text.len() / 2 {
-            // Most of the buffer is acknowledged: move what is left to its front.
-            self.text.drain(..self.start);
-            self.start = 0;
         }
         let want = self.text.len() + text.len();
         if want > self.text.capacity()
@@ -191,16 +193,25 @@ impl Retention {
             && self.text.capacity() < spare::SIZE
         {
             // Busy: a buffer from the thread's stock, reused from one ack to the next. A
-            // session that keeps a frame or two (joining, at rest until the next ack) holds
-            // just their bytes.
+            // session that keeps a frame or two (at rest until the next ack) holds just
+            // their bytes.
             let mut bigger = spare::take();
-            bigger.extend_from_slice(&self.text);
-            self.text = bigger;
+            let (first, second) = self.text.as_slices();
+            bigger.extend_from_slice(first);
+            bigger.extend_from_slice(second);
+            self.text = VecDeque::from(bigger);
         }
         self.sent += 1;
-        self.text.extend_from_slice(text);
+        self.text.extend(text);
         self.sizes.push_back(size);
         true
+    }
+
+    /// Counts a frame that grants the session a new key, and forgets every frame kept:
+    /// a client that resumes has them all (see [`Retention`]).
+    fn granted(&mut self) {
+        self.sent += 1;
+        self.forget_all();
     }
 
     /// Forgets what the client's count `received` covers; false for a count beyond what
@@ -209,37 +220,68 @@ impl Retention {
         if received > self.sent {
             return false;
         }
+        if received == self.sent {
+            // All of it (the usual case): the buffers stay, for the frames to come, until
+            // the session rests ([`Retention::rest`]).
+            self.text.clear();
+            self.sizes.clear();
+            return true;
+        }
         let first_kept = self.sent - self.sizes.len() as u64;
+        let mut acknowledged = 0;
         for _ in first_kept..received {
             if let Some(size) = self.sizes.pop_front() {
-                self.start += size as usize;
+                acknowledged += size as usize;
             }
         }
-        if self.sizes.is_empty() {
-            // At rest a session keeps nothing.
-            spare::give(std::mem::take(&mut self.text));
-            self.start = 0;
-            if self.sizes.capacity() > FRAME_SIZES_KEPT {
-                self.sizes = VecDeque::new();
-            }
-        }
+        self.text.drain(..acknowledged);
         true
     }
 
-    /// The kept frames, oldest first: each the text of one frame.
-    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
-        let mut at = self.start;
+    /// Hands the buffers back if nothing is kept: called at each heartbeat, so a session
+    /// that goes quiet holds none from the next one on, while a busy one keeps its buffer
+    /// from one acknowledgement to the next instead of growing a new one each time.
+    fn rest(&mut self) {
+        if self.sizes.is_empty() && (self.text.capacity() > 0 || self.sizes.capacity() > 0) {
+            self.forget_all();
+        }
+    }
+
+    /// Keeps nothing: at rest a session holds no buffer.
+    fn forget_all(&mut self) {
+        let mut text = std::mem::take(&mut self.text);
+        // Emptied, the ring starts at its buffer's start: handing the buffer back moves
+        // nothing.
+        text.clear();
+        spare::give(Vec::from(text));
+        self.sizes = VecDeque::new();
+    }
+
+    /// The kept frames, oldest first: each the text of one frame. (Lines the ring up in its
+    /// buffer first: for a resume or a handover, not per frame.)
+    pub fn frames(&mut self) -> impl Iterator<Item = &[u8]> {
+        let text = &*self.text.make_contiguous();
+        let mut at = 0;
         self.sizes.iter().map(move |&size| {
-            let frame = &self.text[at..at + size as usize];
+            let frame = &text[at..at + size as usize];
             at += size as usize;
             frame
         })
     }
 
-    /// Bytes kept.
+    /// Bytes of text kept.
     pub fn bytes(&self) -> usize {
-        self.text.len() - self.start
+        self.text.len()
     }
+}
+
+/// What a resumable connection's retention does with a counted frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Keeps it until the client acknowledges it.
+    Kept,
+    /// It grants the session a new key: forgets it and everything before it.
+    Granting,
 }
 
 /// Whether a queue takes frames, and who writes those that wait.
@@ -419,6 +461,13 @@ impl Outbox {
         }
     }
 
+    /// A heartbeat: a session that keeps nothing gives its buffers back.
+    pub fn rest(&self) {
+        if let Some(retention) = self.shared.lock().retention.as_mut() {
+            retention.rest();
+        }
+    }
+
     /// Bytes this outbox keeps for a resume.
     pub fn retained_bytes(&self) -> usize {
         self.shared
@@ -453,7 +502,14 @@ impl Outbox {
 
     /// Queues a text frame: counted, and kept for a resume, on a resumable connection.
     pub fn push_text(&self, text: &str, batch: &mut Batch) -> Push {
-        self.push_counted(text, batch)
+        self.push_counted(text, Kept::Kept, batch)
+    }
+
+    /// Queues `event`, serialized, for this connection only: the answer to a join that
+    /// grants its session a new key. Counted, but neither it nor anything before it is
+    /// kept (see [`Retention`]).
+    pub fn send_granting<D: Serialize>(&self, event: &Event<D>, batch: &mut Batch) -> Push {
+        self.push_counted(&encode(event), Kept::Granting, batch)
     }
 
     /// Queues a text frame that sessions do not count (`ack`).
@@ -498,14 +554,21 @@ impl Outbox {
     /// A counted text frame: kept first when the connection is resumable, so that a frame
     /// the socket loses (queued, or written into a connection that died) goes out again
     /// after a resume. While the connection breaks or is gone, it is only kept.
-    fn push_counted(&self, text: &str, batch: &mut Batch) -> Push {
+    fn push_counted(&self, text: &str, kept: Kept, batch: &mut Batch) -> Push {
         let mut queue = self.shared.lock();
         let state = queue.state;
         if let Some(retention) = queue.retention.as_mut() {
             if matches!(state, State::Closing(_) | State::Ended(_)) {
                 return Push::Ignored;
             }
-            if !retention.keep(text.as_bytes()) {
+            let fits = match kept {
+                Kept::Kept => retention.keep(text.as_bytes()),
+                Kept::Granting => {
+                    retention.granted();
+                    true
+                }
+            };
+            if !fits {
                 // The session can no longer be resumed: it ends as a full outbox does.
                 queue.retention = None;
                 queue.release();
@@ -990,5 +1053,82 @@ mod tests {
             [(OpCode::Text, b"stranded?".to_vec())]
         );
         Ok(())
+    }
+
+    fn kept(retention: &mut Retention) -> Vec<&str> {
+        retention
+            .frames()
+            .map(|f| std::str::from_utf8(f).expect("text"))
+            .collect()
+    }
+
+    #[test]
+    fn a_retention_keeps_what_was_not_acknowledged_in_order_and_within_its_bounds() {
+        let mut retention = Retention::new(12, 3);
+        assert!(retention.keep_all([&b"one"[..], b"two", b"three"]));
+        assert_eq!(retention.sent(), 3);
+        assert_eq!(retention.bytes(), 11, "text only, not the lengths");
+        assert_eq!(kept(&mut retention), ["one", "two", "three"]);
+        assert!(
+            !retention.keep(b"four"),
+            "a fourth frame is over the frame bound"
+        );
+        assert!(retention.ack(1));
+        assert_eq!(kept(&mut retention), ["two", "three"]);
+        assert!(!retention.keep(b"seventeen"), "over the byte bound");
+        assert!(retention.keep(b"4"));
+        assert_eq!(retention.sent(), 4);
+        assert_eq!(kept(&mut retention), ["two", "three", "4"]);
+        assert!(!retention.ack(5), "more than was sent");
+        assert_eq!(kept(&mut retention), ["two", "three", "4"]);
+        assert!(retention.ack(3));
+        assert_eq!(kept(&mut retention), ["4"]);
+        assert!(retention.ack(2), "an older count changes nothing");
+        assert_eq!(kept(&mut retention), ["4"]);
+        assert!(retention.ack(4));
+        assert!(kept(&mut retention).is_empty());
+        assert!(
+            retention.text.capacity() > 0,
+            "a busy session keeps its buffer between acknowledgements"
+        );
+        retention.rest();
+        assert_eq!(
+            (retention.bytes(), retention.text.capacity()),
+            (0, 0),
+            "at rest it holds none"
+        );
+    }
+
+    #[test]
+    fn a_frame_that_grants_a_key_is_counted_and_forgets_what_came_before() {
+        let mut retention = Retention::continuing(7, 1024, 16);
+        assert!(retention.keep_all([&b"a"[..], b"b"]));
+        retention.granted();
+        assert_eq!(retention.sent(), 10);
+        assert!(kept(&mut retention).is_empty());
+        assert!(retention.keep(b"after"));
+        assert_eq!(kept(&mut retention), ["after"]);
+        assert!(retention.ack(10), "the client's count includes the grant");
+        assert_eq!(kept(&mut retention), ["after"]);
+        assert!(retention.ack(11));
+        assert!(kept(&mut retention).is_empty());
+    }
+
+    #[test]
+    fn a_busy_retention_compacts_and_keeps_every_frame_intact() {
+        let mut retention = Retention::new(1 << 16, 255);
+        let mut acked = 0;
+        for n in 0..2000u64 {
+            let frame = format!("frame {n} {}", "x".repeat((n % 97) as usize));
+            assert!(retention.keep(frame.as_bytes()));
+            if n % 7 == 6 {
+                acked = n - 2;
+                assert!(retention.ack(acked));
+            }
+        }
+        let expected: Vec<String> = (acked..2000)
+            .map(|n| format!("frame {n} {}", "x".repeat((n % 97) as usize)))
+            .collect();
+        assert_eq!(kept(&mut retention), expected);
     }
 }

@@ -594,8 +594,8 @@ mod tests {
 
     #[test]
     fn trunk_hashed_names_are_recognized() {
-        assert!(is_hashed("signalroom-client-8429d5ce850accf5.js"));
-        assert!(is_hashed("signalroom-client-8429d5ce850accf5_bg.wasm"));
+        assert!(is_hashed("signalroom-client-wasm-8429d5ce850accf5.js"));
+        assert!(is_hashed("signalroom-client-wasm-8429d5ce850accf5_bg.wasm"));
         assert!(is_hashed("style-2399d7a7ee6a753f.css"));
         assert!(!is_hashed("index.html"));
         assert!(!is_hashed("style.css"));

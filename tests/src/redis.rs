@@ -40,6 +40,11 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A replica's full sync still writes a snapshot: into the temporary directory,
+            // not the tests' working directory.
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &format!("signalroom-test-{port}.rdb")])
             .args(flags)
             .stdout(std::process::Stdio::null())
             .spawn()

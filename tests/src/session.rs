@@ -1,36 +1,30 @@
 //! A resumable client (`/ws?resume`) that keeps the protocol's side of a session the way
-//! PROTOCOL.md asks of a client: it counts the counted frames it receives, keeps what it
-//! sent until the relay's `ack` covers it, acknowledges every 32 frames, and on `resume`
-//! sends again what the relay says it did not receive.
+//! PROTOCOL.md asks of a client, through the protocol crate's `session::Session`: it counts
+//! the counted frames it receives, keeps what it sent until the relay's `ack` covers it,
+//! acknowledges every 16 frames, and on `resume` sends again what the relay says it did
+//! not receive.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use signalroom_protocol::session::{self, AckDue, Outgoing};
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request, ResumeKey, RoomName};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{client_at_path, room_name, Client, PATIENCE};
 
-/// Counted frames after which the client acknowledges.
-const ACK_EVERY: u64 = 32;
-
+/// A resumable client's connection and its session, kept by the protocol crate's
+/// [`session::Session`], as the page and `signalroom-client` keep theirs.
 pub struct Session {
     pub client: Client,
     pub peer: PeerId,
     pub room: RoomName,
-    key: ResumeKey,
     pub window_ms: u64,
-    /// Counted frames received from the relay.
-    pub received: u64,
-    /// Counted frames received since the last `ack` sent.
-    unacked: u64,
-    /// Counted frames sent.
-    pub sent: u64,
-    /// Counted frames sent and not yet acknowledged, with their numbers.
-    kept: VecDeque<(u64, String)>,
+    state: session::Session,
+    /// An `ack` is due before the next read.
+    ack_due: bool,
 }
 
 /// What a resume got.
@@ -55,12 +49,9 @@ impl Session {
             client,
             peer: PeerId::new(1)?,
             room: room_name(room),
-            key: ResumeKey::new("0".repeat(ResumeKey::LEN))?,
             window_ms: 0,
-            received: 0,
-            unacked: 0,
-            sent: 0,
-            kept: VecDeque::new(),
+            state: session::Session::default(),
+            ack_due: false,
         };
         pending
             .send(&Request::CreateOrJoin {
@@ -76,23 +67,23 @@ impl Session {
         };
         let grant = grant.context("a resumable connection gets a resume grant")?;
         pending.peer = peer;
-        pending.key = grant.key;
         pending.window_ms = grant.window_ms;
+        pending.state.granted(peer, grant);
         Ok((pending, answer))
     }
 
     /// The key of the next resume.
     pub fn key(&self) -> &ResumeKey {
-        &self.key
+        self.state.key().expect("a session joined is granted a key")
     }
 
     /// Sends a counted frame, keeping it until acknowledged. A connection that is gone
     /// does not fail it: the resume sends it again.
     pub async fn send(&mut self, request: &Request<Value>) -> Result<()> {
         let text = serde_json::to_string(request)?;
-        self.sent += 1;
-        self.kept.push_back((self.sent, text.clone()));
-        let _ = self.client.ws.send(Message::text(text)).await;
+        if self.state.sending(&text) == Outgoing::Now {
+            let _ = self.client.ws.send(Message::text(text)).await;
+        }
         Ok(())
     }
 
@@ -106,7 +97,7 @@ impl Session {
     /// the next call, before reading).
     pub async fn recv(&mut self) -> Result<Event<Value>> {
         loop {
-            if self.unacked >= ACK_EVERY {
+            if self.ack_due {
                 self.ack().await;
             }
             let frame = tokio::time::timeout(PATIENCE, self.client.ws.next())
@@ -123,35 +114,32 @@ impl Session {
                 self.acknowledged(received)?;
                 continue;
             }
-            self.received += 1;
-            self.unacked += 1;
+            // Acknowledged at once after a burst; a test acknowledges the rest itself.
+            self.ack_due = self.state.received() == AckDue::Now;
             return Ok(event);
         }
     }
 
-    /// Tells the relay how many counted frames arrived.
+    /// Tells the relay how many counted frames arrived, if any since it was last told.
     pub async fn ack(&mut self) {
-        self.unacked = 0;
-        let ack = Request::<Value>::Ack {
-            received: self.received,
-        };
-        if let Ok(text) = serde_json::to_string(&ack) {
-            let _ = self.client.ws.send(Message::text(text)).await;
+        self.ack_due = false;
+        if let Some(ack) = self.state.ack::<Value>() {
+            if let Ok(text) = serde_json::to_string(&ack) {
+                let _ = self.client.ws.send(Message::text(text)).await;
+            }
         }
     }
 
     /// Frames sent and not yet acknowledged by the relay.
     pub fn kept(&self) -> usize {
-        self.kept.len()
+        self.state.kept()
     }
 
     fn acknowledged(&mut self, received: u64) -> Result<()> {
-        if received > self.sent {
-            bail!("the relay acknowledged {received} frames of {}", self.sent);
-        }
-        while self.kept.front().is_some_and(|(n, _)| *n <= received) {
-            self.kept.pop_front();
-        }
+        ensure!(
+            self.state.acknowledged(received),
+            "the relay acknowledged {received} frames, more than were sent"
+        );
         Ok(())
     }
 
@@ -164,11 +152,15 @@ impl Session {
 
     /// Resumes on the connection the session has (a new one).
     pub async fn resume_here(&mut self) -> Result<Resumed> {
-        self.unacked = 0;
+        self.ack_due = false;
+        let Some(Request::Resume { key, received, .. }) = self.state.resume::<Value>() else {
+            bail!("a granted session resumes");
+        };
+        // As `self.peer` says: a test may claim another's id.
         let resume = Request::<Value>::Resume {
             peer: self.peer,
-            key: self.key.clone(),
-            received: self.received,
+            key,
+            received,
         };
         self.client.send(&resume).await?;
         loop {
@@ -188,14 +180,7 @@ impl Session {
                     if peer != self.peer {
                         bail!("resumed as {peer}, not {}", self.peer);
                     }
-                    self.key = resume.key;
-                    if incomplete {
-                        // Counts start again; what was kept may or may not have arrived.
-                        (self.received, self.sent) = (0, 0);
-                        self.kept.clear();
-                    }
-                    self.acknowledged(received)?;
-                    for (_, text) in self.kept.clone() {
+                    for text in self.state.resumed(received, resume, incomplete) {
                         self.client.send_text(&text).await?;
                     }
                     return Ok(Resumed::Yes {

@@ -418,6 +418,7 @@ impl Core {
                 .as_deref_mut()
                 .and_then(|session| self.sessions.grant(session));
             note_grant(&mut self.news, peer, name, member.session.as_deref());
+            let granted = resume.is_some();
             let answer = if room.members.is_empty() {
                 outcome = Some(JoinOutcome::Created);
                 Event::<()>::Created {
@@ -436,7 +437,12 @@ impl Core {
                     resume,
                 }
             };
-            if member.outbox.send(&answer, batch) == Push::Overflowed {
+            let pushed = if granted {
+                member.outbox.send_granting(&answer, batch)
+            } else {
+                member.outbox.send(&answer, batch)
+            };
+            if pushed == Push::Overflowed {
                 overflowed.push(peer);
             }
             room.joining -= 1;
@@ -952,7 +958,7 @@ impl Core {
         let name = self.slots[slot].as_ref()?.name.clone();
         let here = member.outbox.take_retention();
         let resumed = match (carried, here) {
-            (Some((received, sent, frames)), Some(here)) => {
+            (Some((received, sent, frames)), Some(mut here)) => {
                 let before = sent.saturating_sub(frames.len() as u64);
                 let mut retention = Retention::continuing(before, rules.buffer, rules.frames);
                 let fits = retention.keep_all(frames.iter().map(|f| f.as_bytes()))

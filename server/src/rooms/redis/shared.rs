@@ -273,16 +273,20 @@ impl Shared {
             room,
             carried,
         } = transfer;
-        let frames: Option<Vec<&str>> = carried.as_ref().and_then(|(_, retention)| {
+        let mut carried = carried;
+        let counts = carried
+            .as_ref()
+            .map(|(received, retention)| (*received, retention.sent()));
+        let frames: Option<Vec<&str>> = carried.as_mut().and_then(|(_, retention)| {
             retention
                 .frames()
                 .map(|f| std::str::from_utf8(f).ok())
                 .collect()
         });
-        let carried = match (&carried, frames) {
-            (Some((received, retention)), Some(frames)) => Some(Carried {
-                received: *received,
-                sent: retention.sent(),
+        let carried = match (counts, frames) {
+            (Some((received, sent)), Some(frames)) => Some(Carried {
+                received,
+                sent,
                 frames,
             }),
             _ => None,
