@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use signalroom_protocol::session::{AckDue, Backoff, Session, ACK_AFTER_MS};
-use signalroom_protocol::{ErrorCode, Event, Request, Resumable, RoomName};
+use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, Request, Resumable, RoomName};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -259,36 +259,14 @@ impl<D: Data> Driver<D> {
                 peer,
                 ice_servers,
                 resume,
-            } => {
-                self.entered(
-                    Entered {
-                        room,
-                        peer,
-                        peers: Vec::new(),
-                        ice_servers,
-                        resumable: None,
-                    },
-                    resume,
-                );
-            }
+            } => self.entered(room, peer, Vec::new(), ice_servers, resume),
             Event::Joined {
                 room,
                 peer,
                 peers,
                 ice_servers,
                 resume,
-            } => {
-                self.entered(
-                    Entered {
-                        room,
-                        peer,
-                        peers,
-                        ice_servers,
-                        resumable: None,
-                    },
-                    resume,
-                );
-            }
+            } => self.entered(room, peer, peers, ice_servers, resume),
             Event::Full { room } => {
                 self.room = None;
                 match self.joining.pop_front() {
@@ -308,7 +286,7 @@ impl<D: Data> Driver<D> {
                 self.session.end();
                 self.backoff.resuming(false);
                 self.emit(Update::Rejoining { code: Some(code) });
-                self.rejoin(socket).await?;
+                self.rejoin(socket).await.map_err(lost)?;
             }
             Event::Error { code, message }
                 if !matches!(code, ErrorCode::UnknownPeer | ErrorCode::NotInRoom)
@@ -324,12 +302,27 @@ impl<D: Data> Driver<D> {
     }
 
     /// The client is in a room: tells whoever asked.
-    fn entered(&mut self, mut entered: Entered, resume: Option<Resumable>) {
-        self.room = Some(entered.room.clone());
+    fn entered(
+        &mut self,
+        room: RoomName,
+        peer: PeerId,
+        peers: Vec<PeerId>,
+        ice_servers: Vec<IceServer>,
+        resume: Option<Resumable>,
+    ) {
+        self.room = Some(room.clone());
         self.backoff.resuming(resume.is_some());
+        let entered = Entered {
+            room,
+            peer,
+            peers,
+            ice_servers,
+            resumable: resume
+                .as_ref()
+                .map(|grant| Duration::from_millis(grant.window_ms)),
+        };
         if let Some(grant) = resume {
-            entered.resumable = Some(Duration::from_millis(grant.window_ms));
-            self.session.granted(entered.peer, grant);
+            self.session.granted(peer, grant);
         }
         match self.joining.pop_front() {
             Some(answer) => {
@@ -366,10 +359,10 @@ impl<D: Data> Driver<D> {
                     .map_err(lost)
             }
             Command::Send(to, data, done) => {
-                let text = match serde_json::to_string(&Request::Message { data, to }) {
+                let text = match message_text(to, data) {
                     Ok(text) => text,
                     Err(error) => {
-                        let _ = done.send(Err(Error::Encode(error)));
+                        let _ = done.send(Err(error));
                         return Ok(());
                     }
                 };
@@ -421,14 +414,11 @@ impl<D: Data> Driver<D> {
                     let _ = answer.send(Err(Error::Disconnected));
                 }
                 Some(Command::Send(to, data, done)) => {
-                    let result = match serde_json::to_string(&Request::Message { data, to }) {
-                        Ok(text) => {
-                            // Kept for the resume, when the session can resume.
-                            let _ = self.session.sending(&text);
-                            self.carried()
-                        }
-                        Err(error) => Err(Error::Encode(error)),
-                    };
+                    let result = message_text(to, data).and_then(|text| {
+                        // Kept for the resume, when the session can resume.
+                        let _ = self.session.sending(&text);
+                        self.carried()
+                    });
                     let _ = done.send(result);
                 }
                 Some(Command::Leave) => {
@@ -453,21 +443,17 @@ impl<D: Data> Driver<D> {
         if self.room.is_some() {
             self.emit(Update::Rejoining { code: None });
         }
-        self.rejoin(socket).await.map_err(|ending| match ending {
-            Ending::Lost { reason, .. } => reason,
-            Ending::Closed(_) => "closed".into(),
-        })
+        self.rejoin(socket).await
     }
 
     /// Enters the room the client was in again, as a new peer; the answer goes to the
     /// program as an update.
-    async fn rejoin(&mut self, socket: &mut Socket) -> Result<(), Ending> {
+    async fn rejoin(&mut self, socket: &mut Socket) -> Result<(), String> {
         let Some(room) = self.room.clone() else {
             return Ok(());
         };
         self.send_counted(socket, Request::<D>::CreateOrJoin { room })
             .await
-            .map_err(lost)
     }
 
     /// The connection is gone: when to try again, or `None` to give up.
@@ -545,6 +531,11 @@ impl<D: Data> Driver<D> {
             }
         }
     }
+}
+
+/// A `message` frame's text.
+fn message_text<D: Data>(to: Option<PeerId>, data: D) -> Result<String, Error> {
+    Ok(serde_json::to_string(&Request::Message { data, to })?)
 }
 
 fn lost(reason: String) -> Ending {
