@@ -589,6 +589,29 @@ impl Runs {
     }
 }
 
+/// The relay's ratio to each other server in `of`, run by run (each run beside the other's
+/// run of the same round, minutes apart at most): the median ratio, then the lowest and the
+/// highest. Steadier than the ratio of the medians when the machine drifts between rounds.
+fn paired_ratios(runs: &[Vec<Figures>], of: fn(&Figures) -> f64) -> Vec<String> {
+    runs[1..]
+        .iter()
+        .map(|other| {
+            let mut ratios: Vec<f64> = runs[0]
+                .iter()
+                .zip(other)
+                .map(|(relay, other)| of(relay) / of(other))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            format!(
+                "{:.2} ({:.2} to {:.2})",
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1]
+            )
+        })
+        .collect()
+}
+
 /// Runs the relay and the forwarders in turn and prints a table of their median runs: a
 /// column each, then the relay's ratio to each forwarder. Returns how many runs stalled.
 async fn compare(rooms: usize, work: &Work) -> Result<usize> {
@@ -621,6 +644,7 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
             runs.push(run(*kind, rooms, work).await?);
         }
     }
+    let paired = paired_ratios(&runs, |f| f.cpu_us_per_message);
     let runs: Vec<Runs> = runs.into_iter().map(Runs::sorted).collect();
     let medians: Vec<&Figures> = runs.iter().map(Runs::median).collect();
     let others = kinds.len() - 1;
@@ -654,6 +678,10 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
         each(&|f| format!("{:.2} µs", f.cpu_us_per_message)),
         ratio(|f| f.cpu_us_per_message),
     );
+    if work.runs > 1 {
+        let cells = vec![String::new(); kinds.len()];
+        row("CPU per message, run by run", cells, paired);
+    }
     row(
         "load generator CPU per message",
         each(&|f| format!("{:.2} µs", f.generator_cpu_us_per_message)),

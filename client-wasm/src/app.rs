@@ -14,10 +14,10 @@ use web_sys::RtcPeerConnectionState as State;
 use crate::call::{state_name, Call, CallEvent};
 use crate::codec::{self, Incoming};
 use crate::config::PageConfig;
-use crate::negotiation::Step;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room, MAX_PEERS};
 use crate::ui::{Badge, Ui};
+use signalroom_protocol::call::Step;
 use signalroom_protocol::session::{AckDue, Outgoing, Session, ACK_AFTER_MS};
 
 /// A call not connected this long after it started (or was last nudged) restarts ICE.

@@ -18,7 +18,7 @@ use web_sys::{
     RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
-use crate::negotiation::{Negotiation, Step};
+use signalroom_protocol::call::{Negotiation, Step, CHAT_ID, CHAT_LABEL};
 
 #[wasm_bindgen]
 extern "C" {
@@ -136,8 +136,8 @@ impl Call {
         // Both sides create the same pre-negotiated channel, so neither waits for the other's.
         let init = RtcDataChannelInit::new();
         init.set_negotiated(true);
-        init.set_id(0);
-        let channel = pc.create_data_channel_with_data_channel_dict("chat", &init);
+        init.set_id(CHAT_ID);
+        let channel = pc.create_data_channel_with_data_channel_dict(CHAT_LABEL, &init);
         channel.set_onopen(Some(&on(Box::new(|_| Some(CallEvent::ChannelOpen)))));
         channel.set_onmessage(Some(&on(Box::new(|event| {
             let text = event.dyn_into::<MessageEvent>().ok()?.data().as_string()?;

@@ -3,10 +3,10 @@
 //!
 //! Code map: [`config`] reads the page address; [`relay`] is the WebSocket transport;
 //! [`codec`] turns frames into text and back; [`room`] is the room logic; [`call`] the
-//! WebRTC session, with [`negotiation`] its perfect-negotiation decisions and [`media`] the
+//! WebRTC session, following [`signalroom_protocol::call`]'s rules, and [`media`] the
 //! camera; [`ui`] the page's elements; [`app`] the event loop that ties them together.
 //!
-//! [`room`], [`negotiation`] and [`codec`]'s encoding are plain Rust, and their tests also
+//! [`room`] and [`codec`]'s encoding are plain Rust, and their tests also
 //! run natively (`cargo test`); the modules that use the browser's APIs through web-sys and
 //! gloo are built for `wasm32` only, and so are those dependencies.
 
@@ -19,7 +19,6 @@ pub mod codec;
 pub mod config;
 #[cfg(target_arch = "wasm32")]
 pub mod media;
-pub mod negotiation;
 #[cfg(target_arch = "wasm32")]
 pub mod relay;
 pub mod room;

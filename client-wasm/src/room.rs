@@ -3,8 +3,10 @@
 //!
 //! The page holds a full mesh: one call per other member, up to [`MAX_PEERS`]. In each pair
 //! the later arrival (the larger relay id) is the polite side, and it lets the other make
-//! the first offer: a newcomer is offered to by everyone already inside.
+//! the first offer: a newcomer is offered to by everyone already inside
+//! ([`signalroom_protocol::call::polite`]).
 
+use signalroom_protocol::call::polite;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, RoomName, Signal};
 
 use crate::codec::Incoming;
@@ -13,12 +15,6 @@ use crate::codec::Incoming;
 /// more inside treats the room as full and leaves it; members already inside do not call a
 /// newcomer beyond this.
 pub const MAX_PEERS: usize = 5;
-
-/// Whether this page, `me`, is the polite side of its pair with `other`: the later arrival
-/// (larger id) is, and it waits for the other's first offer.
-pub fn polite(me: PeerId, other: PeerId) -> bool {
-    me > other
-}
 
 /// Where the page stands, as shown in its status badge.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,7 @@
 //!
 //! This crate depends on nothing but serde and builds for `wasm32-unknown-unknown`.
 
+pub mod call;
 mod frames;
 mod ids;
 pub mod session;

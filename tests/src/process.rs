@@ -117,14 +117,29 @@ impl RelayProcess {
 /// run, so the nested build cannot wait for it. Built once per test binary.
 pub fn relay_binary() -> Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| build_relay().map_err(|error| format!("{error:#}")))
+    binary(&BINARY, "signalroom-server", "signalroom")
+}
+
+/// The native WebRTC peer, `signalroom-peer`, built as [`relay_binary`] is.
+pub fn peer_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    binary(&BINARY, "signalroom-peer", "signalroom-peer")
+}
+
+/// Binary `name` of `package`, built once per test binary (see [`relay_binary`]).
+fn binary(
+    built: &'static OnceLock<Result<PathBuf, String>>,
+    package: &str,
+    name: &str,
+) -> Result<PathBuf> {
+    built
+        .get_or_init(|| build(package, name).map_err(|error| format!("{error:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
 /// See [`relay_binary`].
-fn build_relay() -> Result<PathBuf> {
+fn build(package: &str, name: &str) -> Result<PathBuf> {
     // This test binary is <target dir>/<profile dir>/deps/<name>.
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -143,7 +158,7 @@ fn build_relay() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let output = Command::new(&cargo)
         .args(["build", "--quiet", "--message-format=json"])
-        .args(["-p", "signalroom-server", "--bin", "signalroom"])
+        .args(["-p", package, "--bin", name])
         .args(["--profile", profile])
         .arg("--manifest-path")
         .arg(&manifest)
@@ -165,7 +180,7 @@ fn build_relay() -> Result<PathBuf> {
             .filter_map(|m| m["message"]["rendered"].as_str())
             .collect();
         bail!(
-            "building the relay failed ({}):\n{diagnostics}{}",
+            "building {name} failed ({}):\n{diagnostics}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
@@ -173,18 +188,18 @@ fn build_relay() -> Result<PathBuf> {
     for message in &messages {
         let target = &message["target"];
         if message["reason"] == "compiler-artifact"
-            && target["name"] == "signalroom"
+            && target["name"] == name
             && target["kind"]
                 .as_array()
                 .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
         {
             let binary = message["executable"]
                 .as_str()
-                .context("cargo named no executable for signalroom")?;
+                .with_context(|| format!("cargo named no executable for {name}"))?;
             return Ok(binary.into());
         }
     }
-    bail!("cargo built no signalroom binary:\n{stdout}")
+    bail!("cargo built no {name} binary:\n{stdout}")
 }
 
 impl Drop for RelayProcess {

@@ -1,11 +1,33 @@
-//! Perfect negotiation's decisions, apart from the browser so they can be tested alone.
+//! How two peers call each other, the rules every client of the relay that makes calls
+//! follows: the reference page and `signalroom-peer` alike. A pair of peers that disagree
+//! on any of them does not connect, so they live here once.
 //!
-//! Both peers may offer at once. The polite one (the later arrival: its relay id is the
-//! larger) yields: it rolls its own offer back and answers. The impolite one ignores the
-//! colliding offer and waits for the answer to its own. See
-//! <https://w3c.github.io/webrtc-pc/#perfect-negotiation-example>.
+//! - **Who offers first**: in each pair the earlier arrival (the smaller relay id) is
+//!   impolite and makes the first offer; the later one is polite and waits for it
+//!   ([`polite`]). A newcomer is thus offered to by everyone already inside.
+//! - **Perfect negotiation** ([`Negotiation`]): both may offer at once. The polite one
+//!   yields: it rolls its own offer back and answers. The impolite one ignores the
+//!   colliding offer and waits for the answer to its own. See
+//!   <https://w3c.github.io/webrtc-pc/#perfect-negotiation-example>.
+//! - **The chat channel** ([`CHAT_LABEL`], [`CHAT_ID`]): one ordered, reliable data
+//!   channel that both sides create pre-negotiated (`negotiated: true`, the same id), so
+//!   neither waits for the other's; lines go as text messages.
+//! - **Signaling**: the [`Signal`](crate::Signal) kinds in a `message`'s `data`; the
+//!   description and the candidates go `to` the one peer they are for.
 
-use signalroom_protocol::SdpType;
+use crate::{PeerId, SdpType};
+
+/// The label of the chat data channel.
+pub const CHAT_LABEL: &str = "chat";
+
+/// The stream id of the chat data channel, which both sides create pre-negotiated.
+pub const CHAT_ID: u16 = 0;
+
+/// Whether `me` is the polite side of its pair with `other`: the later arrival (the larger
+/// id) is, and it waits for the other's first offer.
+pub fn polite(me: PeerId, other: PeerId) -> bool {
+    me > other
+}
 
 /// Where this side's own offer stands, as far as negotiation cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +71,12 @@ impl Negotiation {
         self.polite
     }
 
-    /// Whether to act on the browser's `negotiationneeded` now. The page handles it after
-    /// whatever was queued before it, so the connection may have left `stable` meanwhile (an
-    /// offer of ours is out, or one of the peer's is being answered): two offers in a row
-    /// would draw two answers, the second landing in `stable`. The browser fires the event
-    /// again once back in `stable` if negotiation is still needed.
+    /// Whether to make an offer now; `stable` is whether the connection's signaling state
+    /// is `stable`. The page asks on the browser's `negotiationneeded`, which it handles
+    /// after whatever was queued before it, so the connection may have left `stable`
+    /// meanwhile (an offer of ours is out, or one of the peer's is being answered): two
+    /// offers in a row would draw two answers, the second landing in `stable`. The browser
+    /// fires the event again once back in `stable` if negotiation is still needed.
     pub fn may_offer(&self, stable: bool) -> bool {
         stable && !self.making_offer && !self.waiting_for_offer
     }
