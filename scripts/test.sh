@@ -26,6 +26,8 @@ say "browser client tests (wasm-bindgen-test in headless Chromium)"
 say "release build of the page and the relay"
 trunk build --release --config Trunkfile.toml
 cargo build --release -p signalroom-server
+# The native peer the end-to-end tests call (the debug build the Rust tests made).
+cargo build -p signalroom-peer
 scripts/size.sh
 
 say "benchmark smoke run (a few seconds; no figure is asserted)"

@@ -186,7 +186,7 @@ export async function startBalancer(ports, port) {
  * Headless Chromium that grants media without a prompt, with a fake camera and microphone
  * unless `camera` is false (then the machine has none).
  */
-export function launchBrowser({ camera = true, trust = [], video } = {}) {
+export function launchBrowser({ camera = true, trust = [], video, args = [] } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -204,6 +204,7 @@ export function launchBrowser({ camera = true, trust = [], video } = {}) {
       ...(video ? [`--use-file-for-fake-video-capture=${video}`] : []),
       // Certificates the test made, trusted by the hash of their public key, and no others.
       ...(trust.length ? [`--ignore-certificate-errors-spki-list=${trust.join(',')}`] : []),
+      ...args,
     ],
   });
 }
