@@ -37,8 +37,9 @@ fi
 if [[ "${1:-}" == "--test" ]]; then
     # Debian packages the tests use, each found by a command it provides: Chromium and its
     # driver, and the servers the tests start on free ports of their own (redis-server,
-    # redis-sentinel, coturn's turnserver), openssl (the TLS browser test's certificate), and promtool
-    # (package prometheus; it checks the metrics exposition).
+    # redis-sentinel, coturn's turnserver), openssl (the TLS browser test's certificate), promtool
+    # (package prometheus; it checks the metrics exposition), and ffmpeg (a VP8 clip for the
+    # native peer to send, and ffprobe to check what it records).
     missing=()
     need() { command -v "$1" >/dev/null || missing+=("$2"); }
     need chromium chromium
@@ -49,6 +50,8 @@ if [[ "${1:-}" == "--test" ]]; then
     need turnserver coturn
     need turnutils_uclient coturn
     need promtool prometheus
+    need ffmpeg ffmpeg
+    need ffprobe ffmpeg
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         apt-get update -qq

@@ -7,12 +7,15 @@
 //! relay client, the UDP socket and every call; `pair` is one call (str0m, no I/O);
 //! `report` prints what happens.
 
+mod ivf;
 mod pair;
 mod report;
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::time::sleep_until;
 
-use pair::{Drained, Happening, Pair};
+use ivf::{Clip, Recorder};
+use pair::{Drained, Happening, Media, Pair};
 use report::{Printer, Report, Via};
 
 const EXITS: &str = "\
@@ -72,6 +76,14 @@ struct Args {
     /// Print one JSON object per line (`{"event": ...}`) instead of sentences.
     #[arg(long)]
     json: bool,
+    /// Record each member's video into DIR/peer-<id>.ivf (VP8 in IVF, from its first
+    /// keyframe, asked for with a PLI). A member who comes back starts a new file.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Send this VP8 IVF file as the peer's camera, looped, to every member (make one with
+    /// `ffmpeg -i in.mp4 -c:v libvpx -g 30 out.ivf`).
+    #[arg(long, value_name = "FILE.ivf")]
+    send_video: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +153,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         options = options.ca_pem(&pem)?;
     }
+    let send = match &args.send_video {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let clip = Clip::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+            Some(std::sync::Arc::new(clip))
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.record {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let socket = UdpSocket::bind(SocketAddr::new(args.bind, 0))
         .await
         .with_context(|| format!("binding a UDP socket on {}", args.bind))?;
@@ -155,6 +179,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         local,
         pairs: BTreeMap::new(),
         printer,
+        media: Media {
+            record: args.record.is_some(),
+            send,
+        },
+        record: args.record,
+        recordings: BTreeMap::new(),
     };
     peer.entered(&entered);
     peer.serve(events).await
@@ -168,6 +198,17 @@ struct Peer {
     local: SocketAddr,
     pairs: BTreeMap<PeerId, Pair>,
     printer: Printer,
+    media: Media,
+    /// Where recordings go, when asked for.
+    record: Option<PathBuf>,
+    /// The recording of each member whose video is being recorded.
+    recordings: BTreeMap<PeerId, Recording>,
+}
+
+/// A member's video being recorded.
+struct Recording {
+    path: PathBuf,
+    recorder: Recorder<BufWriter<File>>,
 }
 
 /// Longest wait between two looks at the calls' timers.
@@ -190,7 +231,7 @@ impl Peer {
     /// The pair with `other`, made if there is none.
     fn call(&mut self, other: PeerId) -> Option<&mut Pair> {
         if !self.pairs.contains_key(&other) {
-            match Pair::new(self.me, other, self.local) {
+            match Pair::new(self.me, other, self.local, self.media.clone()) {
                 Ok(pair) => {
                     self.pairs.insert(other, pair);
                 }
@@ -230,9 +271,7 @@ impl Peer {
                 _ = terminate.recv() => break,
             }
         }
-        for pair in self.pairs.values_mut() {
-            pair.close();
-        }
+        self.hang_up_all();
         self.client.clone().close().await;
         Ok(())
     }
@@ -243,7 +282,13 @@ impl Peer {
         let mut wake = Instant::now() + TICK;
         let mut failed = Vec::new();
         let mut drained = Drained::default();
+        let now = Instant::now();
         for (&peer, pair) in &mut self.pairs {
+            match pair.play(now) {
+                Ok(Some(at)) => wake = wake.min(at),
+                Ok(None) => {}
+                Err(error) => failed.push((peer, error.to_string())),
+            }
             match pair.drain(&mut drained) {
                 Ok(at) => wake = wake.min(at),
                 Err(error) => failed.push((peer, error.to_string())),
@@ -258,6 +303,20 @@ impl Peer {
                 }
             }
             for happening in drained.happenings.drain(..) {
+                if let Happening::Video { time, data } = happening {
+                    if let Err(error) = record(
+                        &self.record,
+                        &mut self.recordings,
+                        &self.printer,
+                        peer,
+                        time,
+                        &data,
+                    ) {
+                        tracing::warn!(%error, %peer, "recording failed");
+                        failed.push((peer, format!("recording failed: {error}")));
+                    }
+                    continue;
+                }
                 let report = match happening {
                     Happening::Connected => Report::Connected { peer },
                     Happening::ChannelOpen => Report::ChannelOpen { peer },
@@ -267,6 +326,7 @@ impl Peer {
                         text,
                         via: Via::Datachannel,
                     },
+                    Happening::Video { .. } => continue,
                 };
                 self.printer.print(&report);
             }
@@ -278,10 +338,37 @@ impl Peer {
     }
 
     fn end_call(&mut self, peer: PeerId, reason: String) {
-        if let Some(mut pair) = self.pairs.remove(&peer) {
-            pair.close();
+        if self.hang_up(peer) {
             tracing::warn!(%peer, %reason, "call ended");
             self.printer.print(&Report::CallEnded { peer, reason });
+        }
+    }
+
+    /// Ends the call with `peer`, if there is one, and completes its recording.
+    fn hang_up(&mut self, peer: PeerId) -> bool {
+        if let Some(recording) = self.recordings.remove(&peer) {
+            match recording.recorder.finish() {
+                Ok(frames) => self.printer.print(&Report::Recorded {
+                    peer,
+                    path: recording.path.display().to_string(),
+                    frames,
+                }),
+                Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
+            }
+        }
+        match self.pairs.remove(&peer) {
+            Some(mut pair) => {
+                pair.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn hang_up_all(&mut self) {
+        let peers: Vec<PeerId> = self.pairs.keys().copied().collect();
+        for peer in peers {
+            self.hang_up(peer);
         }
     }
 
@@ -349,15 +436,13 @@ impl Peer {
                 }
             }
             Event::Left { peer, .. } => {
-                if let Some(mut pair) = self.pairs.remove(&peer) {
-                    pair.close();
-                }
+                self.hang_up(peer);
                 self.printer.print(&Report::Left { peer });
             }
             Event::Message { from, data } => self.on_signal(from, data).await,
             Event::Created { peer, room, .. } => {
                 // A rejoin as a new peer: every call starts again.
-                self.pairs.clear();
+                self.hang_up_all();
                 self.me = peer;
                 self.printer.print(&Report::Entered {
                     room,
@@ -368,7 +453,7 @@ impl Peer {
             Event::Joined {
                 peer, room, peers, ..
             } => {
-                self.pairs.clear();
+                self.hang_up_all();
                 self.me = peer;
                 self.printer.print(&Report::Entered {
                     room,
@@ -404,8 +489,7 @@ impl Peer {
                 }
             }
             Signal::Bye => {
-                if let Some(mut pair) = self.pairs.remove(&from) {
-                    pair.close();
+                if self.hang_up(from) {
                     self.printer.print(&Report::CallEnded {
                         peer: from,
                         reason: "the peer hung up".into(),
@@ -440,4 +524,40 @@ impl Peer {
             tracing::warn!(%error, %peer, "a signal could not be sent");
         }
     }
+}
+
+/// Adds a video frame from `peer` to its recording, starting the recording (in `dir`) at
+/// its first frame, a keyframe.
+fn record(
+    dir: &Option<PathBuf>,
+    recordings: &mut BTreeMap<PeerId, Recording>,
+    printer: &Printer,
+    peer: PeerId,
+    time: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    let recording = match recordings.entry(peer) {
+        std::collections::btree_map::Entry::Occupied(recording) => recording.into_mut(),
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            let Some((width, height)) = ivf::keyframe_size(data) else {
+                return Ok(());
+            };
+            let path = recording_path(dir, peer);
+            let recorder = Recorder::start(BufWriter::new(File::create(&path)?), width, height)?;
+            printer.print(&Report::Recording {
+                peer,
+                path: path.display().to_string(),
+                width,
+                height,
+            });
+            vacant.insert(Recording { path, recorder })
+        }
+    };
+    recording.recorder.frame(time, data)
+}
+
+/// Where `peer`'s video is recorded in `dir`.
+fn recording_path(dir: &Path, peer: PeerId) -> PathBuf {
+    dir.join(format!("peer-{peer}.ivf"))
 }

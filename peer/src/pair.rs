@@ -6,15 +6,19 @@
 //! and its happenings to the report. The caller owns the socket and the relay client.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use signalroom_protocol::call::{polite, Negotiation, Step, CHAT_ID, CHAT_LABEL};
 use signalroom_protocol::{PeerId, SdpType, Signal};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::media::{Direction, MediaKind};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::Transmit;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
+
+use crate::ivf::Clip;
 
 /// Why a pair ended.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +47,37 @@ pub enum Happening {
     Chat(String),
     /// ICE lost the other side (it may come back).
     Disconnected,
+    /// A video frame from the other side, for a recording: the first is a keyframe.
+    Video {
+        /// Its RTP time, 90 kHz.
+        time: u64,
+        /// The VP8 frame.
+        data: Arc<[u8]>,
+    },
 }
+
+/// What media a pair handles besides chat.
+#[derive(Debug, Clone, Default)]
+pub struct Media {
+    /// Hand the other side's video on, as [`Happening::Video`], from a keyframe on.
+    pub record: bool,
+    /// Send this clip as our camera, looped, once the call is connected.
+    pub send: Option<Arc<Clip>>,
+}
+
+/// Where the clip being sent stands.
+#[derive(Debug, Clone, Copy)]
+struct Playback {
+    /// When the first pass started.
+    started: Instant,
+    /// The next frame to send.
+    next: usize,
+    /// Passes completed.
+    passes: u64,
+}
+
+/// Keyframe requests at most this often.
+const KEYFRAME_REQUESTS: Duration = Duration::from_secs(1);
 
 /// What one drain of a pair produced.
 #[derive(Debug, Default)]
@@ -64,6 +98,13 @@ pub struct Pair {
     /// The chat channel, once a negotiation that has it is complete.
     chat: Option<ChannelId>,
     open: bool,
+    media: Media,
+    /// The video m-line: ours, when we offered, or the other side's.
+    video: Option<Mid>,
+    /// Whether a recording has its first keyframe.
+    keyframe_seen: bool,
+    last_keyframe_request: Option<Instant>,
+    playback: Option<Playback>,
 }
 
 /// The chat channel as the page creates it: pre-negotiated, ordered, reliable.
@@ -80,7 +121,12 @@ fn chat_config() -> ChannelConfig {
 impl Pair {
     /// A call between `me` and `other`, reachable at `local` (our UDP socket's address,
     /// offered as our only candidate: host, UDP).
-    pub fn new(me: PeerId, other: PeerId, local: SocketAddr) -> Result<Self, RtcError> {
+    pub fn new(
+        me: PeerId,
+        other: PeerId,
+        local: SocketAddr,
+        media: Media,
+    ) -> Result<Self, RtcError> {
         let mut rtc = Rtc::builder().build(Instant::now());
         let candidate = Candidate::host(local, "udp")?;
         rtc.add_local_candidate(candidate);
@@ -90,6 +136,11 @@ impl Pair {
             pending: None,
             chat: None,
             open: false,
+            media,
+            video: None,
+            keyframe_seen: false,
+            last_keyframe_request: None,
+            playback: None,
         })
     }
 
@@ -102,11 +153,17 @@ impl Pair {
         self.negotiation.offering();
         let mut api = self.rtc.sdp_api();
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let video = if self.media.send.is_some() {
+            Direction::SendRecv
+        } else {
+            Direction::RecvOnly
+        };
+        let video = api.add_media(MediaKind::Video, video, None, None, None);
         let chat = api.add_channel_with_config(chat_config());
         let applied = api.apply();
         self.negotiation.offered();
         let (offer, pending) = applied?;
+        self.video.get_or_insert(video);
         self.pending = Some((pending, chat));
         Some(Signal::Description {
             sdp_type: SdpType::Offer,
@@ -230,9 +287,100 @@ impl Pair {
         }
     }
 
+    /// Sends the frames of the clip that are due by `now`, and returns when the next one
+    /// is; `None` when nothing is being sent.
+    pub fn play(&mut self, now: Instant) -> Result<Option<Instant>, Failure> {
+        let (Some(clip), Some(playback), Some(mid)) =
+            (self.media.send.clone(), self.playback.as_mut(), self.video)
+        else {
+            return Ok(None);
+        };
+        loop {
+            let (offset, frame) = &clip.frames[playback.next];
+            let ticks = playback.passes * clip.length + offset;
+            let due = playback.started + Duration::from_micros(ticks * 100 / 9);
+            if due > now {
+                return Ok(Some(due));
+            }
+            let Some(writer) = self.rtc.writer(mid) else {
+                return Ok(None);
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt())
+            else {
+                tracing::warn!("the other side takes no VP8: nothing is sent");
+                self.playback = None;
+                return Ok(None);
+            };
+            writer.write(pt, due, MediaTime::from_90khz(ticks), frame.clone())?;
+            playback.next += 1;
+            if playback.next == clip.frames.len() {
+                playback.next = 0;
+                playback.passes += 1;
+            }
+        }
+    }
+
+    fn on_video(&mut self, data: MediaData) -> Option<Happening> {
+        if !self.media.record
+            || Some(data.mid) != self.video
+            || data.params.spec().codec != Codec::Vp8
+        {
+            return None;
+        }
+        if !data.contiguous || (!self.keyframe_seen && !data.is_keyframe()) {
+            // Lost packets, or no keyframe yet: ask for one, and record from it on.
+            self.keyframe_seen &= data.contiguous;
+            self.request_keyframe(data.mid);
+            if !data.is_keyframe() {
+                return None;
+            }
+        }
+        self.keyframe_seen = true;
+        Some(Happening::Video {
+            time: data
+                .time
+                .rebase(str0m::media::Frequency::NINETY_KHZ)
+                .numer(),
+            data: data.data,
+        })
+    }
+
+    fn request_keyframe(&mut self, mid: Mid) {
+        let now = Instant::now();
+        if self
+            .last_keyframe_request
+            .is_some_and(|at| now < at + KEYFRAME_REQUESTS)
+        {
+            return;
+        }
+        if let Some(mut writer) = self.rtc.writer(mid) {
+            if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                self.last_keyframe_request = Some(now);
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+            }
+        }
+    }
+
     fn on_event(&mut self, event: Event) -> Option<Happening> {
         match event {
-            Event::Connected => Some(Happening::Connected),
+            Event::Connected => {
+                if self.media.send.is_some() {
+                    self.playback = Some(Playback {
+                        started: Instant::now(),
+                        next: 0,
+                        passes: 0,
+                    });
+                }
+                Some(Happening::Connected)
+            }
+            Event::MediaAdded(added) if added.kind == MediaKind::Video => {
+                self.video.get_or_insert(added.mid);
+                None
+            }
+            Event::MediaData(data) => self.on_video(data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 Some(Happening::Disconnected)
             }

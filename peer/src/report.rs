@@ -44,6 +44,19 @@ pub enum Report {
     },
     /// The call with `peer` ended for this reason; the peer stays in the room.
     CallEnded { peer: PeerId, reason: String },
+    /// `peer`'s video is being recorded into `path`, at its first keyframe's size.
+    Recording {
+        peer: PeerId,
+        path: String,
+        width: u16,
+        height: u16,
+    },
+    /// `peer`'s recording is complete: `frames` frames in `path`.
+    Recorded {
+        peer: PeerId,
+        path: String,
+        frames: u32,
+    },
     /// The connection to the relay dropped; the calls go on.
     Reconnecting { reason: String },
     /// The session resumed on a new connection.
@@ -74,6 +87,21 @@ impl fmt::Display for Report {
                 Via::Relay => write!(f, "peer {from} (via the relay): {text}"),
             },
             Self::CallEnded { peer, reason } => write!(f, "call with peer {peer} ended: {reason}"),
+            Self::Recording {
+                peer,
+                path,
+                width,
+                height,
+            } => write!(
+                f,
+                "recording peer {peer}'s video ({width}x{height}) into {path}"
+            ),
+            Self::Recorded { peer, path, frames } => {
+                write!(
+                    f,
+                    "recorded {frames} frames of peer {peer}'s video into {path}"
+                )
+            }
             Self::Reconnecting { reason } => {
                 write!(f, "relay connection lost ({reason}); reconnecting")
             }

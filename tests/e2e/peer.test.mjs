@@ -3,7 +3,10 @@
 // loopback UDP, and chat goes both ways over the data channel.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { launchBrowser, openPage, startRelay, statusIs, artifacts } from './harness.mjs';
 
@@ -24,9 +27,9 @@ after(async () => {
 });
 
 /** Runs `signalroom-peer --json` in `room`; its reports come one JSON object a line. */
-function startPeer(room) {
+function startPeer(room, args = []) {
   const bin = process.env.SIGNALROOM_PEER_BIN ?? `${root}target/debug/signalroom-peer`;
-  const child = spawn(bin, ['--relay', `ws://127.0.0.1:${shared.relay.port}`, '--json', room], {
+  const child = spawn(bin, ['--relay', `ws://127.0.0.1:${shared.relay.port}`, '--json', ...args, room], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'signalroom_peer=info,warn' },
   });
@@ -97,6 +100,101 @@ test('a page and signalroom-peer call each other and chat over the data channel'
       entered.peer,
       { timeout: 10000 },
     );
+  } finally {
+    peer.child.kill('SIGKILL');
+  }
+});
+
+/** Mean and spread of the luma of the frame `video` (a selector) shows now. */
+function frameLuma(page, selector) {
+  return page.evaluate((selector) => {
+    const video = document.querySelector(selector);
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(video, 0, 0);
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let sum = 0;
+    let squares = 0;
+    const n = data.length / 4;
+    for (let i = 0; i < data.length; i += 4) {
+      const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+      sum += y;
+      squares += y * y;
+    }
+    const mean = sum / n;
+    return { mean, spread: Math.sqrt(squares / n - mean * mean) };
+  }, selector);
+}
+
+/**
+ * What ffprobe says of a video file, decoding every frame: its first video stream (with the
+ * frames decoded) and the time its packets span.
+ */
+function probe(path) {
+  const out = execFileSync('ffprobe', [
+    '-v', 'error', '-select_streams', 'v:0', '-count_frames',
+    '-show_entries', 'stream=codec_name,width,height,nb_read_frames',
+    '-show_entries', 'packet=pts_time', '-of', 'json', path,
+  ]);
+  const { streams, packets } = JSON.parse(out);
+  const times = packets.map((p) => Number(p.pts_time));
+  return { ...streams[0], seconds: Math.max(...times) - Math.min(...times) };
+}
+
+test('the peer sends a VP8 file as its camera and records the page\'s', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'signalroom-peer-media-'));
+  // A moving test pattern, two seconds, a keyframe each second, looped by the peer.
+  const clip = join(dir, 'clip.ivf');
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=15',
+    '-t', '2', '-c:v', 'libvpx', '-g', '15', '-b:v', '400k', '-y', clip]);
+  const recordings = join(dir, 'recordings');
+  // The peer is first in the room this time: it makes the offer.
+  const peer = startPeer('media', ['--send-video', clip, '--record', recordings]);
+  try {
+    const entered = await peer.until((r) => r.event === 'entered');
+    assert.deepEqual(entered.peers, []);
+    const page = await openPage(shared.browser, `${shared.relay.url}/?room=media`, 'unused');
+    const joined = await peer.until((r) => r.event === 'join');
+    const pageId = joined.peer;
+
+    // The page shows the peer's tile connected and playing the clip: frames that are not black.
+    const tile = `#remote-grid [data-peer="${entered.peer}"]`;
+    await page.waitForSelector(`${tile}[data-call="connected"]`, { timeout: 20000 });
+    await page.waitForFunction(
+      (tile) => {
+        const video = document.querySelector(`${tile} video`);
+        return video.videoWidth === 320 && video.getVideoPlaybackQuality().totalVideoFrames > 10;
+      },
+      tile,
+      { timeout: 20000 },
+    );
+    const luma = await frameLuma(page, `${tile} video`);
+    assert.ok(luma.mean > 40 && luma.spread > 20, `a test pattern, not a black frame: ${JSON.stringify(luma)}`);
+    await page.screenshot({ path: `${artifacts}page-playing-native-peer.png` });
+
+    // The peer records the page's fake camera from a keyframe on, for more than 5 s.
+    const recording = await peer.until((r) => r.event === 'recording' && r.peer === pageId);
+    const camera = await page.evaluate(() => {
+      const video = document.querySelector('#local-video');
+      return { width: video.videoWidth, height: video.videoHeight };
+    });
+    await new Promise((resolve) => setTimeout(resolve, 6500));
+    peer.child.kill('SIGTERM');
+    const recorded = await peer.until((r) => r.event === 'recorded' && r.peer === pageId);
+    assert.equal(recorded.path, recording.path);
+    assert.equal(await new Promise((resolve) => peer.child.on('exit', resolve)), 0);
+
+    const probed = probe(recorded.path);
+    assert.equal(probed.codec_name, 'vp8');
+    assert.deepEqual(
+      { width: probed.width, height: probed.height },
+      { width: recording.width, height: recording.height },
+    );
+    assert.deepEqual({ width: recording.width, height: recording.height }, camera, 'the page\'s resolution');
+    assert.equal(Number(probed.nb_read_frames), recorded.frames, 'every frame decodes');
+    assert.ok(probed.seconds >= 5, `at least 5 s of frames, got ${probed.seconds} s`);
   } finally {
     peer.child.kill('SIGKILL');
   }
