@@ -217,6 +217,14 @@ const TICK: Duration = Duration::from_millis(100);
 impl Peer {
     fn entered(&mut self, entered: &Entered) {
         self.me = entered.peer;
+        if !entered.ice_servers.is_empty() {
+            // str0m gathers nothing: no STUN, and no TURN client. Members behind TURN still
+            // reach this peer's host candidate through their own relayed ones.
+            tracing::info!(
+                servers = entered.ice_servers.len(),
+                "the relay offers ICE servers; this peer offers its host candidate only"
+            );
+        }
         self.printer.print(&Report::Entered {
             room: entered.room.clone(),
             peer: entered.peer,

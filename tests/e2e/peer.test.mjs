@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { launchBrowser, openPage, startRelay, statusIs, artifacts } from './harness.mjs';
+import { launchBrowser, openPage, startRelay, startTurn, statusIs, artifacts } from './harness.mjs';
 
 const root = new URL('../../', import.meta.url).pathname;
 const shared = {};
@@ -27,9 +27,9 @@ after(async () => {
 });
 
 /** Runs `signalroom-peer --json` in `room`; its reports come one JSON object a line. */
-function startPeer(room, args = []) {
+function startPeer(room, args = [], relay = shared.relay) {
   const bin = process.env.SIGNALROOM_PEER_BIN ?? `${root}target/debug/signalroom-peer`;
-  const child = spawn(bin, ['--relay', `ws://127.0.0.1:${shared.relay.port}`, '--json', ...args, room], {
+  const child = spawn(bin, ['--relay', `ws://127.0.0.1:${relay.port}`, '--json', ...args, room], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'signalroom_peer=info,warn' },
   });
@@ -197,5 +197,111 @@ test('the peer sends a VP8 file as its camera and records the page\'s', async ()
     assert.ok(probed.seconds >= 5, `at least 5 s of frames, got ${probed.seconds} s`);
   } finally {
     peer.child.kill('SIGKILL');
+  }
+});
+
+/** The id `page` was given, from its event log. */
+async function pageId(page, room) {
+  const pattern = new RegExp(`(?:created|joined) room ${room} as peer (\\d+)`);
+  await page.waitForFunction((source) => new RegExp(source).test(document.querySelector('#log').textContent), pattern.source);
+  return Number(pattern.exec(await page.textContent('#log'))[1]);
+}
+
+test('two pages and the peer in a room of three: every pair connected, chat reaches everyone once', async () => {
+  const relay = await startRelay(undefined, ['--room-capacity', '3']);
+  const peer = startPeer('three', [], relay);
+  try {
+    const entered = await peer.until((r) => r.event === 'entered');
+    const a = await openPage(shared.browser, `${relay.url}/?room=three`, 'unused');
+    const aId = await pageId(a, 'three');
+    const b = await openPage(shared.browser, `${relay.url}/?room=three`, 'unused');
+    const bId = await pageId(b, 'three');
+
+    // The peer's calls with both pages, and the pages' calls with each other and the peer.
+    for (const id of [aId, bId]) await peer.until((r) => r.event === 'channel_open' && r.peer === id);
+    for (const [page, others] of [[a, [entered.peer, bId]], [b, [entered.peer, aId]]]) {
+      for (const other of others) {
+        await page.waitForSelector(`#remote-grid [data-peer="${other}"][data-call="connected"]`, { timeout: 20000 });
+      }
+    }
+
+    // Each says one line; each other member hears it once, over the data channel.
+    peer.say('from the peer');
+    await a.fill('#chat-input', 'from page a');
+    await a.click('#chat-send');
+    await b.fill('#chat-input', 'from page b');
+    await b.click('#chat-send');
+    const heard = (page, text) =>
+      page.waitForFunction(
+        (text) => [...document.querySelectorAll('#chat li[data-via="datachannel"]')].some((li) => li.textContent.endsWith(text)),
+        text,
+        { timeout: 10000 },
+      );
+    await Promise.all([heard(a, 'from the peer'), heard(a, 'from page b'), heard(b, 'from the peer'), heard(b, 'from page a')]);
+    await peer.until((r) => r.event === 'chat' && r.text === 'from page a');
+    await peer.until((r) => r.event === 'chat' && r.text === 'from page b');
+    // Give a duplicate time to arrive, then count.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const count = (page, text) =>
+      page.evaluate((text) => [...document.querySelectorAll('#chat li')].filter((li) => li.textContent.endsWith(text)).length, text);
+    for (const [page, text] of [[a, 'from the peer'], [a, 'from page b'], [b, 'from the peer'], [b, 'from page a']]) {
+      assert.equal(await count(page, text), 1, `${text} once`);
+    }
+    const chats = peer.reports.filter((r) => r.event === 'chat');
+    assert.deepEqual(
+      chats.map((r) => [r.from, r.text, r.via]).sort(),
+      [[aId, 'from page a', 'datachannel'], [bId, 'from page b', 'datachannel']].sort(),
+    );
+    await a.screenshot({ path: `${artifacts}two-pages-and-native-peer.png` });
+  } finally {
+    peer.child.kill('SIGKILL');
+    relay.stop();
+  }
+});
+
+test('a page held to relayed candidates calls the peer through coturn, with the relay\'s credentials', async () => {
+  const secret = `e2e-peer-turn-${process.pid}`;
+  const turn = await startTurn(secret);
+  const relay = await startRelay(undefined, ['--turn-url', turn.url], { SIGNALROOM_TURN_SECRET: secret });
+  // Every RTCPeerConnection of the page uses relayed candidates only.
+  const relayOnly = () => {
+    const Native = window.RTCPeerConnection;
+    window.__pcs = [];
+    window.RTCPeerConnection = class extends Native {
+      constructor(config = {}, ...rest) {
+        super({ ...config, iceTransportPolicy: 'relay' }, ...rest);
+        window.__config = config;
+        window.__pcs.push(this);
+      }
+    };
+  };
+  const peer = startPeer('turn-native', [], relay);
+  try {
+    await peer.until((r) => r.event === 'entered');
+    const page = await openPage(shared.browser, `${relay.url}/?room=turn-native`, 'unused', undefined, {
+      initScript: relayOnly,
+    });
+    const id = await pageId(page, 'turn-native');
+    await peer.until((r) => r.event === 'channel_open' && r.peer === id);
+    await page.fill('#chat-input', 'through coturn');
+    await page.click('#chat-send');
+    await peer.until((r) => r.event === 'chat' && r.text === 'through coturn' && r.via === 'datachannel');
+
+    const pair = await page.evaluate(async () => {
+      const stats = await window.__pcs.at(-1).getStats();
+      let pair;
+      stats.forEach((report) => {
+        if (report.type === 'transport' && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+      });
+      return { local: stats.get(pair.localCandidateId).candidateType, remote: stats.get(pair.remoteCandidateId).candidateType };
+    });
+    // The page's end is coturn's relayed address; the peer's is its host candidate.
+    assert.deepEqual(pair, { local: 'relay', remote: 'host' });
+    const { username } = (await page.evaluate(() => window.__config)).iceServers.find((s) => s.username);
+    assert.match(turn.log(), new RegExp(`user <${username}>.*ALLOCATE processed, success`));
+  } finally {
+    peer.child.kill('SIGKILL');
+    relay.stop();
+    turn.stop();
   }
 });
