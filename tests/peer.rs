@@ -3,8 +3,11 @@
 //! through one relay or two sharing rooms through Redis; bad input from a member ends
 //! that call and not the process; and it exits with a status that says why.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{ensure, Context, Result};
 use signalroom_client::{connect, Options, Update};
+use signalroom_protocol::call::CALL_PATIENCE_MS;
 use signalroom_protocol::{Event, PeerId, RoomName, SdpType, Signal};
 use support::{free_port, PeerProcess, PeerReport, RedisServer, RelayProcess, TempDir};
 
@@ -183,5 +186,73 @@ async fn exits_say_why_the_peer_could_not_take_part() -> Result<()> {
     let (_second, _, _) = enter(relay.addr, "pair").await?;
     let mut third = PeerProcess::start(relay.addr, "pair", &[]).await?;
     ensure!(third.exit_code().await? == 5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_whose_path_fails_restarts_ice_and_carries_on() -> Result<()> {
+    let relay = RelayProcess::start(&[]).await?;
+    let (mut a, a_id, _) = enter(relay.addr, "restart").await?;
+    let (mut b, b_id, _) = enter(relay.addr, "restart").await?;
+    call_up(&mut a, b_id).await?;
+    call_up(&mut b, a_id).await?;
+    // B stops answering anything: A's ICE agent gives the path up (after some 20 s of
+    // unanswered checks), and A offers again with fresh credentials.
+    b.signal("STOP")?;
+    let lost = a
+        .until_within(Duration::from_secs(40), |r| {
+            *r == PeerReport::Disconnected { peer: b_id }
+        })
+        .await;
+    b.signal("CONT")?;
+    lost?;
+    a.until(|r| *r == PeerReport::Repairing { peer: b_id })
+        .await?;
+    // B answers the restart once it runs again; the same call connects again.
+    let (_, between) = a
+        .until(|r| *r == PeerReport::Connected { peer: b_id })
+        .await?;
+    ensure!(
+        !between
+            .iter()
+            .any(|r| matches!(r, PeerReport::CallEnded { .. } | PeerReport::Left { .. })),
+        "{between:?}"
+    );
+    says(&mut a, a_id, &mut b, "after the restart").await?;
+    says(&mut b, b_id, &mut a, "heard you").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_newcomer_waits_for_the_first_offer_then_makes_it_when_none_comes() -> Result<()> {
+    let relay = RelayProcess::start(&[]).await?;
+    // A member already inside that never offers (a page would, at once).
+    let (member, mut events) =
+        connect::<Signal>(Options::new(&format!("ws://{}", relay.addr))?).await?;
+    let inside = member
+        .create_or_join(RoomName::new("shy").context("room")?)
+        .await?;
+    let joined_at = Instant::now();
+    let (mut peer, peer_id, members) = enter(relay.addr, "shy").await?;
+    ensure!(members == vec![inside.peer]);
+    let offered_at = loop {
+        match events.next().await.context("the member's events ended")? {
+            Update::Event(Event::Message {
+                from,
+                data: Signal::Description { sdp_type, .. },
+            }) if from == peer_id => {
+                ensure!(sdp_type == SdpType::Offer);
+                break Instant::now();
+            }
+            _ => {}
+        }
+    };
+    let waited = offered_at - joined_at;
+    ensure!(
+        waited >= Duration::from_millis(u64::from(CALL_PATIENCE_MS)),
+        "the newcomer offered after {waited:?}, before the member inside had its turn"
+    );
+    peer.until(|r| *r == PeerReport::Repairing { peer: inside.peer })
+        .await?;
     Ok(())
 }

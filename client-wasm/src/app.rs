@@ -17,11 +17,8 @@ use crate::config::PageConfig;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room, MAX_PEERS};
 use crate::ui::{Badge, Ui};
-use signalroom_protocol::call::Step;
+use signalroom_protocol::call::{Step, CALL_PATIENCE_MS};
 use signalroom_protocol::session::{AckDue, Outgoing, Session, ACK_AFTER_MS};
-
-/// A call not connected this long after it started (or was last nudged) restarts ICE.
-const CALL_PATIENCE_MS: u32 = 8_000;
 
 /// A page turned away as `full` asks again this often while it stays connected (the relay
 /// closes it after its join timeout, and it then reconnects and asks as ever).

@@ -291,7 +291,15 @@ impl Peer {
         let mut failed = Vec::new();
         let mut drained = Drained::default();
         let now = Instant::now();
+        let mut repairs = Vec::new();
         for (&peer, pair) in &mut self.pairs {
+            let (offer, look_again) = pair.repair(now);
+            if let Some(at) = look_again {
+                wake = wake.min(at);
+            }
+            if let Some(offer) = offer {
+                repairs.push((peer, offer));
+            }
             match pair.play(now) {
                 Ok(Some(at)) => wake = wake.min(at),
                 Ok(None) => {}
@@ -341,6 +349,10 @@ impl Peer {
         }
         for (peer, reason) in failed {
             self.end_call(peer, reason);
+        }
+        for (peer, offer) in repairs {
+            self.printer.print(&Report::Repairing { peer });
+            self.send_to(peer, offer).await;
         }
         wake
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signalroom_protocol::call::{polite, Negotiation, Step, CHAT_ID, CHAT_LABEL};
+use signalroom_protocol::call::{polite, Negotiation, Step, CALL_PATIENCE_MS, CHAT_ID, CHAT_LABEL};
 use signalroom_protocol::{PeerId, SdpType, Signal};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
@@ -76,6 +76,17 @@ struct Playback {
     passes: u64,
 }
 
+/// Where a call's connection stands, for its repair ([`CALL_PATIENCE_MS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Not connected since this moment (the call's start, or its last nudge).
+    Waiting(Instant),
+    /// Connected.
+    Up,
+    /// The connection was lost: restart ICE now.
+    Lost,
+}
+
 /// Keyframe requests at most this often.
 const KEYFRAME_REQUESTS: Duration = Duration::from_secs(1);
 
@@ -93,8 +104,14 @@ pub struct Pair {
     rtc: Rtc,
     negotiation: Negotiation,
     /// Our offer, until its answer is applied or the other side's offer replaces it; with
-    /// the chat channel it adds.
-    pending: Option<(SdpPendingOffer, ChannelId)>,
+    /// the chat channel it adds, if it is the first.
+    pending: Option<(SdpPendingOffer, Option<ChannelId>)>,
+    /// Whether an offer and its answer were ever applied: later offers restart ICE.
+    negotiated: bool,
+    /// Where the call's connection stands.
+    link: Link,
+    /// Whether the call was ever connected (DTLS up).
+    connected_once: bool,
     /// The chat channel, once a negotiation that has it is complete.
     chat: Option<ChannelId>,
     open: bool,
@@ -134,6 +151,9 @@ impl Pair {
             rtc,
             negotiation: Negotiation::new(polite(me, other)),
             pending: None,
+            negotiated: false,
+            link: Link::Waiting(Instant::now()),
+            connected_once: false,
             chat: None,
             open: false,
             media,
@@ -144,10 +164,10 @@ impl Pair {
         })
     }
 
-    /// Makes an offer (receiving the other's audio and video, and the chat channel), if
-    /// one may be made now.
+    /// Makes the call's first offer (receiving the other's audio and video, sending ours
+    /// if there is a clip, and the chat channel), if one may be made now.
     pub fn offer(&mut self) -> Option<Signal> {
-        if !self.negotiation.may_offer(self.pending.is_none()) {
+        if self.negotiated || !self.negotiation.may_offer(self.pending.is_none()) {
             return None;
         }
         self.negotiation.offering();
@@ -164,7 +184,47 @@ impl Pair {
         self.negotiation.offered();
         let (offer, pending) = applied?;
         self.video.get_or_insert(video);
-        self.pending = Some((pending, chat));
+        self.pending = Some((pending, Some(chat)));
+        Some(Signal::Description {
+            sdp_type: SdpType::Offer,
+            sdp: offer.to_sdp_string(),
+        })
+    }
+
+    /// Repairs a call that lost its connection, or has not connected in good time: stops
+    /// waiting for the other side's first offer and makes one, or restarts ICE. Returns the
+    /// offer to send, if one is made now, and when to look again.
+    pub fn repair(&mut self, now: Instant) -> (Option<Signal>, Option<Instant>) {
+        let patience = Duration::from_millis(u64::from(CALL_PATIENCE_MS));
+        match self.link {
+            Link::Up => return (None, None),
+            Link::Waiting(since) if now < since + patience => {
+                return (None, Some(since + patience))
+            }
+            Link::Waiting(_) | Link::Lost => {}
+        }
+        self.link = Link::Waiting(now);
+        self.negotiation.stop_waiting();
+        let offer = if self.negotiated {
+            self.restart_ice()
+        } else {
+            self.offer()
+        };
+        (offer, Some(now + patience))
+    }
+
+    /// An offer with fresh ICE credentials, if one may be made now.
+    fn restart_ice(&mut self) -> Option<Signal> {
+        if !self.negotiation.may_offer(self.pending.is_none()) {
+            return None;
+        }
+        self.negotiation.offering();
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let applied = api.apply();
+        self.negotiation.offered();
+        let (offer, pending) = applied?;
+        self.pending = Some((pending, None));
         Some(Signal::Description {
             sdp_type: SdpType::Offer,
             sdp: offer.to_sdp_string(),
@@ -202,6 +262,7 @@ impl Pair {
                         error,
                     }
                 })?;
+                self.negotiated = true;
                 if self.chat.is_none() {
                     self.chat = Some(self.rtc.direct_api().create_data_channel(chat_config()));
                 }
@@ -226,7 +287,10 @@ impl Pair {
                         kind: "answer",
                         error,
                     })?;
-                self.chat.get_or_insert(chat);
+                self.negotiated = true;
+                if let Some(chat) = chat {
+                    self.chat.get_or_insert(chat);
+                }
                 Ok(None)
             }
             // The page sends neither; a rollback is implied by an offer in str0m.
@@ -366,7 +430,17 @@ impl Pair {
 
     fn on_event(&mut self, event: Event) -> Option<Happening> {
         match event {
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => {
+                // Back after a loss: DTLS goes on as it was, and no other event says so.
+                let back = self.connected_once && self.link != Link::Up;
+                self.link = Link::Up;
+                back.then_some(Happening::Connected)
+            }
             Event::Connected => {
+                self.link = Link::Up;
+                self.connected_once = true;
                 if self.media.send.is_some() {
                     self.playback = Some(Playback {
                         started: Instant::now(),
@@ -382,9 +456,10 @@ impl Pair {
             }
             Event::MediaData(data) => self.on_video(data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.link = Link::Lost;
                 Some(Happening::Disconnected)
             }
-            Event::ChannelOpen(id, _) if Some(id) == self.chat => {
+            Event::ChannelOpen(id, _) if Some(id) == self.chat && !self.open => {
                 self.open = true;
                 Some(Happening::ChannelOpen)
             }

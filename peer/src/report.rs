@@ -36,6 +36,9 @@ pub enum Report {
     ChannelOpen { peer: PeerId },
     /// ICE lost `peer` (it may come back).
     Disconnected { peer: PeerId },
+    /// The call with `peer` failed, or has not connected in good time: this side offers
+    /// (again, with fresh ICE credentials once it was negotiated).
+    Repairing { peer: PeerId },
     /// A chat line.
     Chat {
         from: PeerId,
@@ -82,6 +85,9 @@ impl fmt::Display for Report {
             Self::Connected { peer } => write!(f, "call with peer {peer} connected"),
             Self::ChannelOpen { peer } => write!(f, "chat with peer {peer} open"),
             Self::Disconnected { peer } => write!(f, "call with peer {peer} lost its path"),
+            Self::Repairing { peer } => {
+                write!(f, "call with peer {peer} not connected; offering again")
+            }
             Self::Chat { from, text, via } => match via {
                 Via::Datachannel => write!(f, "peer {from}: {text}"),
                 Via::Relay => write!(f, "peer {from} (via the relay): {text}"),

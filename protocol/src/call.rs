@@ -9,6 +9,8 @@
 //!   yields: it rolls its own offer back and answers. The impolite one ignores the
 //!   colliding offer and waits for the answer to its own. See
 //!   <https://w3c.github.io/webrtc-pc/#perfect-negotiation-example>.
+//! - **Repair** ([`CALL_PATIENCE_MS`]): a call that fails, or has not connected in good
+//!   time, restarts ICE.
 //! - **The chat channel** ([`CHAT_LABEL`], [`CHAT_ID`]): one ordered, reliable data
 //!   channel that both sides create pre-negotiated (`negotiated: true`, the same id), so
 //!   neither waits for the other's; lines go as text messages.
@@ -16,6 +18,11 @@
 //!   description and the candidates go `to` the one peer they are for.
 
 use crate::{PeerId, SdpType};
+
+/// A call not connected this long after it started, or after it was last nudged, is
+/// nudged: its side stops waiting for the other's first offer and restarts ICE, which
+/// renegotiates with fresh candidates. A side whose connection fails restarts ICE at once.
+pub const CALL_PATIENCE_MS: u32 = 8_000;
 
 /// The label of the chat data channel.
 pub const CHAT_LABEL: &str = "chat";

@@ -37,6 +37,9 @@ pub enum PeerReport {
     Disconnected {
         peer: PeerId,
     },
+    Repairing {
+        peer: PeerId,
+    },
     Chat {
         from: PeerId,
         text: String,
@@ -110,11 +113,16 @@ impl PeerProcess {
 
     /// The next report.
     pub async fn next(&mut self) -> Result<PeerReport> {
-        match tokio::time::timeout(PEER_PATIENCE, self.reports.recv()).await {
+        self.next_within(PEER_PATIENCE).await
+    }
+
+    /// The next report, within `patience`.
+    pub async fn next_within(&mut self, patience: Duration) -> Result<PeerReport> {
+        match tokio::time::timeout(patience, self.reports.recv()).await {
             Ok(Some(Ok(report))) => Ok(report),
             Ok(Some(Err(line))) => bail!("the peer printed something else: {line}"),
             Ok(None) => bail!("the peer's output ended"),
-            Err(_) => bail!("the peer reported nothing in {PEER_PATIENCE:?}"),
+            Err(_) => bail!("the peer reported nothing in {patience:?}"),
         }
     }
 
@@ -124,10 +132,19 @@ impl PeerProcess {
         &mut self,
         matches: impl Fn(&PeerReport) -> bool,
     ) -> Result<(PeerReport, Vec<PeerReport>)> {
+        self.until_within(PEER_PATIENCE, matches).await
+    }
+
+    /// [`PeerProcess::until`], each report within `patience`.
+    pub async fn until_within(
+        &mut self,
+        patience: Duration,
+        matches: impl Fn(&PeerReport) -> bool,
+    ) -> Result<(PeerReport, Vec<PeerReport>)> {
         let mut before = Vec::new();
         loop {
             let report = self
-                .next()
+                .next_within(patience)
                 .await
                 .with_context(|| format!("after {before:?}"))?;
             if matches(&report) {
