@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use signalroom_protocol::{PeerId, RoomName};
+use signalroom_protocol::{PeerId, RoomName, SdpType};
 
 /// Which way a chat line travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +39,13 @@ pub enum Report {
     /// The call with `peer` failed, or has not connected in good time: this side offers
     /// (again, with fresh ICE credentials once it was negotiated).
     Repairing { peer: PeerId },
+    /// A session description went to `peer` (`outgoing`) or came from it: for measuring
+    /// how long signaling takes; the command line does not print it.
+    Described {
+        peer: PeerId,
+        sdp_type: SdpType,
+        outgoing: bool,
+    },
     /// A chat line.
     Chat {
         from: PeerId,
@@ -88,6 +95,14 @@ impl fmt::Display for Report {
             Self::Repairing { peer } => {
                 write!(f, "call with peer {peer} not connected; offering again")
             }
+            Self::Described {
+                peer,
+                sdp_type,
+                outgoing: true,
+            } => write!(f, "{} to peer {peer}", sdp_type.as_str()),
+            Self::Described { peer, sdp_type, .. } => {
+                write!(f, "{} from peer {peer}", sdp_type.as_str())
+            }
             Self::Chat { from, text, via } => match via {
                 Via::Datachannel => write!(f, "peer {from}: {text}"),
                 Via::Relay => write!(f, "peer {from} (via the relay): {text}"),
@@ -126,7 +141,11 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// Prints `report`, but for those only a measurement wants ([`Report::Described`]).
     pub fn print(self, report: &Report) {
+        if matches!(report, Report::Described { .. }) {
+            return;
+        }
         if self.json {
             match serde_json::to_string(report) {
                 Ok(line) => println!("{line}"),

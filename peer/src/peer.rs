@@ -1,0 +1,516 @@
+//! The peer's one task: it owns the relay client, the UDP socket and every call, feeds
+//! each datagram to the call whose `Rtc` accepts it, and runs the calls' timers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signalroom_client::{connect, Client, Entered, Events, Options, Update};
+use signalroom_protocol::{Event, PeerId, RoomName, Signal};
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+use crate::ivf::{self, Clip, Recorder};
+use crate::pair::{Drained, Happening, Media, Pair};
+use crate::report::{Report, Via};
+
+/// What a peer is to do.
+#[derive(Debug)]
+pub struct Config {
+    /// The relay and how to reach it.
+    pub options: Options,
+    /// The room to create or join.
+    pub room: RoomName,
+    /// The local address to take calls on (a port is picked).
+    pub bind: IpAddr,
+    /// Where to record each member's video, if anywhere (the directory exists).
+    pub record: Option<PathBuf>,
+    /// A clip to send as the peer's camera, looped.
+    pub send: Option<Arc<Clip>>,
+}
+
+/// What a program tells a running peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send a chat line to every member.
+    Say(String),
+    /// Hang up every call, leave the room and return.
+    Stop,
+}
+
+/// Why a peer stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The relay client failed: unreachable, refused, a full room, a refusal.
+    #[error(transparent)]
+    Relay(#[from] signalroom_client::Error),
+    /// A socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The relay client gave up for good.
+    #[error("the relay client ended")]
+    Ended,
+}
+
+/// Joins the room `config` names and takes part in its calls until [`Command::Stop`]:
+/// what happens goes to `reports`, in order, and `commands` are taken as they come.
+/// Returns an error when it cannot take part (or no longer can).
+pub async fn run(
+    config: Config,
+    commands: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> Result<(), PeerError> {
+    let socket = UdpSocket::bind(SocketAddr::new(config.bind, 0))
+        .await
+        .map_err(|source| PeerError::Io {
+            what: format!("binding a UDP socket on {}", config.bind),
+            source,
+        })?;
+    let local = socket.local_addr().map_err(|source| PeerError::Io {
+        what: "reading the UDP socket's address".into(),
+        source,
+    })?;
+    let (client, events) = connect::<Signal>(config.options).await?;
+    let entered = client.create_or_join(config.room).await?;
+    let mut peer = Peer {
+        me: entered.peer,
+        client,
+        socket,
+        local,
+        pairs: BTreeMap::new(),
+        reports,
+        media: Media {
+            record: config.record.is_some(),
+            send: config.send,
+        },
+        record: config.record,
+        recordings: BTreeMap::new(),
+    };
+    peer.entered(&entered);
+    peer.serve(events, commands).await
+}
+
+/// The peer: its relay client, its UDP socket, and one call per other member.
+struct Peer {
+    me: PeerId,
+    client: Client<Signal>,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pairs: BTreeMap<PeerId, Pair>,
+    reports: mpsc::UnboundedSender<Report>,
+    media: Media,
+    /// Where recordings go, when asked for.
+    record: Option<PathBuf>,
+    /// The recording of each member whose video is being recorded.
+    recordings: BTreeMap<PeerId, Recording>,
+}
+
+/// A member's video being recorded.
+struct Recording {
+    path: PathBuf,
+    recorder: Recorder<BufWriter<File>>,
+}
+
+/// Longest wait between two looks at the calls' timers.
+const TICK: Duration = Duration::from_millis(100);
+
+impl Peer {
+    fn entered(&mut self, entered: &Entered) {
+        self.me = entered.peer;
+        if !entered.ice_servers.is_empty() {
+            // str0m gathers nothing: no STUN, and no TURN client. Members behind TURN still
+            // reach this peer's host candidate through their own relayed ones.
+            tracing::info!(
+                servers = entered.ice_servers.len(),
+                "the relay offers ICE servers; this peer offers its host candidate only"
+            );
+        }
+        self.report(Report::Entered {
+            room: entered.room.clone(),
+            peer: entered.peer,
+            peers: entered.peers.clone(),
+        });
+        // A newcomer is the polite side with everyone inside: they offer first.
+        for &other in &entered.peers {
+            self.call(other);
+        }
+    }
+
+    /// The pair with `other`, made if there is none.
+    fn call(&mut self, other: PeerId) -> Option<&mut Pair> {
+        if !self.pairs.contains_key(&other) {
+            match Pair::new(self.me, other, self.local, self.media.clone()) {
+                Ok(pair) => {
+                    self.pairs.insert(other, pair);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %other, "could not start a call");
+                    return None;
+                }
+            }
+        }
+        self.pairs.get_mut(&other)
+    }
+
+    async fn serve(
+        &mut self,
+        mut events: Events<Signal>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), PeerError> {
+        let mut commanded = true;
+        let mut buf = vec![0; 2000];
+        loop {
+            let wake = self.drain().await;
+            tokio::select! {
+                update = events.next() => match update {
+                    Some(update) => self.on_update(update).await,
+                    None => return Err(PeerError::Ended),
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    let (n, source) = received.map_err(|source| PeerError::Io {
+                        what: "receiving on the UDP socket".into(),
+                        source,
+                    })?;
+                    self.on_datagram(source, &buf[..n]);
+                }
+                command = commands.recv(), if commanded => match command {
+                    Some(Command::Say(line)) => self.chat(&line).await,
+                    Some(Command::Stop) => break,
+                    // Nobody commands any more: the calls go on.
+                    None => commanded = false,
+                },
+                () = sleep_until(wake.into()) => self.tick(),
+            }
+        }
+        self.hang_up_all();
+        self.client.clone().close().await;
+        Ok(())
+    }
+
+    fn report(&self, report: Report) {
+        // A program that stopped reading reports has no use for more.
+        let _ = self.reports.send(report);
+    }
+
+    /// Runs every call until it waits: sends its datagrams, reports what happened, and
+    /// ends the calls that failed. Returns when the next timer is due.
+    async fn drain(&mut self) -> Instant {
+        let mut wake = Instant::now() + TICK;
+        let mut failed = Vec::new();
+        let mut drained = Drained::default();
+        let now = Instant::now();
+        let mut repairs = Vec::new();
+        for (&peer, pair) in &mut self.pairs {
+            let (offer, look_again) = pair.repair(now);
+            if let Some(at) = look_again {
+                wake = wake.min(at);
+            }
+            if let Some(offer) = offer {
+                repairs.push((peer, offer));
+            }
+            match pair.play(now) {
+                Ok(Some(at)) => wake = wake.min(at),
+                Ok(None) => {}
+                Err(error) => failed.push((peer, error.to_string())),
+            }
+            match pair.drain(&mut drained) {
+                Ok(at) => wake = wake.min(at),
+                Err(error) => failed.push((peer, error.to_string())),
+            }
+            for transmit in drained.transmits.drain(..) {
+                if let Err(error) = self
+                    .socket
+                    .send_to(&transmit.contents, transmit.destination)
+                    .await
+                {
+                    tracing::debug!(%error, to = %transmit.destination, "a datagram not sent");
+                }
+            }
+            for happening in drained.happenings.drain(..) {
+                if let Happening::Video { time, data } = happening {
+                    if let Err(error) = record(
+                        &self.record,
+                        &mut self.recordings,
+                        &self.reports,
+                        peer,
+                        time,
+                        &data,
+                    ) {
+                        tracing::warn!(%error, %peer, "recording failed");
+                        failed.push((peer, format!("recording failed: {error}")));
+                    }
+                    continue;
+                }
+                let report = match happening {
+                    Happening::Connected => Report::Connected { peer },
+                    Happening::ChannelOpen => Report::ChannelOpen { peer },
+                    Happening::Disconnected => Report::Disconnected { peer },
+                    Happening::Chat(text) => Report::Chat {
+                        from: peer,
+                        text,
+                        via: Via::Datachannel,
+                    },
+                    Happening::Video { .. } => continue,
+                };
+                let _ = self.reports.send(report);
+            }
+        }
+        for (peer, reason) in failed {
+            self.end_call(peer, reason);
+        }
+        for (peer, offer) in repairs {
+            self.report(Report::Repairing { peer });
+            self.send_to(peer, offer).await;
+        }
+        wake
+    }
+
+    fn end_call(&mut self, peer: PeerId, reason: String) {
+        if self.hang_up(peer) {
+            tracing::warn!(%peer, %reason, "call ended");
+            self.report(Report::CallEnded { peer, reason });
+        }
+    }
+
+    /// Ends the call with `peer`, if there is one, and completes its recording.
+    fn hang_up(&mut self, peer: PeerId) -> bool {
+        if let Some(recording) = self.recordings.remove(&peer) {
+            match recording.recorder.finish() {
+                Ok(frames) => self.report(Report::Recorded {
+                    peer,
+                    path: recording.path.display().to_string(),
+                    frames,
+                }),
+                Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
+            }
+        }
+        match self.pairs.remove(&peer) {
+            Some(mut pair) => {
+                pair.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn hang_up_all(&mut self) {
+        let peers: Vec<PeerId> = self.pairs.keys().copied().collect();
+        for peer in peers {
+            self.hang_up(peer);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        for (&peer, pair) in &mut self.pairs {
+            if let Err(error) = pair.handle_input(Input::Timeout(now)) {
+                failed.push((peer, error.to_string()));
+            }
+        }
+        for (peer, reason) in failed {
+            self.end_call(peer, reason);
+        }
+    }
+
+    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        // Not STUN, DTLS, RTP or RTCP: nobody's.
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        let Some((&peer, pair)) = self.pairs.iter_mut().find(|(_, pair)| pair.accepts(&input))
+        else {
+            tracing::trace!(%source, "a datagram for no call");
+            return;
+        };
+        if let Err(error) = pair.handle_input(input) {
+            self.end_call(peer, error.to_string());
+        }
+    }
+
+    async fn on_update(&mut self, update: Update<Signal>) {
+        match update {
+            Update::Event(event) => self.on_event(event).await,
+            Update::Disconnected { reason, .. } => {
+                self.report(Report::Reconnecting { reason });
+            }
+            Update::Resumed { incomplete, .. } => {
+                self.report(Report::Resumed { incomplete });
+            }
+            Update::Rejoining { code } => {
+                tracing::info!(?code, "the session did not resume; entering the room again");
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_event(&mut self, event: Event<Signal>) {
+        match event {
+            Event::Join { peer, .. } => {
+                self.report(Report::Join { peer });
+                // Members inside offer to a newcomer.
+                let offer = self.call(peer).and_then(Pair::offer);
+                if let Some(offer) = offer {
+                    self.send_to(peer, offer).await;
+                }
+            }
+            Event::Left { peer, .. } => {
+                self.hang_up(peer);
+                self.report(Report::Left { peer });
+            }
+            Event::Message { from, data } => self.on_signal(from, data).await,
+            Event::Created { peer, room, .. } => {
+                // A rejoin as a new peer: every call starts again.
+                self.hang_up_all();
+                self.me = peer;
+                self.report(Report::Entered {
+                    room,
+                    peer,
+                    peers: Vec::new(),
+                });
+            }
+            Event::Joined {
+                peer, room, peers, ..
+            } => {
+                self.hang_up_all();
+                self.me = peer;
+                self.report(Report::Entered {
+                    room,
+                    peer,
+                    peers: peers.clone(),
+                });
+                for other in peers {
+                    self.call(other);
+                }
+            }
+            other => tracing::debug!(?other, "relay event"),
+        }
+    }
+
+    async fn on_signal(&mut self, from: PeerId, signal: Signal) {
+        match signal {
+            Signal::Text { text } => self.report(Report::Chat {
+                from,
+                text,
+                via: Via::Relay,
+            }),
+            Signal::Description { sdp_type, sdp } => {
+                self.report(Report::Described {
+                    peer: from,
+                    sdp_type,
+                    outgoing: false,
+                });
+                let Some(pair) = self.call(from) else { return };
+                match pair.on_description(sdp_type, &sdp) {
+                    Ok(Some(answer)) => self.send_to(from, answer).await,
+                    Ok(None) => {}
+                    Err(error) => self.end_call(from, error.to_string()),
+                }
+            }
+            Signal::Candidate { candidate, .. } => {
+                if let Some(pair) = self.pairs.get_mut(&from) {
+                    pair.on_candidate(&candidate);
+                }
+            }
+            Signal::Bye => {
+                if self.hang_up(from) {
+                    self.report(Report::CallEnded {
+                        peer: from,
+                        reason: "the peer hung up".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends a chat line to every member: over the data channel where it is open, through
+    /// the relay to the rest.
+    async fn chat(&mut self, line: &str) {
+        let mut by_relay = Vec::new();
+        for (&peer, pair) in &mut self.pairs {
+            if !pair.send_chat(line) {
+                by_relay.push(peer);
+            }
+        }
+        for peer in by_relay {
+            self.send_to(
+                peer,
+                Signal::Text {
+                    text: line.to_owned(),
+                },
+            )
+            .await;
+        }
+    }
+
+    async fn send_to(&self, peer: PeerId, signal: Signal) {
+        if let Signal::Description { sdp_type, .. } = &signal {
+            self.report(Report::Described {
+                peer,
+                sdp_type: *sdp_type,
+                outgoing: true,
+            });
+        }
+        if let Err(error) = self.client.send_to(peer, signal).await {
+            tracing::warn!(%error, %peer, "a signal could not be sent");
+        }
+    }
+}
+
+/// Adds a video frame from `peer` to its recording, starting the recording (in `dir`) at
+/// its first frame, a keyframe.
+fn record(
+    dir: &Option<PathBuf>,
+    recordings: &mut BTreeMap<PeerId, Recording>,
+    reports: &mpsc::UnboundedSender<Report>,
+    peer: PeerId,
+    time: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    let recording = match recordings.entry(peer) {
+        std::collections::btree_map::Entry::Occupied(recording) => recording.into_mut(),
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            let Some((width, height)) = ivf::keyframe_size(data) else {
+                return Ok(());
+            };
+            let path = recording_path(dir, peer);
+            let recorder = Recorder::start(BufWriter::new(File::create(&path)?), width, height)?;
+            let _ = reports.send(Report::Recording {
+                peer,
+                path: path.display().to_string(),
+                width,
+                height,
+            });
+            vacant.insert(Recording { path, recorder })
+        }
+    };
+    recording.recorder.frame(time, data)
+}
+
+/// Where `peer`'s video is recorded in `dir`.
+fn recording_path(dir: &Path, peer: PeerId) -> PathBuf {
+    dir.join(format!("peer-{peer}.ivf"))
+}
