@@ -5,6 +5,7 @@
 //! memory read from `/proc` are theirs alone. See the README's performance section.
 
 mod bare;
+mod calls;
 mod floor;
 mod load;
 mod proc;
@@ -132,6 +133,17 @@ enum Cmd {
         #[arg(long)]
         relay_bin: Option<PathBuf>,
     },
+    /// Calls set up at once by native WebRTC peers (str0m) through the relay: the time from
+    /// a newcomer's start to the data channel open at both ends, the relay's part of it,
+    /// and the relay's CPU per call.
+    Calls {
+        /// How many calls to start at once, comma-separated; one relay for each count.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+        calls: Vec<usize>,
+        /// The relay binary; by default the `signalroom` beside this benchmark.
+        #[arg(long)]
+        relay_bin: Option<PathBuf>,
+    },
     /// A short run of each, so the benchmark never rots (part of the test command).
     Smoke,
     /// Runs the floor forwarder (used by `load`).
@@ -192,12 +204,14 @@ fn main() -> Result<()> {
                 };
                 rolling::run(rooms, relays, Duration::from_millis(every_ms), relay).await
             }
+            Cmd::Calls { calls, relay_bin } => calls::run(&calls, relay_bin.as_ref()).await,
             Cmd::Smoke => {
                 let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, resume: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
                 idle(200, false, false, None).await?;
                 idle(200, false, true, None).await?;
-                rolling::run(20, 2, Duration::from_millis(50), sibling("signalroom")?).await
+                rolling::run(20, 2, Duration::from_millis(50), sibling("signalroom")?).await?;
+                calls::run(&[2], None).await
             }
         }
     })

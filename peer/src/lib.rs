@@ -15,4 +15,4 @@ mod peer;
 pub mod report;
 
 pub use peer::{run, Command, Config, PeerError};
-pub use report::{Report, Via};
+pub use report::{Report, Reported, Via};

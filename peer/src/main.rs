@@ -173,12 +173,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             ran = &mut peer => {
                 // What it reported before it returned.
-                while let Ok(report) = reports.try_recv() {
-                    printer.print(&report);
+                while let Ok(reported) = reports.try_recv() {
+                    printer.print(&reported.report);
                 }
                 return Ok(ran?);
             }
-            Some(report) = reports.recv() => printer.print(&report),
+            Some(reported) = reports.recv() => printer.print(&reported.report),
             line = lines.next_line(), if reading => match line {
                 Ok(Some(line)) => {
                     let _ = commands.send(Command::Say(line));

@@ -19,7 +19,7 @@ use tokio::time::sleep_until;
 
 use crate::ivf::{self, Clip, Recorder};
 use crate::pair::{Drained, Happening, Media, Pair};
-use crate::report::{Report, Via};
+use crate::report::{Report, Reported, Via};
 
 /// What a peer is to do.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ pub enum PeerError {
 pub async fn run(
     config: Config,
     commands: mpsc::UnboundedReceiver<Command>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<Reported>,
 ) -> Result<(), PeerError> {
     let socket = UdpSocket::bind(SocketAddr::new(config.bind, 0))
         .await
@@ -110,7 +110,7 @@ struct Peer {
     socket: UdpSocket,
     local: SocketAddr,
     pairs: BTreeMap<PeerId, Pair>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<Reported>,
     media: Media,
     /// Where recordings go, when asked for.
     record: Option<PathBuf>,
@@ -201,8 +201,7 @@ impl Peer {
     }
 
     fn report(&self, report: Report) {
-        // A program that stopped reading reports has no use for more.
-        let _ = self.reports.send(report);
+        send_report(&self.reports, report);
     }
 
     /// Runs every call until it waits: sends its datagrams, reports what happened, and
@@ -265,7 +264,7 @@ impl Peer {
                     },
                     Happening::Video { .. } => continue,
                 };
-                let _ = self.reports.send(report);
+                send_report(&self.reports, report);
             }
         }
         for (peer, reason) in failed {
@@ -484,7 +483,7 @@ impl Peer {
 fn record(
     dir: &Option<PathBuf>,
     recordings: &mut BTreeMap<PeerId, Recording>,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &mpsc::UnboundedSender<Reported>,
     peer: PeerId,
     time: u64,
     data: &[u8],
@@ -498,12 +497,15 @@ fn record(
             };
             let path = recording_path(dir, peer);
             let recorder = Recorder::start(BufWriter::new(File::create(&path)?), width, height)?;
-            let _ = reports.send(Report::Recording {
-                peer,
-                path: path.display().to_string(),
-                width,
-                height,
-            });
+            send_report(
+                reports,
+                Report::Recording {
+                    peer,
+                    path: path.display().to_string(),
+                    width,
+                    height,
+                },
+            );
             vacant.insert(Recording { path, recorder })
         }
     };
@@ -513,4 +515,13 @@ fn record(
 /// Where `peer`'s video is recorded in `dir`.
 fn recording_path(dir: &Path, peer: PeerId) -> PathBuf {
     dir.join(format!("peer-{peer}.ivf"))
+}
+
+/// Sends `report`, stamped with the time.
+fn send_report(reports: &mpsc::UnboundedSender<Reported>, report: Report) {
+    // A program that stopped reading reports has no use for more.
+    let _ = reports.send(Reported {
+        at: Instant::now(),
+        report,
+    });
 }

@@ -134,6 +134,15 @@ impl fmt::Display for Report {
     }
 }
 
+/// A report and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    /// When it happened.
+    pub at: std::time::Instant,
+    /// What happened.
+    pub report: Report,
+}
+
 /// Prints reports as a person or a program wants them.
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
