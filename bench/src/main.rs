@@ -4,6 +4,7 @@
 //! The relay (release build) and the forwarders run as processes of their own, so the CPU and
 //! memory read from `/proc` are theirs alone. See the README's performance section.
 
+mod balancer;
 mod bare;
 mod calls;
 mod floor;

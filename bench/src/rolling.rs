@@ -3,27 +3,28 @@
 //! the others) and started again, while resumable clients in rooms of two send each other
 //! numbered messages. Every client checks that its partner's numbers arrive in order and
 //! once, and that nobody comes or goes; the report says how long each relay took to drain.
+//!
+//! The clients are `signalroom-client`'s, as a program would use them: they reach the
+//! relays through a balancer of the benchmark's own (`balancer.rs`), which sends each new
+//! connection to a relay that is up, as an operator's does once `/readyz` fails; the
+//! client resumes its session on whatever connection it gets.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use signalroom_protocol::{Event, PeerId, Request, ResumeKey};
+use signalroom_client::{connect, Client, Events, Options, Update};
+use signalroom_protocol::{Event, PeerId, RoomName};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::balancer::{self, Live};
 
-/// Counted frames after which a client acknowledges, as the page does.
-const ACK_EVERY: u64 = 16;
-/// How long a client waits for a frame before it takes its connection for dead.
-const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a client waits for anything before it takes the run for stuck.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The relays under test and the Redis they share. Killed when dropped.
 struct Fleet {
@@ -93,136 +94,6 @@ async fn listening(addr: SocketAddr) -> Result<()> {
     bail!("nothing listens on {addr}")
 }
 
-/// One resumable client: the protocol's side of a session, as PROTOCOL.md asks of a client.
-struct Client {
-    ws: Ws,
-    peer: PeerId,
-    key: ResumeKey,
-    received: u64,
-    unacked: u64,
-    sent: u64,
-    /// Counted frames sent and not yet acknowledged, with their numbers.
-    kept: std::collections::VecDeque<(u64, String)>,
-}
-
-async fn open(addr: SocketAddr) -> Result<Ws> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?resume")).await?;
-    Ok(ws)
-}
-
-async fn next_event(ws: &mut Ws) -> Result<Event<Value>> {
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .context("no frame in time")?
-            .context("closed")??;
-        match frame {
-            Message::Text(text) => return Ok(serde_json::from_str(&text)?),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => bail!("{other:?}"),
-        }
-    }
-}
-
-impl Client {
-    /// Joins `room` on the relay at `addr`.
-    async fn join(addr: SocketAddr, room: &str) -> Result<Self> {
-        let mut ws = open(addr).await?;
-        let join = json!({ "type": "create_or_join", "room": room });
-        ws.send(Message::text(join.to_string())).await?;
-        let (peer, grant) = match next_event(&mut ws).await? {
-            Event::Created { peer, resume, .. } | Event::Joined { peer, resume, .. } => {
-                (peer, resume.context("a resumable connection gets a key")?)
-            }
-            other => bail!("expected created or joined, got {other:?}"),
-        };
-        Ok(Self {
-            ws,
-            peer,
-            key: grant.key,
-            received: 1,
-            unacked: 1,
-            sent: 1,
-            kept: Default::default(),
-        })
-    }
-
-    /// Sends a counted frame, keeping it until acknowledged; a dead connection does not
-    /// fail it (the resume sends it again).
-    async fn send(&mut self, text: String) {
-        self.sent += 1;
-        let _ = self.ws.send(Message::text(text.clone())).await;
-        self.kept.push_back((self.sent, text));
-    }
-
-    /// The next counted frame. Cancel-safe: a due `ack` goes before the next read.
-    async fn recv(&mut self) -> Result<Event<Value>> {
-        loop {
-            if self.unacked >= ACK_EVERY {
-                self.unacked = 0;
-                let ack = json!({ "type": "ack", "received": self.received });
-                let _ = self.ws.send(Message::text(ack.to_string())).await;
-            }
-            match next_event(&mut self.ws).await? {
-                Event::Ack { received } => self.acknowledged(received),
-                event => {
-                    self.received += 1;
-                    self.unacked += 1;
-                    return Ok(event);
-                }
-            }
-        }
-    }
-
-    fn acknowledged(&mut self, received: u64) {
-        while self.kept.front().is_some_and(|(n, _)| *n <= received) {
-            self.kept.pop_front();
-        }
-    }
-
-    /// Resumes on the relay at `addr`: `Ok(false)` if it cannot be reached (or is stopping).
-    async fn resume(&mut self, addr: SocketAddr) -> Result<bool> {
-        let Ok(mut ws) = open(addr).await else {
-            return Ok(false);
-        };
-        let resume = Request::<Value>::Resume {
-            peer: self.peer,
-            key: self.key.clone(),
-            received: self.received,
-        };
-        ws.send(Message::text(serde_json::to_string(&resume)?))
-            .await?;
-        loop {
-            match next_event(&mut ws).await {
-                Ok(Event::Resumed {
-                    peer,
-                    received,
-                    resume,
-                    incomplete,
-                    ..
-                }) => {
-                    ensure!(peer == self.peer, "resumed as {peer}, not {}", self.peer);
-                    ensure!(!incomplete, "{peer}'s session lost frames on the way");
-                    self.key = resume.key;
-                    self.unacked = 0;
-                    self.acknowledged(received);
-                    for (_, text) in &self.kept {
-                        ws.send(Message::text(text.clone())).await?;
-                    }
-                    self.ws = ws;
-                    return Ok(true);
-                }
-                Ok(Event::Ack { received }) => self.acknowledged(received),
-                Ok(Event::Error { code, .. }) => {
-                    bail!("{}'s resume was refused: {code}", self.peer)
-                }
-                Ok(other) => bail!("expected resumed, got {other:?}"),
-                Err(_) => return Ok(false),
-            }
-        }
-    }
-}
-
 /// What one side of a pair sent, for its partner to know when it has everything.
 #[derive(Default)]
 struct Side {
@@ -230,21 +101,46 @@ struct Side {
     stopped: AtomicBool,
 }
 
-/// The relays a client may resume on.
-type Live = Arc<Mutex<Vec<SocketAddr>>>;
+/// One client of a pair: its id, its handle and what it hears.
+struct Member {
+    peer: PeerId,
+    client: Client<Value>,
+    events: Events<Value>,
+}
 
-/// Sends `partner` a number every `every`, checks the partner's, resumes whenever the
-/// connection ends; returns how many numbers it checked and how many resumes it took.
+impl Member {
+    /// Enters `room` through the balancer at `addr`, resumably.
+    async fn join(addr: SocketAddr, room: &RoomName) -> Result<Self> {
+        let (client, events) = connect::<Value>(Options::new(&format!("ws://{addr}"))?).await?;
+        let entered = client.create_or_join(room.clone()).await?;
+        ensure!(entered.resumable.is_some(), "the relay offers no session");
+        Ok(Self {
+            peer: entered.peer,
+            client,
+            events,
+        })
+    }
+
+    /// The next update, within [`PATIENCE`].
+    async fn next(&mut self) -> Result<Update<Value>> {
+        tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .with_context(|| format!("{} heard nothing in {PATIENCE:?}", self.peer))?
+            .with_context(|| format!("{}'s client ended", self.peer))
+    }
+}
+
+/// Sends `partner` a number every `every`, checks the partner's, and counts the resumes
+/// its client made; returns how many numbers it checked and how many resumes it saw.
 async fn drive(
-    mut client: Client,
+    mut member: Member,
     partner: PeerId,
     (me, other): (Arc<Side>, Arc<Side>),
-    (stop, live): (Arc<AtomicBool>, Live),
+    stop: Arc<AtomicBool>,
     every: Duration,
 ) -> Result<(u64, u64)> {
-    let (id, mut next, mut resumes) = (client.peer, 1u64, 0u64);
+    let (id, mut next, mut resumes) = (member.peer, 1u64, 0u64);
     let mut tick = tokio::time::interval(every);
-    let mut pick = u64::from(id);
     loop {
         if stop.load(Ordering::SeqCst) {
             me.stopped.store(true, Ordering::SeqCst);
@@ -254,38 +150,28 @@ async fn drive(
             && other.stopped.load(Ordering::SeqCst)
             && next > other.sent.load(Ordering::SeqCst)
         {
+            member.client.close().await;
             return Ok((next - 1, resumes));
         }
         tokio::select! {
-            event = client.recv() => match event {
-                Ok(Event::Message { from, data }) => {
+            update = member.next() => match update? {
+                Update::Event(Event::Message { from, data }) => {
                     ensure!(from == partner, "{id} got a number from {from}");
                     let n = data["n"].as_u64();
                     ensure!(n == Some(next), "{id} got {n:?} from {from}, expected {next}");
                     next += 1;
                 }
-                Ok(Event::Away { .. } | Event::Back { .. }) => {}
-                Ok(other) => bail!("{id} got {other:?}"),
-                Err(_) => {
-                    for attempt in 0.. {
-                        ensure!(attempt < 200, "{id} found no relay to resume on");
-                        pick = pick.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        let addr = {
-                            let live = live.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                            live[(pick >> 33) as usize % live.len()]
-                        };
-                        if client.resume(addr).await? {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                Update::Event(Event::Away { .. } | Event::Back { .. }) | Update::Disconnected { .. } => {}
+                Update::Resumed { peer, incomplete } => {
+                    ensure!(peer == id, "{id} resumed as {peer}");
+                    ensure!(!incomplete, "{id}'s session lost frames on the way");
                     resumes += 1;
                 }
+                other => bail!("{id} got {other:?}"),
             },
             _ = tick.tick(), if !stopped => {
                 let n = me.sent.load(Ordering::SeqCst) + 1;
-                let message = json!({ "type": "message", "data": { "n": n }, "to": partner });
-                client.send(message.to_string()).await;
+                member.client.send_to(partner, json!({ "n": n })).await?;
                 me.sent.store(n, Ordering::SeqCst);
             }
         }
@@ -302,29 +188,33 @@ pub async fn run(
 ) -> Result<()> {
     ensure!(relays >= 2, "a rolling restart needs two relays at least");
     let mut fleet = Fleet::start(relays, relay_bin).await?;
-    let live: Live = Arc::new(Mutex::new(fleet.relays.iter().map(|(a, _)| *a).collect()));
+    let live = Live::new(fleet.relays.iter().map(|(a, _)| *a).collect());
+    let balancer = balancer::start(live.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut drivers = Vec::new();
+    let mut pairs = Vec::new();
     for pair in 0..rooms {
-        let room = format!("rolling-{pair}");
-        let a_addr = fleet.relays[pair % relays].0;
-        let b_addr = fleet.relays[(pair + 1) % relays].0;
-        let mut a = Client::join(a_addr, &room).await?;
-        let b = Client::join(b_addr, &room).await?;
-        match a.recv().await? {
-            Event::Join { peer, .. } if peer == b.peer => {}
+        let room = RoomName::new(format!("rolling-{pair}")).context("room name")?;
+        // The balancer takes turns: the two of a pair land on two relays.
+        let mut a = Member::join(balancer.addr, &room).await?;
+        let b = Member::join(balancer.addr, &room).await?;
+        match a.next().await? {
+            Update::Event(Event::Join { peer, .. }) if peer == b.peer => {}
             other => bail!("expected the partner's join, got {other:?}"),
         }
+        pairs.push((a, b));
+    }
+    // Every pair in its room, they all start sending.
+    let mut drivers = Vec::new();
+    for (a, b) in pairs {
         let (a_side, b_side) = (Arc::new(Side::default()), Arc::new(Side::default()));
         let (a_id, b_id) = (a.peer, b.peer);
-        let shared = (stop.clone(), live.clone());
         let sides = (a_side.clone(), b_side.clone());
-        drivers.push(tokio::spawn(drive(a, b_id, sides, shared.clone(), every)));
+        drivers.push(tokio::spawn(drive(a, b_id, sides, stop.clone(), every)));
         drivers.push(tokio::spawn(drive(
             b,
             a_id,
             (b_side, a_side),
-            shared,
+            stop.clone(),
             every,
         )));
     }
@@ -333,10 +223,8 @@ pub async fn run(
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     for i in 0..relays {
-        let addr = fleet.relays[i].0;
-        live.lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .retain(|a| *a != addr);
+        // Its readiness check fails at once: the balancer sends it nothing new.
+        live.remove(fleet.relays[i].0);
         let started = Instant::now();
         let pid = fleet.relays[i].1.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status()?;
@@ -353,9 +241,7 @@ pub async fn run(
         }
         println!("relay {i}: drained and exited in {:?}", started.elapsed());
         let relay = fleet.relay().await?;
-        live.lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .push(relay.0);
+        live.add(relay.0);
         fleet.relays[i] = relay;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -372,5 +258,6 @@ pub async fn run(
         "rolling restart: {checked} numbered messages checked, none lost, duplicated or reordered; \
          {resumes} resumes, every id kept, no left or join"
     );
+    drop(balancer);
     Ok(())
 }
