@@ -47,6 +47,13 @@ pub enum Happening {
     Chat(String),
     /// ICE lost the other side (it may come back).
     Disconnected,
+    /// An audio packet from the other side, for a recording.
+    Audio {
+        /// Its channels, as negotiated.
+        channels: u8,
+        /// The Opus packet.
+        data: Arc<[u8]>,
+    },
     /// A video frame from the other side, for a recording: the first is a keyframe.
     Video {
         /// Its RTP time, 90 kHz.
@@ -59,7 +66,8 @@ pub enum Happening {
 /// What media a pair handles besides chat.
 #[derive(Debug, Clone, Default)]
 pub struct Media {
-    /// Hand the other side's video on, as [`Happening::Video`], from a keyframe on.
+    /// Hand the other side's video on, as [`Happening::Video`], from a keyframe on, and
+    /// its audio, as [`Happening::Audio`].
     pub record: bool,
     /// Send this clip as our camera, looped, once the call is connected.
     pub send: Option<Arc<Clip>>,
@@ -118,6 +126,8 @@ pub struct Pair {
     media: Media,
     /// The video m-line: ours, when we offered, or the other side's.
     video: Option<Mid>,
+    /// The audio m-line, likewise.
+    audio: Option<Mid>,
     /// Whether a recording has its first keyframe.
     keyframe_seen: bool,
     last_keyframe_request: Option<Instant>,
@@ -158,6 +168,7 @@ impl Pair {
             open: false,
             media,
             video: None,
+            audio: None,
             keyframe_seen: false,
             last_keyframe_request: None,
             playback: None,
@@ -172,7 +183,7 @@ impl Pair {
         }
         self.negotiation.offering();
         let mut api = self.rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let video = if self.media.send.is_some() {
             Direction::SendRecv
         } else {
@@ -184,6 +195,7 @@ impl Pair {
         self.negotiation.offered();
         let (offer, pending) = applied?;
         self.video.get_or_insert(video);
+        self.audio.get_or_insert(audio);
         self.pending = Some((pending, Some(chat)));
         Some(Signal::Description {
             sdp_type: SdpType::Offer,
@@ -387,11 +399,18 @@ impl Pair {
         }
     }
 
-    fn on_video(&mut self, data: MediaData) -> Option<Happening> {
-        if !self.media.record
-            || Some(data.mid) != self.video
-            || data.params.spec().codec != Codec::Vp8
-        {
+    fn on_media(&mut self, data: MediaData) -> Option<Happening> {
+        if !self.media.record {
+            return None;
+        }
+        let spec = data.params.spec();
+        if Some(data.mid) == self.audio && spec.codec == Codec::Opus {
+            return Some(Happening::Audio {
+                channels: spec.channels.unwrap_or(2),
+                data: data.data,
+            });
+        }
+        if Some(data.mid) != self.video || spec.codec != Codec::Vp8 {
             return None;
         }
         if !data.contiguous || (!self.keyframe_seen && !data.is_keyframe()) {
@@ -450,11 +469,14 @@ impl Pair {
                 }
                 Some(Happening::Connected)
             }
-            Event::MediaAdded(added) if added.kind == MediaKind::Video => {
-                self.video.get_or_insert(added.mid);
+            Event::MediaAdded(added) => {
+                match added.kind {
+                    MediaKind::Video => self.video.get_or_insert(added.mid),
+                    MediaKind::Audio => self.audio.get_or_insert(added.mid),
+                };
                 None
             }
-            Event::MediaData(data) => self.on_video(data),
+            Event::MediaData(data) => self.on_media(data),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.link = Link::Lost;
                 Some(Happening::Disconnected)

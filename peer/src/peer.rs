@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use crate::ivf::{self, Clip, Recorder};
+use crate::ogg;
 use crate::pair::{Drained, Happening, Media, Pair};
 use crate::report::{Report, Reported, Via};
 
@@ -98,6 +99,7 @@ pub async fn run(
         },
         record: config.record,
         recordings: BTreeMap::new(),
+        sound: BTreeMap::new(),
     };
     peer.entered(&entered);
     peer.serve(events, commands).await
@@ -116,12 +118,20 @@ struct Peer {
     record: Option<PathBuf>,
     /// The recording of each member whose video is being recorded.
     recordings: BTreeMap<PeerId, Recording>,
+    /// The recording of each member whose audio is being recorded.
+    sound: BTreeMap<PeerId, Sound>,
 }
 
 /// A member's video being recorded.
 struct Recording {
     path: PathBuf,
     recorder: Recorder<BufWriter<File>>,
+}
+
+/// A member's audio being recorded.
+struct Sound {
+    path: PathBuf,
+    recorder: ogg::Recorder<BufWriter<File>>,
 }
 
 /// Longest wait between two looks at the calls' timers.
@@ -239,6 +249,20 @@ impl Peer {
                 }
             }
             for happening in drained.happenings.drain(..) {
+                if let Happening::Audio { channels, data } = happening {
+                    if let Err(error) = record_sound(
+                        &self.record,
+                        &mut self.sound,
+                        &self.reports,
+                        peer,
+                        channels,
+                        &data,
+                    ) {
+                        tracing::warn!(%error, %peer, "recording failed");
+                        failed.push((peer, format!("recording failed: {error}")));
+                    }
+                    continue;
+                }
                 if let Happening::Video { time, data } = happening {
                     if let Err(error) = record(
                         &self.record,
@@ -262,7 +286,7 @@ impl Peer {
                         text,
                         via: Via::Datachannel,
                     },
-                    Happening::Video { .. } => continue,
+                    Happening::Video { .. } | Happening::Audio { .. } => continue,
                 };
                 send_report(&self.reports, report);
             }
@@ -291,6 +315,16 @@ impl Peer {
                 Ok(frames) => self.report(Report::Recorded {
                     peer,
                     path: recording.path.display().to_string(),
+                    frames,
+                }),
+                Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
+            }
+        }
+        if let Some(sound) = self.sound.remove(&peer) {
+            match sound.recorder.finish() {
+                Ok(frames) => self.report(Report::Recorded {
+                    peer,
+                    path: sound.path.display().to_string(),
                     frames,
                 }),
                 Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
@@ -515,6 +549,38 @@ fn record(
 /// Where `peer`'s video is recorded in `dir`.
 fn recording_path(dir: &Path, peer: PeerId) -> PathBuf {
     dir.join(format!("peer-{peer}.ivf"))
+}
+
+/// Adds an audio packet from `peer` to its recording, starting the recording (in `dir`,
+/// beside the video) at its first packet.
+fn record_sound(
+    dir: &Option<PathBuf>,
+    sound: &mut BTreeMap<PeerId, Sound>,
+    reports: &mpsc::UnboundedSender<Reported>,
+    peer: PeerId,
+    channels: u8,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    let sound = match sound.entry(peer) {
+        std::collections::btree_map::Entry::Occupied(sound) => sound.into_mut(),
+        std::collections::btree_map::Entry::Vacant(vacant) => {
+            let path = dir.join(format!("peer-{peer}.opus"));
+            // The stream's serial number: any, unique in the file.
+            let serial = peer.get() as u32;
+            let recorder =
+                ogg::Recorder::start(BufWriter::new(File::create(&path)?), channels, serial)?;
+            send_report(
+                reports,
+                Report::RecordingAudio {
+                    peer,
+                    path: path.display().to_string(),
+                },
+            );
+            vacant.insert(Sound { path, recorder })
+        }
+    };
+    sound.recorder.packet(data)
 }
 
 /// Sends `report`, stamped with the time.

@@ -61,7 +61,10 @@ pub enum Report {
         width: u16,
         height: u16,
     },
-    /// `peer`'s recording is complete: `frames` frames in `path`.
+    /// `peer`'s audio is being recorded into `path` (Opus in Ogg).
+    RecordingAudio { peer: PeerId, path: String },
+    /// `peer`'s recording (video or audio) is complete: `frames` frames or packets in
+    /// `path`.
     Recorded {
         peer: PeerId,
         path: String,
@@ -117,6 +120,9 @@ impl fmt::Display for Report {
                 f,
                 "recording peer {peer}'s video ({width}x{height}) into {path}"
             ),
+            Self::RecordingAudio { peer, path } => {
+                write!(f, "recording peer {peer}'s audio into {path}")
+            }
             Self::Recorded { peer, path, frames } => {
                 write!(
                     f,

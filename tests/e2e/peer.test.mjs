@@ -3,7 +3,7 @@
 // loopback UDP, and chat goes both ways over the data channel.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -129,12 +129,12 @@ function frameLuma(page, selector) {
 }
 
 /**
- * What ffprobe says of a video file, decoding every frame: its first video stream (with the
- * frames decoded) and the time its packets span.
+ * What ffprobe says of a recording, decoding every frame: its first `stream` (video by
+ * default; 'a:0' for audio), with the frames decoded, and the time its packets span.
  */
-function probe(path) {
+function probe(path, stream = 'v:0') {
   const out = execFileSync('ffprobe', [
-    '-v', 'error', '-select_streams', 'v:0', '-count_frames',
+    '-v', 'error', '-select_streams', stream, '-count_frames',
     '-show_entries', 'stream=codec_name,width,height,nb_read_frames',
     '-show_entries', 'packet=pts_time', '-of', 'json', path,
   ]);
@@ -143,7 +143,7 @@ function probe(path) {
   return { ...streams[0], seconds: Math.max(...times) - Math.min(...times) };
 }
 
-test('the peer sends a VP8 file as its camera and records the page\'s', async () => {
+test('the peer sends a VP8 file as its camera and records the page\'s camera and microphone', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'signalroom-peer-media-'));
   // A moving test pattern, two seconds, a keyframe each second, looped by the peer.
   const clip = join(dir, 'clip.ivf');
@@ -182,8 +182,10 @@ test('the peer sends a VP8 file as its camera and records the page\'s', async ()
     });
     await new Promise((resolve) => setTimeout(resolve, 6500));
     peer.child.kill('SIGTERM');
-    const recorded = await peer.until((r) => r.event === 'recorded' && r.peer === pageId);
+    const recorded = await peer.until((r) => r.event === 'recorded' && r.peer === pageId && r.path.endsWith('.ivf'));
     assert.equal(recorded.path, recording.path);
+    const sound = await peer.until((r) => r.event === 'recording_audio' && r.peer === pageId);
+    const heard = await peer.until((r) => r.event === 'recorded' && r.path === sound.path);
     assert.equal(await new Promise((resolve) => peer.child.on('exit', resolve)), 0);
 
     const probed = probe(recorded.path);
@@ -195,6 +197,16 @@ test('the peer sends a VP8 file as its camera and records the page\'s', async ()
     assert.deepEqual({ width: recording.width, height: recording.height }, camera, 'the page\'s resolution');
     assert.equal(Number(probed.nb_read_frames), recorded.frames, 'every frame decodes');
     assert.ok(probed.seconds >= 5, `at least 5 s of frames, got ${probed.seconds} s`);
+
+    // And the page's fake microphone beside it: Opus in Ogg, every packet decodes, 5 s.
+    const audio = probe(heard.path, 'a:0');
+    assert.equal(audio.codec_name, 'opus');
+    assert.equal(Number(audio.nb_read_frames), heard.frames, 'every packet decodes');
+    assert.ok(audio.seconds >= 5, `at least 5 s of sound, got ${audio.seconds} s`);
+    // The fake microphone beeps: the recording is not silence.
+    const volume = spawnSync('ffmpeg', ['-i', heard.path, '-af', 'volumedetect', '-f', 'null', '-']).stderr.toString();
+    const loudest = Number(/max_volume: (-?[\d.]+) dB/.exec(volume)?.[1]);
+    assert.ok(loudest > -30, `a beep, not silence: max volume ${loudest} dB`);
   } finally {
     peer.child.kill('SIGKILL');
   }

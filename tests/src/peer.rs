@@ -49,6 +49,21 @@ pub enum PeerReport {
         peer: PeerId,
         reason: String,
     },
+    Recording {
+        peer: PeerId,
+        path: String,
+        width: u16,
+        height: u16,
+    },
+    RecordingAudio {
+        peer: PeerId,
+        path: String,
+    },
+    Recorded {
+        peer: PeerId,
+        path: String,
+        frames: u32,
+    },
     Reconnecting {
         reason: String,
     },
