@@ -131,14 +131,16 @@ impl Member {
 }
 
 /// Sends `partner` a number every `every`, checks the partner's, and counts the resumes
-/// its client made; returns how many numbers it checked and how many resumes it saw.
+/// its client made; returns how many numbers it checked, how many resumes it saw, and the
+/// client, still in its room: closing it here would make its partner, which may still be
+/// checking, hear it leave.
 async fn drive(
     mut member: Member,
     partner: PeerId,
     (me, other): (Arc<Side>, Arc<Side>),
     stop: Arc<AtomicBool>,
     every: Duration,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Member)> {
     let (id, mut next, mut resumes) = (member.peer, 1u64, 0u64);
     let mut tick = tokio::time::interval(every);
     loop {
@@ -150,8 +152,7 @@ async fn drive(
             && other.stopped.load(Ordering::SeqCst)
             && next > other.sent.load(Ordering::SeqCst)
         {
-            member.client.close().await;
-            return Ok((next - 1, resumes));
+            return Ok((next - 1, resumes, member));
         }
         tokio::select! {
             update = member.next() => match update? {
@@ -169,7 +170,8 @@ async fn drive(
                 }
                 other => bail!("{id} got {other:?}"),
             },
-            _ = tick.tick(), if !stopped => {
+            // Stopped, it still wakes each tick to see whether its partner is done.
+            _ = tick.tick() => if !stopped {
                 let n = me.sent.load(Ordering::SeqCst) + 1;
                 member.client.send_to(partner, json!({ "n": n })).await?;
                 me.sent.store(n, Ordering::SeqCst);
@@ -246,13 +248,17 @@ pub async fn run(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stop.store(true, Ordering::SeqCst);
-    let (mut checked, mut resumes) = (0, 0);
+    let (mut checked, mut resumes, mut done) = (0, 0, Vec::new());
     for driver in drivers {
-        let (numbers, took) = tokio::time::timeout(Duration::from_secs(60), driver)
+        let (numbers, took, member) = tokio::time::timeout(Duration::from_secs(60), driver)
             .await
             .context("a client did not finish")???;
         checked += numbers;
         resumes += took;
+        done.push(member);
+    }
+    for member in done {
+        member.client.close().await;
     }
     println!(
         "rolling restart: {checked} numbered messages checked, none lost, duplicated or reordered; \
