@@ -6,13 +6,14 @@
 //! runs hundreds in one process.
 //!
 //! Code map: `peer` is [`run`], the one task that owns the relay client, the UDP socket
-//! and every call; [`pair`] one call (str0m, no I/O); [`ivf`] VP8 files; [`ogg`] Opus recordings; [`report`] what
+//! and every call; [`pair`] one call (str0m, no I/O); [`ivf`] VP8 files; [`ogg`] Opus recordings; `record` a member's recordings; [`report`] what
 //! happens, as values and as lines.
 
 pub mod ivf;
 pub mod ogg;
 pub mod pair;
 mod peer;
+mod record;
 pub mod report;
 
 pub use peer::{run, Command, Config, PeerError};

@@ -2,10 +2,8 @@
 //! each datagram to the call whose `Rtc` accepts it, and runs the calls' timers.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +15,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
-use crate::ivf::{self, Clip, Recorder};
-use crate::ogg;
+use crate::ivf::Clip;
 use crate::pair::{Drained, Happening, Media, Pair};
+use crate::record::Recordings;
 use crate::report::{Report, Reported, Via};
 
 /// What a peer is to do.
@@ -97,9 +95,7 @@ pub async fn run(
             record: config.record.is_some(),
             send: config.send,
         },
-        record: config.record,
-        recordings: BTreeMap::new(),
-        sound: BTreeMap::new(),
+        recordings: config.record.map(Recordings::new),
     };
     peer.entered(&entered);
     peer.serve(events, commands).await
@@ -114,24 +110,8 @@ struct Peer {
     pairs: BTreeMap<PeerId, Pair>,
     reports: mpsc::UnboundedSender<Reported>,
     media: Media,
-    /// Where recordings go, when asked for.
-    record: Option<PathBuf>,
-    /// The recording of each member whose video is being recorded.
-    recordings: BTreeMap<PeerId, Recording>,
-    /// The recording of each member whose audio is being recorded.
-    sound: BTreeMap<PeerId, Sound>,
-}
-
-/// A member's video being recorded.
-struct Recording {
-    path: PathBuf,
-    recorder: Recorder<BufWriter<File>>,
-}
-
-/// A member's audio being recorded.
-struct Sound {
-    path: PathBuf,
-    recorder: ogg::Recorder<BufWriter<File>>,
+    /// The members' media being recorded, when asked for.
+    recordings: Option<Recordings>,
 }
 
 /// Longest wait between two looks at the calls' timers.
@@ -249,33 +229,21 @@ impl Peer {
                 }
             }
             for happening in drained.happenings.drain(..) {
-                if let Happening::Audio { channels, data } = happening {
-                    if let Err(error) = record_sound(
-                        &self.record,
-                        &mut self.sound,
-                        &self.reports,
-                        peer,
-                        channels,
-                        &data,
-                    ) {
-                        tracing::warn!(%error, %peer, "recording failed");
+                let recorded = match (&happening, self.recordings.as_mut()) {
+                    (Happening::Audio { channels, data }, Some(recordings)) => {
+                        Some(recordings.sound(peer, *channels, data))
+                    }
+                    (Happening::Video { time, data }, Some(recordings)) => {
+                        Some(recordings.video(peer, *time, data))
+                    }
+                    _ => None,
+                };
+                match recorded {
+                    Some(Ok(Some(started))) => send_report(&self.reports, started),
+                    Some(Err(error)) => {
                         failed.push((peer, format!("recording failed: {error}")));
                     }
-                    continue;
-                }
-                if let Happening::Video { time, data } = happening {
-                    if let Err(error) = record(
-                        &self.record,
-                        &mut self.recordings,
-                        &self.reports,
-                        peer,
-                        time,
-                        &data,
-                    ) {
-                        tracing::warn!(%error, %peer, "recording failed");
-                        failed.push((peer, format!("recording failed: {error}")));
-                    }
-                    continue;
+                    Some(Ok(None)) | None => {}
                 }
                 let report = match happening {
                     Happening::Connected => Report::Connected { peer },
@@ -310,25 +278,13 @@ impl Peer {
 
     /// Ends the call with `peer`, if there is one, and completes its recording.
     fn hang_up(&mut self, peer: PeerId) -> bool {
-        if let Some(recording) = self.recordings.remove(&peer) {
-            match recording.recorder.finish() {
-                Ok(frames) => self.report(Report::Recorded {
-                    peer,
-                    path: recording.path.display().to_string(),
-                    frames,
-                }),
-                Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
-            }
-        }
-        if let Some(sound) = self.sound.remove(&peer) {
-            match sound.recorder.finish() {
-                Ok(frames) => self.report(Report::Recorded {
-                    peer,
-                    path: sound.path.display().to_string(),
-                    frames,
-                }),
-                Err(error) => tracing::warn!(%error, %peer, "the recording could not be completed"),
-            }
+        let finished = self
+            .recordings
+            .as_mut()
+            .map(|recordings| recordings.finish(peer))
+            .unwrap_or_default();
+        for report in finished {
+            self.report(report);
         }
         match self.pairs.remove(&peer) {
             Some(mut pair) => {
@@ -510,77 +466,6 @@ impl Peer {
             tracing::warn!(%error, %peer, "a signal could not be sent");
         }
     }
-}
-
-/// Adds a video frame from `peer` to its recording, starting the recording (in `dir`) at
-/// its first frame, a keyframe.
-fn record(
-    dir: &Option<PathBuf>,
-    recordings: &mut BTreeMap<PeerId, Recording>,
-    reports: &mpsc::UnboundedSender<Reported>,
-    peer: PeerId,
-    time: u64,
-    data: &[u8],
-) -> std::io::Result<()> {
-    let Some(dir) = dir else { return Ok(()) };
-    let recording = match recordings.entry(peer) {
-        std::collections::btree_map::Entry::Occupied(recording) => recording.into_mut(),
-        std::collections::btree_map::Entry::Vacant(vacant) => {
-            let Some((width, height)) = ivf::keyframe_size(data) else {
-                return Ok(());
-            };
-            let path = recording_path(dir, peer);
-            let recorder = Recorder::start(BufWriter::new(File::create(&path)?), width, height)?;
-            send_report(
-                reports,
-                Report::Recording {
-                    peer,
-                    path: path.display().to_string(),
-                    width,
-                    height,
-                },
-            );
-            vacant.insert(Recording { path, recorder })
-        }
-    };
-    recording.recorder.frame(time, data)
-}
-
-/// Where `peer`'s video is recorded in `dir`.
-fn recording_path(dir: &Path, peer: PeerId) -> PathBuf {
-    dir.join(format!("peer-{peer}.ivf"))
-}
-
-/// Adds an audio packet from `peer` to its recording, starting the recording (in `dir`,
-/// beside the video) at its first packet.
-fn record_sound(
-    dir: &Option<PathBuf>,
-    sound: &mut BTreeMap<PeerId, Sound>,
-    reports: &mpsc::UnboundedSender<Reported>,
-    peer: PeerId,
-    channels: u8,
-    data: &[u8],
-) -> std::io::Result<()> {
-    let Some(dir) = dir else { return Ok(()) };
-    let sound = match sound.entry(peer) {
-        std::collections::btree_map::Entry::Occupied(sound) => sound.into_mut(),
-        std::collections::btree_map::Entry::Vacant(vacant) => {
-            let path = dir.join(format!("peer-{peer}.opus"));
-            // The stream's serial number: any, unique in the file.
-            let serial = peer.get() as u32;
-            let recorder =
-                ogg::Recorder::start(BufWriter::new(File::create(&path)?), channels, serial)?;
-            send_report(
-                reports,
-                Report::RecordingAudio {
-                    peer,
-                    path: path.display().to_string(),
-                },
-            );
-            vacant.insert(Sound { path, recorder })
-        }
-    };
-    sound.recorder.packet(data)
 }
 
 /// Sends `report`, stamped with the time.
