@@ -95,6 +95,16 @@ enum Link {
     Lost,
 }
 
+/// What [`Pair::play`] did.
+enum Play {
+    /// Wrote a frame: the output is to be drained.
+    Wrote,
+    /// The next frame is due then.
+    Next(Instant),
+    /// Nothing is being sent.
+    Idle,
+}
+
 /// Keyframe requests at most this often.
 const KEYFRAME_REQUESTS: Duration = Duration::from_secs(1);
 
@@ -206,7 +216,7 @@ impl Pair {
     /// Repairs a call that lost its connection, or has not connected in good time: stops
     /// waiting for the other side's first offer and makes one, or restarts ICE. Returns the
     /// offer to send, if one is made now, and when to look again.
-    pub fn repair(&mut self, now: Instant) -> (Option<Signal>, Option<Instant>) {
+    fn repair(&mut self, now: Instant) -> (Option<Signal>, Option<Instant>) {
         let patience = Duration::from_millis(u64::from(CALL_PATIENCE_MS));
         match self.link {
             Link::Up => return (None, None),
@@ -347,9 +357,9 @@ impl Pair {
         Ok(self.rtc.handle_input(input)?)
     }
 
-    /// Runs the session until it waits for input: what to send and report, and when it
-    /// wants [`Input::Timeout`] next.
-    pub fn drain(&mut self, drained: &mut Drained) -> Result<Instant, Failure> {
+    /// Drains the session's output until it waits for input: what to send and report, and
+    /// when it wants [`Input::Timeout`] next.
+    fn drain(&mut self, drained: &mut Drained) -> Result<Instant, Failure> {
         loop {
             match self.rtc.poll_output()? {
                 Output::Timeout(at) => return Ok(at),
@@ -363,40 +373,65 @@ impl Pair {
         }
     }
 
-    /// Sends the frames of the clip that are due by `now`, and returns when the next one
-    /// is; `None` when nothing is being sent.
-    pub fn play(&mut self, now: Instant) -> Result<Option<Instant>, Failure> {
+    /// Runs the call until it waits for input: its own repair and the clip's frames that
+    /// are due by `now` included. Each change to the `Rtc` (an offer, a frame written) is
+    /// followed by draining its output before the next, as str0m asks. Returns when to
+    /// come back, and the repair's offer to send, if it made one.
+    pub fn run(
+        &mut self,
+        now: Instant,
+        drained: &mut Drained,
+    ) -> Result<(Instant, Option<Signal>), Failure> {
+        let mut timeout = self.drain(drained)?;
+        let (offer, mut wake) = self.repair(now);
+        if offer.is_some() {
+            timeout = self.drain(drained)?;
+        }
+        loop {
+            match self.play(now)? {
+                Play::Wrote => timeout = self.drain(drained)?,
+                Play::Next(at) => {
+                    wake = Some(wake.map_or(at, |wake| wake.min(at)));
+                    break;
+                }
+                Play::Idle => break,
+            }
+        }
+        Ok((wake.map_or(timeout, |wake| wake.min(timeout)), offer))
+    }
+
+    /// Writes the clip's next frame if it is due by `now`.
+    fn play(&mut self, now: Instant) -> Result<Play, Failure> {
         let (Some(clip), Some(playback), Some(mid)) =
             (self.media.send.clone(), self.playback.as_mut(), self.video)
         else {
-            return Ok(None);
+            return Ok(Play::Idle);
         };
-        loop {
-            let (offset, frame) = &clip.frames[playback.next];
-            let ticks = playback.passes * clip.length + offset;
-            let due = playback.started + Duration::from_micros(ticks * 100 / 9);
-            if due > now {
-                return Ok(Some(due));
-            }
-            let Some(writer) = self.rtc.writer(mid) else {
-                return Ok(None);
-            };
-            let Some(pt) = writer
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .map(|p| p.pt())
-            else {
-                tracing::warn!("the other side takes no VP8: nothing is sent");
-                self.playback = None;
-                return Ok(None);
-            };
-            writer.write(pt, due, MediaTime::from_90khz(ticks), frame.clone())?;
-            playback.next += 1;
-            if playback.next == clip.frames.len() {
-                playback.next = 0;
-                playback.passes += 1;
-            }
+        let (offset, frame) = &clip.frames[playback.next];
+        let ticks = playback.passes * clip.length + offset;
+        let due = playback.started + Duration::from_micros(ticks * 100 / 9);
+        if due > now {
+            return Ok(Play::Next(due));
         }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(Play::Idle);
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            tracing::warn!("the other side takes no VP8: nothing is sent");
+            self.playback = None;
+            return Ok(Play::Idle);
+        };
+        writer.write(pt, due, MediaTime::from_90khz(ticks), frame.clone())?;
+        playback.next += 1;
+        if playback.next == clip.frames.len() {
+            playback.next = 0;
+            playback.passes += 1;
+        }
+        Ok(Play::Wrote)
     }
 
     fn on_media(&mut self, data: MediaData) -> Option<Happening> {

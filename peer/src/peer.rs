@@ -194,8 +194,8 @@ impl Peer {
         send_report(&self.reports, report);
     }
 
-    /// Runs every call until it waits: sends its datagrams, reports what happened, and
-    /// ends the calls that failed. Returns when the next timer is due.
+    /// Runs every call until it waits ([`Pair::run`]): sends its datagrams, reports what
+    /// happened, and ends the calls that failed. Returns when the next timer is due.
     async fn drain(&mut self) -> Instant {
         let mut wake = Instant::now() + TICK;
         let mut failed = Vec::new();
@@ -203,20 +203,13 @@ impl Peer {
         let now = Instant::now();
         let mut repairs = Vec::new();
         for (&peer, pair) in &mut self.pairs {
-            let (offer, look_again) = pair.repair(now);
-            if let Some(at) = look_again {
-                wake = wake.min(at);
-            }
-            if let Some(offer) = offer {
-                repairs.push((peer, offer));
-            }
-            match pair.play(now) {
-                Ok(Some(at)) => wake = wake.min(at),
-                Ok(None) => {}
-                Err(error) => failed.push((peer, error.to_string())),
-            }
-            match pair.drain(&mut drained) {
-                Ok(at) => wake = wake.min(at),
+            match pair.run(now, &mut drained) {
+                Ok((at, offer)) => {
+                    wake = wake.min(at);
+                    if let Some(offer) = offer {
+                        repairs.push((peer, offer));
+                    }
+                }
                 Err(error) => failed.push((peer, error.to_string())),
             }
             for transmit in drained.transmits.drain(..) {
