@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use signalroom_client::{connect, Options, Update};
 use signalroom_protocol::call::CALL_PATIENCE_MS;
 use signalroom_protocol::{Event, PeerId, RoomName, SdpType, Signal};
-use support::{free_port, PeerProcess, PeerReport, RedisServer, RelayProcess, TempDir};
+use support::{free_port, PeerProcess, PeerReport, RedisServer, RelayProcess, TempDir, TurnServer};
 
 /// Starts a peer in `room` and returns it with its id and the members it found.
 async fn enter(
@@ -254,5 +254,56 @@ async fn a_newcomer_waits_for_the_first_offer_then_makes_it_when_none_comes() ->
     );
     peer.until(|r| *r == PeerReport::Repairing { peer: inside.peer })
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_peers_held_to_relayed_candidates_call_through_coturn() -> Result<()> {
+    const SECRET: &str = "a-turn-secret-for-the-peer-test";
+    let turn = TurnServer::start(SECRET).await?;
+    let relay = RelayProcess::start_with(
+        &["--turn-url".into(), turn.url()],
+        &[("RUST_LOG", "warn"), ("SIGNALROOM_TURN_SECRET", SECRET)],
+        None,
+    )
+    .await?;
+    // Each offers one candidate: an address coturn relays for it, allocated with the
+    // credential the relay minted for it.
+    let start = |room| PeerProcess::start(relay.addr, room, &["--relay-only"]);
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], turn.port).into();
+    let mut ids = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let mut peer = start("relayed").await?;
+        let Some(PeerReport::Entered { peer: id, .. }) = peer.next().await.ok() else {
+            anyhow::bail!("a peer did not enter");
+        };
+        match peer.next().await? {
+            PeerReport::Relayed {
+                server: at,
+                relayed,
+            } => {
+                ensure!(at == server, "allocated on {at}");
+                ensure!(relayed.ip() == server.ip() && relayed.port() != server.port());
+            }
+            other => anyhow::bail!("expected a relayed address, got {other:?}"),
+        }
+        ids.push(id);
+        peers.push(peer);
+    }
+    let (mut b, mut a) = (peers.pop().context("b")?, peers.pop().context("a")?);
+    let (a_id, b_id) = (ids[0], ids[1]);
+    call_up(&mut a, b_id).await?;
+    call_up(&mut b, a_id).await?;
+    says(&mut a, a_id, &mut b, "through coturn").await?;
+    says(&mut b, b_id, &mut a, "and back").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_held_to_relayed_candidates_without_a_turn_server_says_so() -> Result<()> {
+    let relay = RelayProcess::start(&[]).await?;
+    let mut peer = PeerProcess::start(relay.addr, "no-turn", &["--relay-only"]).await?;
+    ensure!(peer.exit_code().await? == 1);
     Ok(())
 }

@@ -45,6 +45,7 @@ fn member(
         bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         record: None,
         send: None,
+        relay_only: false,
     };
     let (commands, taken) = mpsc::unbounded_channel();
     let (reported, mut reports) = mpsc::unbounded_channel();

@@ -34,8 +34,10 @@ Examples:
 ///
 /// Each line on standard input is sent to every member: over the call's data channel once
 /// it is open, through the relay before. What arrives is printed, one line each, with its
-/// sender. The peer takes calls on one UDP port of `--bind`, offered as its only ICE
-/// candidate (host); it keeps its calls when the relay connection drops and resumes.
+/// sender. The peer takes calls on one UDP port of `--bind`, offered as its host
+/// candidate, and on a relayed address when the relay names a TURN server; it keeps its
+/// calls when the relay connection drops and resumes. With --record it records each
+/// member's video and sound; with --send-video it sends a VP8 clip as its camera.
 #[derive(Debug, Parser)]
 #[command(name = "signalroom-peer", version, after_help = EXITS)]
 struct Args {
@@ -61,6 +63,12 @@ struct Args {
     /// Print one JSON object per line (`{"event": ...}`) instead of sentences.
     #[arg(long)]
     json: bool,
+    /// Offer only a relayed address, on the TURN server the relay names with the
+    /// credential it mints (as a browser does with iceTransportPolicy "relay"). Without it
+    /// the peer offers its address on --bind, and a relayed one too when there is a TURN
+    /// server.
+    #[arg(long)]
+    relay_only: bool,
     /// Record each member's video into DIR/peer-<id>.ivf (VP8 in IVF, from its first
     /// keyframe, asked for with a PLI). A member who comes back starts a new file.
     #[arg(long, value_name = "DIR")]
@@ -160,6 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bind: args.bind,
         record: args.record,
         send,
+        relay_only: args.relay_only,
     };
     let (commands, taken) = mpsc::unbounded_channel();
     let (reported, mut reports) = mpsc::unbounded_channel();

@@ -2,10 +2,9 @@
 //! and negotiated by the rules of [`signalroom_protocol::call`].
 //!
 //! A pair does no I/O. It takes signals and UDP datagrams, and hands back what to send:
-//! [`Pair::drain`] gives its datagrams to the caller's socket, its signals to the relay,
+//! [`Pair::run`] gives its datagrams to the caller's socket, its signals to the relay,
 //! and its happenings to the report. The caller owns the socket and the relay client.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,17 +155,18 @@ fn chat_config() -> ChannelConfig {
 }
 
 impl Pair {
-    /// A call between `me` and `other`, reachable at `local` (our UDP socket's address,
-    /// offered as our only candidate: host, UDP).
+    /// A call between `me` and `other`, reachable at `candidates` (the UDP socket's
+    /// address, a relayed address on a TURN server, or both).
     pub fn new(
         me: PeerId,
         other: PeerId,
-        local: SocketAddr,
+        candidates: &[Candidate],
         media: Media,
     ) -> Result<Self, RtcError> {
         let mut rtc = Rtc::builder().build(Instant::now());
-        let candidate = Candidate::host(local, "udp")?;
-        rtc.add_local_candidate(candidate);
+        for candidate in candidates {
+            rtc.add_local_candidate(candidate.clone());
+        }
         Ok(Self {
             rtc,
             negotiation: Negotiation::new(polite(me, other)),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use signalroom_client::{connect, Client, Entered, Events, Options, Update};
 use signalroom_protocol::{Event, PeerId, RoomName, Signal};
 use str0m::net::{Protocol, Receive};
-use str0m::Input;
+use str0m::{Candidate, Input};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
@@ -19,6 +19,7 @@ use crate::ivf::Clip;
 use crate::pair::{Drained, Happening, Media, Pair};
 use crate::record::Recordings;
 use crate::report::{Report, Reported, Via};
+use crate::turn::{self, Allocation, Received};
 
 /// What a peer is to do.
 #[derive(Debug)]
@@ -33,6 +34,10 @@ pub struct Config {
     pub record: Option<PathBuf>,
     /// A clip to send as the peer's camera, looped.
     pub send: Option<Arc<Clip>>,
+    /// Offer only a relayed candidate, on the TURN server the relay names (what a browser
+    /// does with `iceTransportPolicy: "relay"`); otherwise the host address, and a relayed
+    /// one too when the relay names a TURN server.
+    pub relay_only: bool,
 }
 
 /// What a program tells a running peer.
@@ -62,7 +67,13 @@ pub enum PeerError {
     /// The relay client gave up for good.
     #[error("the relay client ended")]
     Ended,
+    /// Only relayed candidates were asked for, and there is none.
+    #[error("no relayed address: {0}")]
+    NoRelay(String),
 }
+
+/// How long a TURN server has to answer an Allocate.
+const TURN_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Joins the room `config` names and takes part in its calls until [`Command::Stop`]:
 /// what happens goes to `reports`, in order, and `commands` are taken as they come.
@@ -84,11 +95,35 @@ pub async fn run(
     })?;
     let (client, events) = connect::<Signal>(config.options).await?;
     let entered = client.create_or_join(config.room).await?;
+    let turn = match allocate(&socket, &entered).await {
+        Ok(allocation) => Some(allocation),
+        Err(why) if config.relay_only => {
+            client.close().await;
+            return Err(PeerError::NoRelay(why));
+        }
+        Err(why) => {
+            tracing::info!(%why, "offering the host candidate only");
+            None
+        }
+    };
+    let mut candidates = Vec::new();
+    if !config.relay_only {
+        candidates
+            .push(Candidate::host(local, "udp").map_err(|e| PeerError::NoRelay(e.to_string()))?);
+    }
+    if let Some(relayed) = turn.as_ref().and_then(Allocation::relayed) {
+        candidates.push(
+            Candidate::relayed(relayed, local, "udp")
+                .map_err(|e| PeerError::NoRelay(e.to_string()))?,
+        );
+    }
     let mut peer = Peer {
         me: entered.peer,
         client,
         socket,
         local,
+        candidates,
+        turn,
         pairs: BTreeMap::new(),
         reports,
         media: Media {
@@ -98,6 +133,9 @@ pub async fn run(
         recordings: config.record.map(Recordings::new),
     };
     peer.entered(&entered);
+    if let Some((server, Some(relayed))) = peer.turn.as_ref().map(|t| (t.server(), t.relayed())) {
+        peer.report(Report::Relayed { server, relayed });
+    }
     peer.serve(events, commands).await
 }
 
@@ -107,6 +145,10 @@ struct Peer {
     client: Client<Signal>,
     socket: UdpSocket,
     local: SocketAddr,
+    /// What each call offers as its local candidates.
+    candidates: Vec<Candidate>,
+    /// The allocation on the TURN server, when there is one.
+    turn: Option<Allocation>,
     pairs: BTreeMap<PeerId, Pair>,
     reports: mpsc::UnboundedSender<Reported>,
     media: Media,
@@ -120,14 +162,6 @@ const TICK: Duration = Duration::from_millis(100);
 impl Peer {
     fn entered(&mut self, entered: &Entered) {
         self.me = entered.peer;
-        if !entered.ice_servers.is_empty() {
-            // str0m gathers nothing: no STUN, and no TURN client. Members behind TURN still
-            // reach this peer's host candidate through their own relayed ones.
-            tracing::info!(
-                servers = entered.ice_servers.len(),
-                "the relay offers ICE servers; this peer offers its host candidate only"
-            );
-        }
         self.report(Report::Entered {
             room: entered.room.clone(),
             peer: entered.peer,
@@ -142,7 +176,7 @@ impl Peer {
     /// The pair with `other`, made if there is none.
     fn call(&mut self, other: PeerId) -> Option<&mut Pair> {
         if !self.pairs.contains_key(&other) {
-            match Pair::new(self.me, other, self.local, self.media.clone()) {
+            match Pair::new(self.me, other, &self.candidates, self.media.clone()) {
                 Ok(pair) => {
                     self.pairs.insert(other, pair);
                 }
@@ -174,7 +208,7 @@ impl Peer {
                         what: "receiving on the UDP socket".into(),
                         source,
                     })?;
-                    self.on_datagram(source, &buf[..n]);
+                    self.on_datagram(source, n, &mut buf).await;
                 }
                 command = commands.recv(), if commanded => match command {
                     Some(Command::Say(line)) => self.chat(&line).await,
@@ -213,11 +247,27 @@ impl Peer {
                 Err(error) => failed.push((peer, error.to_string())),
             }
             for transmit in drained.transmits.drain(..) {
-                if let Err(error) = self
-                    .socket
-                    .send_to(&transmit.contents, transmit.destination)
-                    .await
-                {
+                let relayed = self
+                    .turn
+                    .as_mut()
+                    .filter(|t| t.relayed() == Some(transmit.source));
+                let sent = match relayed {
+                    // From the relayed address: wrapped for the TURN server.
+                    Some(turn) => {
+                        let server = turn.server();
+                        let mut sent = Ok(0);
+                        for datagram in turn.send(transmit.destination, &transmit.contents, now) {
+                            sent = self.socket.send_to(&datagram, server).await;
+                        }
+                        sent
+                    }
+                    None => {
+                        self.socket
+                            .send_to(&transmit.contents, transmit.destination)
+                            .await
+                    }
+                };
+                if let Err(error) = sent {
                     tracing::debug!(%error, to = %transmit.destination, "a datagram not sent");
                 }
             }
@@ -250,6 +300,15 @@ impl Peer {
                     Happening::Video { .. } | Happening::Audio { .. } => continue,
                 };
                 send_report(&self.reports, report);
+            }
+        }
+        if let Some(turn) = self.turn.as_mut() {
+            let (refresh, next) = turn.refresh(now);
+            if let Some(refresh) = refresh {
+                let _ = self.socket.send_to(&refresh, turn.server()).await;
+            }
+            if let Some(next) = next {
+                wake = wake.min(next);
             }
         }
         for (peer, reason) in failed {
@@ -308,7 +367,30 @@ impl Peer {
         }
     }
 
-    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+    /// A datagram of `n` bytes in `buf` from `source`: from the TURN server, the
+    /// allocation's (and perhaps a peer's, relayed); else a peer's, for the call that
+    /// accepts it.
+    async fn on_datagram(&mut self, source: SocketAddr, n: usize, buf: &mut [u8]) {
+        let turn = self.turn.as_mut().filter(|turn| turn.server() == source);
+        let Some(turn) = turn else {
+            return self.deliver(source, self.local, &buf[..n]);
+        };
+        match turn.receive(&buf[..n]) {
+            Ok(Received::Relayed(peer, data)) => {
+                if let Some(relayed) = turn.relayed() {
+                    self.deliver(peer, relayed, &data);
+                }
+            }
+            Ok(Received::Send(request)) => {
+                let _ = self.socket.send_to(&request, source).await;
+            }
+            Ok(Received::Nothing | Received::Allocated(_)) => {}
+            Err(error) => tracing::warn!(%error, "the TURN server"),
+        }
+    }
+
+    /// A datagram from `source` to our `destination` (the socket, or the relayed address).
+    fn deliver(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         // Not STUN, DTLS, RTP or RTCP: nobody's.
         let Ok(contents) = data.try_into() else {
             return;
@@ -318,7 +400,7 @@ impl Peer {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local,
+                destination,
                 contents,
             },
         );
@@ -468,4 +550,53 @@ fn send_report(reports: &mpsc::UnboundedSender<Reported>, report: Report) {
         at: Instant::now(),
         report,
     });
+}
+
+/// Allocates a relayed address on the first TURN server (UDP) the relay names, with the
+/// credential it minted; why not, when it cannot.
+async fn allocate(socket: &UdpSocket, entered: &Entered) -> Result<Allocation, String> {
+    let (server, username, password) = entered
+        .ice_servers
+        .iter()
+        .find_map(|server| {
+            let address = server
+                .urls
+                .iter()
+                .find_map(|url| turn::server_address(url))?;
+            Some((
+                address,
+                server.username.as_ref()?,
+                server.credential.as_ref()?,
+            ))
+        })
+        .ok_or("the relay names no TURN server with a credential")?;
+    let (mut allocation, first) = Allocation::start(server, username, password);
+    let deadline = tokio::time::Instant::now() + TURN_PATIENCE;
+    socket
+        .send_to(&first, server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0; 2000];
+    loop {
+        let (n, source) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf))
+            .await
+            .map_err(|_| format!("the TURN server {server} did not answer in {TURN_PATIENCE:?}"))?
+            .map_err(|e| e.to_string())?;
+        if source != server {
+            continue;
+        }
+        match allocation.receive(&buf[..n]).map_err(|e| e.to_string())? {
+            Received::Send(request) => {
+                socket
+                    .send_to(&request, server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Received::Allocated(relayed) => {
+                tracing::info!(%server, %relayed, "relayed address allocated");
+                return Ok(allocation);
+            }
+            Received::Nothing | Received::Relayed(..) => {}
+        }
+    }
 }

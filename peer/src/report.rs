@@ -26,6 +26,12 @@ pub enum Report {
         peer: PeerId,
         peers: Vec<PeerId>,
     },
+    /// A relayed address was allocated on the TURN server the relay named, and is offered
+    /// to every call.
+    Relayed {
+        server: std::net::SocketAddr,
+        relayed: std::net::SocketAddr,
+    },
     /// A member came in.
     Join { peer: PeerId },
     /// A member went.
@@ -88,6 +94,12 @@ impl fmt::Display for Report {
                     f,
                     "in room {room} as peer {peer}, with {}",
                     peers.join(", ")
+                )
+            }
+            Self::Relayed { server, relayed } => {
+                write!(
+                    f,
+                    "relayed address {relayed} allocated on the TURN server {server}"
                 )
             }
             Self::Join { peer } => write!(f, "peer {peer} came in"),

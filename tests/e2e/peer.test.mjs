@@ -271,7 +271,7 @@ test('two pages and the peer in a room of three: every pair connected, chat reac
   }
 });
 
-test('a page held to relayed candidates calls the peer through coturn, with the relay\'s credentials', async () => {
+test('a page and the peer, both held to relayed candidates, call through coturn with the relay\'s credentials', async () => {
   const secret = `e2e-peer-turn-${process.pid}`;
   const turn = await startTurn(secret);
   const relay = await startRelay(undefined, ['--turn-url', turn.url], { SIGNALROOM_TURN_SECRET: secret });
@@ -287,7 +287,7 @@ test('a page held to relayed candidates calls the peer through coturn, with the 
       }
     };
   };
-  const peer = startPeer('turn-native', [], relay);
+  const peer = startPeer('turn-native', ['--relay-only'], relay);
   try {
     await peer.until((r) => r.event === 'entered');
     const page = await openPage(shared.browser, `${relay.url}/?room=turn-native`, 'unused', undefined, {
@@ -307,10 +307,12 @@ test('a page held to relayed candidates calls the peer through coturn, with the 
       });
       return { local: stats.get(pair.localCandidateId).candidateType, remote: stats.get(pair.remoteCandidateId).candidateType };
     });
-    // The page's end is coturn's relayed address; the peer's is its host candidate.
-    assert.deepEqual(pair, { local: 'relay', remote: 'host' });
+    // Both ends are coturn's relayed addresses: the peer allocated one too.
+    assert.deepEqual(pair, { local: 'relay', remote: 'relay' });
     const { username } = (await page.evaluate(() => window.__config)).iceServers.find((s) => s.username);
-    assert.match(turn.log(), new RegExp(`user <${username}>.*ALLOCATE processed, success`));
+    const allocated = [...turn.log().matchAll(/user <([^>]+)>.*ALLOCATE processed, success/g)].map((m) => m[1]);
+    assert.ok(allocated.includes(username), 'the page allocated with its minted credential');
+    assert.ok(allocated.some((user) => user !== username && /^\d+:\d+$/.test(user)), `the peer allocated with its own: ${allocated}`);
   } finally {
     peer.child.kill('SIGKILL');
     relay.stop();

@@ -22,6 +22,10 @@ pub enum PeerReport {
         peer: PeerId,
         peers: Vec<PeerId>,
     },
+    Relayed {
+        server: std::net::SocketAddr,
+        relayed: std::net::SocketAddr,
+    },
     Join {
         peer: PeerId,
     },
