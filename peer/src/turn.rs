@@ -328,10 +328,12 @@ impl Allocation {
                 Ok(Received::Allocated(relayed))
             }
             (State::Allocated(_), kind) if kind & ERROR == ERROR => {
-                // A stale nonce (438): take the new one; the next refresh uses it.
+                // A stale nonce (438): take the new one, ask for the permissions again as
+                // they are used, and refresh at once in case the refresh was the one refused.
                 if let Some(nonce) = message.get(NONCE) {
                     self.nonce = String::from_utf8_lossy(nonce).into_owned();
                     self.permissions.clear();
+                    self.refresh_at = Some(Instant::now());
                 }
                 Ok(Received::Nothing)
             }
