@@ -380,3 +380,33 @@ async fn a_program_that_reads_late_neither_stalls_its_sends_nor_loses_a_message(
     }
     Ok(())
 }
+
+/// A program that stops reading its updates for longer than the client's silence makes the
+/// client stop reading the relay; that is not the relay's silence. Once the program reads
+/// again, every message is there and the connection never dropped.
+#[tokio::test]
+async fn a_program_that_pauses_past_the_silence_does_not_drop_its_connection() -> Result<()> {
+    let args = ["--rate-per-sec", "100000", "--rate-burst", "100000"].map(String::from);
+    let relay = RelayProcess::start(&args).await?;
+    let silence = Duration::from_millis(800);
+    let (mut a, b) = pair(
+        options(relay.addr)?.silence(silence),
+        options(relay.addr)?,
+        "pause",
+    )
+    .await?;
+    // More than the client queues for its program (512): it stops reading the relay.
+    const SENT: u64 = 600;
+    for n in 1..=SENT {
+        b.client.send(json!(n)).await?;
+    }
+    tokio::time::sleep(silence * 3).await;
+    let mut n = 1;
+    while n <= SENT {
+        match next(&mut a.events).await? {
+            Update::Event(Event::Message { data, .. }) if data == json!(n) => n += 1,
+            other => bail!("expected message {n}, got {other:?}"),
+        }
+    }
+    Ok(())
+}

@@ -154,15 +154,22 @@ impl<D: Data> Driver<D> {
             let silent_at = self.heard + self.options.silence;
             let ack_at = self.ack_due;
             let updates = self.updates.clone();
+            // Past UPDATES waiting for the program, the relay is not read: its frames wait
+            // in the socket, and its silence is not measured meanwhile.
+            let reading = self.pending.len() < UPDATES;
             let step = tokio::select! {
                 permit = updates.reserve(), if !self.pending.is_empty() => {
                     match (permit, self.pending.pop_front()) {
                         (Ok(permit), Some(update)) => permit.send(update),
                         _ => self.pending.clear(),
                     }
+                    if !reading && self.pending.len() < UPDATES {
+                        // Reading again: the relay's silence counts from now.
+                        self.heard = Instant::now();
+                    }
                     Ok(())
                 }
-                frame = socket.next(), if self.pending.len() < UPDATES => match frame {
+                frame = socket.next(), if reading => match frame {
                     Some(Ok(Message::Text(text))) => {
                         self.heard = Instant::now();
                         self.on_text(socket, text.as_str()).await
@@ -194,7 +201,7 @@ impl<D: Data> Driver<D> {
                 () = sleep_until(ack_at.unwrap_or(silent_at)), if ack_at.is_some() => {
                     self.acknowledge(socket).await.map_err(lost)
                 }
-                () = sleep_until(silent_at) => Err(lost(format!(
+                () = sleep_until(silent_at), if reading => Err(lost(format!(
                     "the relay was silent for {:?}", self.options.silence
                 ))),
             };
