@@ -21,7 +21,7 @@ use signalroom_protocol::{RoomName, SdpType};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{start, Kind};
+use crate::{ms, start, Kind, Percentiles};
 
 /// A call not up after this long counts as failed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -245,10 +245,9 @@ async fn calls(count: usize, relay_bin: Option<&PathBuf>) -> Result<(String, usi
     // The probe's thread is in it too, a small part.
     let peers_cpu = crate::proc::cpu_seconds(std::process::id())? - peers_before;
     let _ = stop_probe.send(());
-    let mut transits = probing
+    let transits = probing
         .join()
         .map_err(|_| anyhow::anyhow!("the probe panicked"))??;
-    transits.sort_unstable();
 
     for member in &members {
         let _ = member.commands.send(Command::Stop);
@@ -271,31 +270,19 @@ async fn calls(count: usize, relay_bin: Option<&PathBuf>) -> Result<(String, usi
         }
     }
     let failed = count - setups.len();
-    setups.sort_unstable();
-    for parts in &mut signaling {
-        parts.sort_unstable();
-    }
-    let at = |v: &[Duration], q: f64| {
-        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
-            .copied()
+    // Median, p99 and worst, or dashes for no sample.
+    let spread = |samples: Vec<Duration>| match Percentiles::of(samples) {
+        Some(p) => [ms(p.p50), ms(p.p99), ms(p.max)],
+        None => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
     };
-    let ms = |d: Option<Duration>| {
-        d.map_or("-".to_owned(), |d| {
-            format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-        })
-    };
+    let [setup_p50, setup_p99, setup_max] = spread(setups);
+    let [transit_p50, transit_p99, transit_max] = spread(transits);
+    let [total, join, offer, answer] = [3, 0, 1, 2].map(|part| {
+        let [median, _, _] = spread(std::mem::take(&mut signaling[part]));
+        median
+    });
     let row = format!(
-        "| {count} | {} | {} | {} | {}: {} + {} + {} | {} / {} / {} | {:.0} µs | {:.1} ms | {failed} |",
-        ms(at(&setups, 0.5)),
-        ms(at(&setups, 0.99)),
-        ms(setups.last().copied()),
-        ms(at(&signaling[3], 0.5)),
-        ms(at(&signaling[0], 0.5)),
-        ms(at(&signaling[1], 0.5)),
-        ms(at(&signaling[2], 0.5)),
-        ms(at(&transits, 0.5)),
-        ms(at(&transits, 0.99)),
-        ms(transits.last().copied()),
+        "| {count} | {setup_p50} | {setup_p99} | {setup_max} | {total}: {join} + {offer} + {answer} | {transit_p50} / {transit_p99} / {transit_max} | {:.0} µs | {:.1} ms | {failed} |",
         relay_cpu * 1e6 / count as f64,
         peers_cpu * 1e3 / count as f64,
     );
