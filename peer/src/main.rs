@@ -57,7 +57,8 @@ struct Args {
     #[arg(long)]
     ca: Option<PathBuf>,
     /// The local address to take calls on (a port is picked). It must be one the other
-    /// members can reach: loopback only reaches this machine.
+    /// members can reach: loopback only reaches this machine, and 0.0.0.0 names none (it
+    /// is refused before the peer enters the room).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
     /// Print one JSON object per line (`{"event": ...}`) instead of sentences.

@@ -70,6 +70,15 @@ pub enum PeerError {
     /// Only relayed candidates were asked for, and there is none.
     #[error("no relayed address: {0}")]
     NoRelay(String),
+    /// An address cannot be offered as a candidate (`--bind 0.0.0.0`, say: a candidate
+    /// names one address).
+    #[error("{addr} cannot be offered to the other members: {why}")]
+    Address {
+        /// The address.
+        addr: SocketAddr,
+        /// Why not.
+        why: String,
+    },
 }
 
 /// How long a TURN server has to answer an Allocate.
@@ -93,6 +102,15 @@ pub async fn run(
         what: "reading the UDP socket's address".into(),
         source,
     })?;
+    // Before the room sees this peer come in: an address that cannot be offered.
+    let mut candidates = Vec::new();
+    if !config.relay_only {
+        let host = Candidate::host(local, "udp").map_err(|e| PeerError::Address {
+            addr: local,
+            why: e.to_string(),
+        })?;
+        candidates.push(host);
+    }
     let (client, events) = connect::<Signal>(config.options).await?;
     let entered = client.create_or_join(config.room).await?;
     let turn = match allocate(&socket, &entered).await {
@@ -106,16 +124,13 @@ pub async fn run(
             None
         }
     };
-    let mut candidates = Vec::new();
-    if !config.relay_only {
-        candidates
-            .push(Candidate::host(local, "udp").map_err(|e| PeerError::NoRelay(e.to_string()))?);
-    }
     if let Some(relayed) = turn.as_ref().and_then(Allocation::relayed) {
-        candidates.push(
-            Candidate::relayed(relayed, local, "udp")
-                .map_err(|e| PeerError::NoRelay(e.to_string()))?,
-        );
+        let candidate =
+            Candidate::relayed(relayed, local, "udp").map_err(|e| PeerError::Address {
+                addr: relayed,
+                why: e.to_string(),
+            })?;
+        candidates.push(candidate);
     }
     let mut peer = Peer {
         me: entered.peer,
@@ -132,7 +147,7 @@ pub async fn run(
         },
         recordings: config.record.map(Recordings::new),
     };
-    peer.entered(&entered);
+    peer.entered(entered.room, entered.peer, entered.peers);
     if let Some((server, Some(relayed))) = peer.turn.as_ref().map(|t| (t.server(), t.relayed())) {
         peer.report(Report::Relayed { server, relayed });
     }
@@ -160,17 +175,18 @@ struct Peer {
 const TICK: Duration = Duration::from_millis(100);
 
 impl Peer {
-    fn entered(&mut self, entered: &Entered) {
-        self.me = entered.peer;
-        self.report(Report::Entered {
-            room: entered.room.clone(),
-            peer: entered.peer,
-            peers: entered.peers.clone(),
-        });
-        // A newcomer is the polite side with everyone inside: they offer first.
-        for &other in &entered.peers {
+    /// In `room` as `me`, with `peers` inside before: a call with each, in which they
+    /// offer first.
+    fn entered(&mut self, room: RoomName, me: PeerId, peers: Vec<PeerId>) {
+        self.me = me;
+        for &other in &peers {
             self.call(other);
         }
+        self.report(Report::Entered {
+            room,
+            peer: me,
+            peers,
+        });
     }
 
     /// The pair with `other`, made if there is none.
@@ -208,7 +224,7 @@ impl Peer {
                         what: "receiving on the UDP socket".into(),
                         source,
                     })?;
-                    self.on_datagram(source, n, &mut buf).await;
+                    self.on_datagram(source, &buf[..n]).await;
                 }
                 command = commands.recv(), if commanded => match command {
                     Some(Command::Say(line)) => self.chat(&line).await,
@@ -367,15 +383,14 @@ impl Peer {
         }
     }
 
-    /// A datagram of `n` bytes in `buf` from `source`: from the TURN server, the
-    /// allocation's (and perhaps a peer's, relayed); else a peer's, for the call that
-    /// accepts it.
-    async fn on_datagram(&mut self, source: SocketAddr, n: usize, buf: &mut [u8]) {
+    /// A datagram from `source`: from the TURN server, the allocation's (and perhaps a
+    /// peer's, relayed); else a peer's, for the call that accepts it.
+    async fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
         let turn = self.turn.as_mut().filter(|turn| turn.server() == source);
         let Some(turn) = turn else {
-            return self.deliver(source, self.local, &buf[..n]);
+            return self.deliver(source, self.local, datagram);
         };
-        match turn.receive(&buf[..n]) {
+        match turn.receive(datagram) {
             Ok(Received::Relayed(peer, data)) => {
                 if let Some(relayed) = turn.relayed() {
                     self.deliver(peer, relayed, &data);
@@ -445,29 +460,16 @@ impl Peer {
                 self.report(Report::Left { peer });
             }
             Event::Message { from, data } => self.on_signal(from, data).await,
+            // A rejoin as a new peer: every call starts again.
             Event::Created { peer, room, .. } => {
-                // A rejoin as a new peer: every call starts again.
                 self.hang_up_all();
-                self.me = peer;
-                self.report(Report::Entered {
-                    room,
-                    peer,
-                    peers: Vec::new(),
-                });
+                self.entered(room, peer, Vec::new());
             }
             Event::Joined {
                 peer, room, peers, ..
             } => {
                 self.hang_up_all();
-                self.me = peer;
-                self.report(Report::Entered {
-                    room,
-                    peer,
-                    peers: peers.clone(),
-                });
-                for other in peers {
-                    self.call(other);
-                }
+                self.entered(room, peer, peers);
             }
             other => tracing::debug!(?other, "relay event"),
         }
