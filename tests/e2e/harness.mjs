@@ -290,6 +290,14 @@ export async function openPage(
   return page;
 }
 
+/** The relay id `page` was given last in `room`, from its event log (waiting for one). */
+export async function peerIdOf(page, room) {
+  const pattern = new RegExp(`(?:created|joined) room ${room} as peer (\\d+)`, 'g');
+  await page.waitForFunction((source) => new RegExp(source).test(document.querySelector('#log').textContent), pattern.source);
+  const log = await page.textContent('#log');
+  return Number([...log.matchAll(pattern)].pop()[1]);
+}
+
 /** Waits until the status badge has `state`. */
 export function statusIs(page, state, timeout = 15000) {
   return page.waitForSelector(`#status[data-state="${state}"]`, { timeout });

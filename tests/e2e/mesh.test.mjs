@@ -5,17 +5,10 @@
 // video so that four pages fit on two cores.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { artifacts, launchBrowser, openPage, smallVideo, startRelay, statusIs, cspViolations } from './harness.mjs';
+import { artifacts, launchBrowser, openPage, peerIdOf, smallVideo, startRelay, statusIs, cspViolations } from './harness.mjs';
 
 // The relay serves the page under its Content-Security-Policy: nothing the page does is blocked.
 afterEach(() => assert.deepEqual(cspViolations.splice(0), []));
-
-/** The page's relay id, from its event log. */
-async function idOf(page) {
-  await page.waitForFunction(() => /(created|joined) room mesh as peer \d+/.test(document.querySelector('#log').textContent));
-  const log = await page.textContent('#log');
-  return Number([...log.matchAll(/(?:created|joined) room mesh as peer (\d+)/g)].pop()[1]);
-}
 
 /** Waits until the page shows exactly `peers` as tiles, each connected with video frames. */
 function showsConnected(page, peers, timeout = 30000) {
@@ -55,7 +48,7 @@ test('three pages connect pairwise; one leaves, a fourth joins, one drops', asyn
     await statusIs(a, 'waiting');
     const b = await openPage(browser, room, 'unused');
     const c = await openPage(browser, room, 'unused');
-    const [ia, ib, ic] = await Promise.all([a, b, c].map(idOf));
+    const [ia, ib, ic] = await Promise.all([a, b, c].map((page) => peerIdOf(page, 'mesh')));
 
     // Three connections, each connected at both ends, two remote videos on each page.
     await Promise.all([
@@ -99,7 +92,7 @@ test('three pages connect pairwise; one leaves, a fourth joins, one drops', asyn
 
     // A fourth page (phone-sized) joins and connects to both.
     const d = await openPage(browser, room, 'unused', { width: 390, height: 844 });
-    const id = await idOf(d);
+    const id = await peerIdOf(d, 'mesh');
     await Promise.all([
       showsConnected(a, [ib, id]),
       showsConnected(b, [ia, id]),

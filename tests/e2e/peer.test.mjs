@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { launchBrowser, openPage, startRelay, startTurn, statusIs, artifacts } from './harness.mjs';
+import { launchBrowser, openPage, peerIdOf, startRelay, startTurn, statusIs, artifacts } from './harness.mjs';
 
 const root = new URL('../../', import.meta.url).pathname;
 const shared = {};
@@ -212,22 +212,15 @@ test('the peer sends a VP8 file as its camera and records the page\'s camera and
   }
 });
 
-/** The id `page` was given, from its event log. */
-async function pageId(page, room) {
-  const pattern = new RegExp(`(?:created|joined) room ${room} as peer (\\d+)`);
-  await page.waitForFunction((source) => new RegExp(source).test(document.querySelector('#log').textContent), pattern.source);
-  return Number(pattern.exec(await page.textContent('#log'))[1]);
-}
-
 test('two pages and the peer in a room of three: every pair connected, chat reaches everyone once', async () => {
   const relay = await startRelay(undefined, ['--room-capacity', '3']);
   const peer = startPeer('three', [], relay);
   try {
     const entered = await peer.until((r) => r.event === 'entered');
     const a = await openPage(shared.browser, `${relay.url}/?room=three`, 'unused');
-    const aId = await pageId(a, 'three');
+    const aId = await peerIdOf(a, 'three');
     const b = await openPage(shared.browser, `${relay.url}/?room=three`, 'unused');
-    const bId = await pageId(b, 'three');
+    const bId = await peerIdOf(b, 'three');
 
     // The peer's calls with both pages, and the pages' calls with each other and the peer.
     for (const id of [aId, bId]) await peer.until((r) => r.event === 'channel_open' && r.peer === id);
@@ -293,7 +286,7 @@ test('a page and the peer, both held to relayed candidates, call through coturn 
     const page = await openPage(shared.browser, `${relay.url}/?room=turn-native`, 'unused', undefined, {
       initScript: relayOnly,
     });
-    const id = await pageId(page, 'turn-native');
+    const id = await peerIdOf(page, 'turn-native');
     await peer.until((r) => r.event === 'channel_open' && r.peer === id);
     await page.fill('#chat-input', 'through coturn');
     await page.click('#chat-send');
