@@ -21,15 +21,25 @@ const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = new URL('./artifacts/', import.meta.url).pathname;
 mkdirSync(artifacts, { recursive: true });
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+/** A free loopback port, never one this process was handed before. */
+const handedOut = new Set();
+export async function freePort() {
+  // The kernel may hand out a port it just handed out, once its listener is closed: a test
+  // asking for two ports before starting either would start both relays on one.
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const { port } = server.address();
+        server.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /**
@@ -50,7 +60,11 @@ export async function startRelay(port, args = [], env = {}) {
     return { url: `https://localhost:${port}`, port, stop: () => child.kill('SIGTERM'), child };
   }
   const url = `http://127.0.0.1:${port}`;
+  let exited = null;
+  child.once('exit', (code, signal) => (exited = signal ?? code));
   for (let i = 0; i < 100; i++) {
+    // Another process answering on the port is not this relay.
+    if (exited !== null) throw new Error(`the relay for ${url} exited (${exited}) before it was ready`);
     try {
       const response = await fetch(`${url}/stats`);
       if (response.ok) return { url, port, stop: () => child.kill('SIGTERM'), child };

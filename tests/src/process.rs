@@ -1,10 +1,11 @@
 //! Processes: the relay binary run on its own, waiting for a server to listen, signals,
 //! free ports and temporary directories.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -231,9 +232,21 @@ pub(crate) fn send_signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
-/// A port free on loopback just now.
+/// A port free on loopback just now, never one this test binary was handed before.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    // The kernel may hand out a port again once its listener is closed; tests running side
+    // by side, or one asking for two ports before starting either, would then share it.
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return Ok(port);
+        }
+    }
 }
