@@ -3,17 +3,19 @@
 //! callbacks. This is the one module that knows the transport ([`crate::relay`]), the calls
 //! ([`crate::call`]) and the page ([`crate::ui`]); they know only their own events.
 
-use futures::channel::mpsc::{unbounded, UnboundedSender};
-use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use signalroom_protocol::{ErrorCode, Event, IceServer, PeerId, Request, RoomName, Signal};
-use web_sys::MediaStream;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+use web_sys::{MediaStream, MediaStreamTrack};
 
 use web_sys::RtcPeerConnectionState as State;
 
-use crate::call::{state_name, Call, CallEvent};
+use crate::call::{state_name, Call, CallEvent, Quality, Sending};
 use crate::codec::{self, Incoming};
 use crate::config::PageConfig;
+use crate::inbox::{inbox, Sender};
+use crate::media;
 use crate::relay::{Reconnect, Relay, RelayEvent, Update};
 use crate::room::{Action, Phase, Room, MAX_PEERS};
 use crate::ui::{Badge, Ui};
@@ -23,6 +25,25 @@ use signalroom_protocol::session::{AckDue, Outgoing, Session, ACK_AFTER_MS};
 /// A page turned away as `full` asks again this often while it stays connected (the relay
 /// closes it after its join timeout, and it then reconnects and asks as ever).
 const ASK_AGAIN_MS: u32 = 2_000;
+
+/// How often the calls' quality is shown, and how many looks apart it is also logged.
+const STATS_EVERY_MS: u32 = 1_000;
+const LOG_STATS_EVERY: u32 = 10;
+
+/// A call is `good` below this round-trip time and packet loss (of the last second).
+const GOOD_RTT_MS: f64 = 400.0;
+const GOOD_LOSS_PERCENT: f64 = 3.0;
+
+/// A control of the call, by button or key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Microphone off or on (`m`).
+    Mute,
+    /// Camera off or on (`v`).
+    Video,
+    /// Share the screen, or stop (`s`).
+    Share,
+}
 
 /// Everything the event loop reacts to.
 #[derive(Debug)]
@@ -58,6 +79,22 @@ pub enum Input {
     },
     /// Time to acknowledge what the relay sent.
     AckDue,
+    /// The user pressed a control.
+    Control(Control),
+    /// The user chose the device of `kind` (`"audio"`, `"video"`) with this id.
+    Device(&'static str, String),
+    /// The track of `kind` from the device the user chose, or why there is none.
+    Track(&'static str, Result<MediaStreamTrack, String>),
+    /// A device was plugged in or out.
+    DevicesChanged,
+    /// The devices present (`MediaDeviceInfo`s).
+    Devices(js_sys::Array),
+    /// The screen the user chose to share, or why there is none.
+    Screen(Result<MediaStreamTrack, String>),
+    /// The shared screen ended (stopped from the browser's own bar, say).
+    ScreenEnded,
+    /// Time to show the calls' quality.
+    StatsDue,
 }
 
 /// Whether the page wants to be in its room.
@@ -85,17 +122,28 @@ struct Pair {
     serial: u32,
     origin: Origin,
     call: Call,
+    /// The call's quality at the last look (loss is counted between looks), how many looks
+    /// there were, and whether the last was good.
+    seen: Quality,
+    looks: u32,
+    good: Option<bool>,
 }
 
 struct App {
     ui: Ui,
     config: PageConfig,
     room: Room,
-    inputs: UnboundedSender<Input>,
+    inputs: Sender<Input>,
     relay: Relay,
     wish: Wish,
     /// Camera and microphone, when the browser gave them.
     local: Option<MediaStream>,
+    /// Whether the user has the microphone and the camera on (their tracks `enabled`).
+    audio_on: bool,
+    video_on: bool,
+    /// The shared screen, sent instead of the camera while there is one, and what hears
+    /// of its end.
+    screen: Option<(MediaStreamTrack, Closure<dyn FnMut()>)>,
     ice_servers: Vec<IceServer>,
     /// One call per other member (and, after a lost relay connection, the earlier calls).
     pairs: Vec<Pair>,
@@ -132,27 +180,65 @@ pub async fn run() {
     }
     ui.show_room(room.as_str(), link.as_deref().unwrap_or("#"));
 
-    let (inputs, mut queue) = unbounded();
+    let (inputs, mut queue) = inbox();
     {
         let inputs = inputs.clone();
         ui.on_chat(move |text| {
-            let _ = inputs.unbounded_send(Input::Chat(text));
+            inputs.send(Input::Chat(text));
         });
     }
     for (id, input) in [
         ("hangup", (|| Input::HangUp) as fn() -> Input),
         ("rejoin", || Input::Rejoin),
+        ("mute", || Input::Control(Control::Mute)),
+        ("video-off", || Input::Control(Control::Video)),
+        ("share", || Input::Control(Control::Share)),
     ] {
         let inputs = inputs.clone();
         ui.on_click(id, move || {
-            let _ = inputs.unbounded_send(input());
+            inputs.send(input());
+        });
+    }
+    {
+        let (inputs, keys_ui) = (inputs.clone(), ui.clone());
+        ui.on_key(move |key| {
+            let control = match key.as_str() {
+                "m" => Control::Mute,
+                "v" => Control::Video,
+                "s" => Control::Share,
+                "f" => return keys_ui.full_screen(None),
+                _ => return,
+            };
+            inputs.send(Input::Control(control));
+        });
+    }
+    ui.on_full_screen();
+    for (id, kind) in [("mic-select", "audio"), ("cam-select", "video")] {
+        let inputs = inputs.clone();
+        ui.on_change(id, move |device| {
+            inputs.send(Input::Device(kind, device));
+        });
+    }
+    {
+        let inputs = inputs.clone();
+        media::on_device_change(move || {
+            inputs.send(Input::DevicesChanged);
+        });
+    }
+    {
+        let inputs = inputs.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                TimeoutFuture::new(STATS_EVERY_MS).await;
+                inputs.send(Input::StatsDue);
+            }
         });
     }
 
     let relay = {
         let inputs = inputs.clone();
         Relay::new(config.relay_url(), move |event| {
-            let _ = inputs.unbounded_send(Input::Relay(event));
+            inputs.send(Input::Relay(event));
         })
     };
     let mut app = App {
@@ -163,6 +249,9 @@ pub async fn run() {
         relay,
         wish: Wish::In,
         local: None,
+        audio_on: true,
+        video_on: true,
+        screen: None,
         ice_servers: Vec::new(),
         pairs: Vec::new(),
         serial: 0,
@@ -171,7 +260,8 @@ pub async fn run() {
     };
     app.open_media().await;
     app.connect().await;
-    while let Some(input) = queue.next().await {
+    loop {
+        let input = queue.next().await;
         app.handle(input).await;
     }
 }
@@ -267,7 +357,7 @@ impl App {
                     }
                 }
                 for text in again {
-                    let _ = self.relay.send(text).await;
+                    let _ = self.relay.send(text);
                 }
                 self.relay.retry_at_once(true);
                 return false;
@@ -311,7 +401,7 @@ impl App {
                 let inputs = self.inputs.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     TimeoutFuture::new(ACK_AFTER_MS).await;
-                    let _ = inputs.unbounded_send(Input::AckDue);
+                    inputs.send(Input::AckDue);
                 });
             }
             AckDue::No => {}
@@ -388,6 +478,7 @@ impl App {
                 self.ui.show_local(Some(&stream));
                 self.ui.media_note(None);
                 self.local = Some(stream);
+                self.list_devices();
             }
             Err(reason) => {
                 self.ui.local_label("you (no camera)");
@@ -403,7 +494,228 @@ impl App {
         if let Some(stream) = self.local.take() {
             crate::media::stop(&stream);
         }
+        if let Some((screen, _)) = self.screen.take() {
+            screen.stop();
+        }
+        (self.audio_on, self.video_on) = (true, true);
+        for id in ["mute", "video-off", "share"] {
+            self.ui.pressed(id, false);
+        }
+        self.ui.media_marks(None, true, true);
         self.ui.show_local(None);
+    }
+
+    /// What the page sends now, for the other members' marks.
+    fn media(&self) -> Signal {
+        let local = self.local.as_ref();
+        Signal::Media {
+            audio: self.audio_on && media::track(local, "audio").is_some(),
+            video: self.video_on
+                && (self.screen.is_some() || media::track(local, "video").is_some()),
+        }
+    }
+
+    /// Tells every member what the page sends: over each call's data channel where it is
+    /// open, through the relay otherwise.
+    async fn tell_media(&mut self) {
+        let media = self.media();
+        if let Signal::Media { audio, video } = media {
+            self.ui.media_marks(None, audio, video);
+        }
+        for peer in self.room.peers().to_vec() {
+            if !self
+                .call_with(peer)
+                .is_some_and(|call| call.send_signal(&media))
+            {
+                self.send_to(peer, media.clone()).await;
+            }
+        }
+    }
+
+    /// What every call sends of `kind` (`"audio"`, `"video"`): `track` instead.
+    fn send_instead(&self, kind: &str, track: Option<&MediaStreamTrack>) {
+        for pair in &self.pairs {
+            pair.call.replace(kind, track);
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) {
+        let local = self.local.clone();
+        match control {
+            Control::Mute => {
+                self.audio_on = !self.audio_on;
+                for track in local.iter().flat_map(|l| media::tracks(l, "audio")) {
+                    track.set_enabled(self.audio_on);
+                }
+                self.ui.pressed("mute", !self.audio_on);
+                self.ui.log(if self.audio_on {
+                    "microphone on"
+                } else {
+                    "microphone off"
+                });
+            }
+            Control::Video => {
+                self.video_on = !self.video_on;
+                let screen = self.screen.as_ref().map(|(track, _)| track.clone());
+                for track in local
+                    .iter()
+                    .flat_map(|l| media::tracks(l, "video"))
+                    .chain(screen)
+                {
+                    track.set_enabled(self.video_on);
+                }
+                self.ui.pressed("video-off", !self.video_on);
+                self.ui.log(if self.video_on {
+                    "camera on"
+                } else {
+                    "camera off"
+                });
+            }
+            Control::Share if self.screen.is_some() => {
+                if let Some((screen, _)) = self.screen.take() {
+                    screen.stop();
+                }
+                self.screen_stopped();
+            }
+            Control::Share => {
+                self.later(async {
+                    Input::Screen(media::screen().await.map_err(|e| format!("{e:?}")))
+                });
+                return;
+            }
+        }
+        self.tell_media().await;
+    }
+
+    /// Runs `task` beside the event loop, and hands the loop its answer.
+    fn later(&self, task: impl std::future::Future<Output = Input> + 'static) {
+        self.run_later(Box::pin(task));
+    }
+
+    // One copy of the spawning, whatever the task (the page's size).
+    fn run_later(&self, task: std::pin::Pin<Box<dyn std::future::Future<Output = Input>>>) {
+        let inputs = self.inputs.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            inputs.send(task.await);
+        });
+    }
+
+    /// The screen the user picked goes out instead of the camera.
+    async fn share(&mut self, screen: MediaStreamTrack) {
+        screen.set_enabled(self.video_on);
+        let ended = Closure::<dyn FnMut()>::new({
+            let inputs = self.inputs.clone();
+            move || {
+                inputs.send(Input::ScreenEnded);
+            }
+        });
+        screen.set_onended(Some(ended.as_ref().unchecked_ref()));
+        self.send_instead("video", Some(&screen));
+        if let Ok(preview) = MediaStream::new() {
+            preview.add_track(&screen);
+            self.ui.show_local(Some(&preview));
+        }
+        if let Some((earlier, _)) = self.screen.replace((screen, ended)) {
+            earlier.stop();
+        }
+        self.ui.pressed("share", true);
+        self.ui.log("sharing the screen");
+        self.tell_media().await;
+    }
+
+    /// The screen is no longer shared: the camera (if any) goes out again.
+    fn screen_stopped(&mut self) {
+        let local = self.local.clone();
+        self.send_instead("video", media::track(local.as_ref(), "video").as_ref());
+        self.ui.show_local(local.as_ref());
+        self.ui.pressed("share", false);
+        self.ui.log("screen sharing stopped");
+    }
+
+    /// Switches the microphone or camera (`kind`) to `track`, in every call.
+    fn switch_device(&mut self, kind: &'static str, track: MediaStreamTrack) {
+        let (on, what) = match kind {
+            "audio" => (self.audio_on, "microphone"),
+            _ => (self.video_on, "camera"),
+        };
+        track.set_enabled(on);
+        if let Some(local) = &self.local {
+            for old in media::tracks(local, kind) {
+                local.remove_track(&old);
+                old.stop();
+            }
+            local.add_track(&track);
+        }
+        if kind == "audio" || self.screen.is_none() {
+            self.send_instead(kind, Some(&track));
+        }
+        self.ui.log(&format!("{what}: {}", track.label()));
+    }
+
+    /// Asks which microphones and cameras are present.
+    fn list_devices(&self) {
+        self.later(async { Input::Devices(media::devices().await) });
+    }
+
+    /// Lists the microphones and cameras present, the ones in use selected.
+    fn show_devices(&self, devices: &js_sys::Array) {
+        for (select, listed, kind) in [
+            ("mic-select", "audioinput", "audio"),
+            ("cam-select", "videoinput", "video"),
+        ] {
+            let label = media::track(self.local.as_ref(), kind).map(|t| t.label());
+            self.ui.devices(select, listed, devices, label.as_deref());
+        }
+    }
+
+    /// Shows how call number `serial` is doing; logs it when that changes, and every few
+    /// looks.
+    fn show_quality(&mut self, serial: u32, now: Quality) {
+        let Some(pair) = self.pairs.iter_mut().find(|pair| pair.serial == serial) else {
+            return;
+        };
+        {
+            let (lost, received) = (now.lost - pair.seen.lost, now.received - pair.seen.received);
+            let loss = if lost > 0.0 {
+                100.0 * lost / (lost + received.max(0.0))
+            } else {
+                0.0
+            };
+            pair.seen = now;
+            // Whole numbers (and loss in tenths): formatting floats would cost the page
+            // some 14 kB of WASM.
+            let rtt = now.rtt_ms.unwrap_or_default() as u32;
+            let tenths = (loss * 10.0).round() as u32;
+            let loss = format!("{}.{}", tenths / 10, tenths % 10);
+            let good = f64::from(rtt) < GOOD_RTT_MS && f64::from(tenths) < GOOD_LOSS_PERCENT * 10.0;
+            let mut figures = vec![("data-rtt", rtt.to_string()), ("data-loss", loss.clone())];
+            let mut text = format!(
+                "{} · {rtt} ms · {loss}% lost",
+                if good { "good" } else { "poor" }
+            );
+            if let Some((width, height, fps)) = now.video {
+                let (width, height, fps) = (width as u32, height as u32, fps.round() as u32);
+                figures.push(("data-res", format!("{width}x{height}")));
+                figures.push(("data-fps", fps.to_string()));
+                text.push_str(&format!(" · {width}x{height} · {fps} fps"));
+            }
+            self.ui.quality(pair.peer, good, &figures, &text);
+            if pair.good != Some(good) || pair.looks % LOG_STATS_EVERY == 0 {
+                self.ui
+                    .log(&format!("call with peer {}: {text}", pair.peer));
+            }
+            pair.good = Some(good);
+            pair.looks += 1;
+        }
+    }
+
+    /// Asks each current call how it is doing.
+    fn measure_calls(&self) {
+        for pair in &self.pairs {
+            if pair.origin == Origin::Current && pair.call.state() == State::Connected {
+                pair.call.measure();
+            }
+        }
     }
 
     async fn send_to(&mut self, peer: PeerId, signal: Signal) {
@@ -444,6 +756,7 @@ impl App {
     }
 
     async fn on_call_event(&mut self, peer: PeerId, serial: u32, event: CallEvent) {
+        let media = self.media();
         let Some(pair) = self.pair_number(serial) else {
             return;
         };
@@ -493,7 +806,16 @@ impl App {
                 self.show_phase();
             }
             CallEvent::Track(stream) => self.ui.show_remote(peer, &stream),
-            CallEvent::ChannelOpen => self.ui.log(&format!("chat channel with peer {peer} open")),
+            CallEvent::ChannelOpen => {
+                // What the page sends, for the peer's marks on its tile.
+                call.send_signal(&media);
+                self.ui.log(&format!("chat channel with peer {peer} open"));
+            }
+            CallEvent::ChannelSignal(Signal::Media { audio, video }) => {
+                self.show_media(peer, audio, video)
+            }
+            CallEvent::ChannelSignal(_) => {}
+            CallEvent::Quality(quality) => self.show_quality(serial, quality),
             CallEvent::ChannelMessage(text) => {
                 self.ui
                     .chat(&format!("peer {peer}"), &text, false, "datachannel")
@@ -547,12 +869,27 @@ impl App {
                 );
                 Ok(())
             }
+            Signal::Media { audio, video } => {
+                self.show_media(from, audio, video);
+                Ok(())
+            }
             Signal::Text { .. } => Ok(()),
         };
         if let Err(error) = result {
             self.ui
                 .log(&format!("signal from peer {from} failed: {error:?}"));
         }
+    }
+
+    /// Marks `peer`'s tile with what it sends.
+    fn show_media(&self, peer: PeerId, audio: bool, video: bool) {
+        let on = |on| if on { "on" } else { "off" };
+        self.ui.log(&format!(
+            "peer {peer}: microphone {}, video {}",
+            on(audio),
+            on(video)
+        ));
+        self.ui.media_marks(Some(peer), audio, video);
     }
 
     /// Call number `serial` has had time to connect: if it has not, unstick it.
@@ -579,7 +916,7 @@ impl App {
         {
             return;
         }
-        if let Err(error) = self.relay.send(text).await {
+        if let Err(error) = self.relay.send(text) {
             if self.session.window_ms().is_none() {
                 self.ui
                     .log(&format!("could not send to the relay: {error}"));
@@ -592,7 +929,7 @@ impl App {
         let inputs = self.inputs.clone();
         wasm_bindgen_futures::spawn_local(async move {
             TimeoutFuture::new(CALL_PATIENCE_MS).await;
-            let _ = inputs.unbounded_send(Input::Overdue { peer, serial });
+            inputs.send(Input::Overdue { peer, serial });
         });
     }
 
@@ -679,6 +1016,25 @@ impl App {
                 self.ui.chat(&me, &text, true, via);
             }
             Input::AckDue => self.acknowledge().await,
+            Input::Control(control) => self.on_control(control).await,
+            Input::Device(kind, id) => self.later(async move {
+                let track = media::device_track(kind, &id).await;
+                Input::Track(kind, track.map_err(|e| format!("{e:?}")))
+            }),
+            Input::Track(kind, Ok(track)) => self.switch_device(kind, track),
+            Input::Screen(Ok(screen)) => self.share(screen).await,
+            Input::Track(_, Err(error)) | Input::Screen(Err(error)) => self
+                .ui
+                .log(&format!("no such device, or not allowed: {error}")),
+            Input::DevicesChanged => self.list_devices(),
+            Input::Devices(devices) => self.show_devices(&devices),
+            Input::ScreenEnded => {
+                if self.screen.take().is_some() {
+                    self.screen_stopped();
+                    self.tell_media().await;
+                }
+            }
+            Input::StatsDue => self.measure_calls(),
             Input::HangUp => {
                 self.stay_out();
                 // Ended first, the session holds nothing back, even with a resume
@@ -716,7 +1072,7 @@ impl App {
                 let (ask, inputs) = (self.asks, self.inputs.clone());
                 wasm_bindgen_futures::spawn_local(async move {
                     TimeoutFuture::new(ASK_AGAIN_MS).await;
-                    let _ = inputs.unbounded_send(Input::AskAgain { ask });
+                    inputs.send(Input::AskAgain { ask });
                 });
             }
             Action::Chat { from, text } => {
@@ -731,18 +1087,25 @@ impl App {
                 self.serial += 1;
                 let serial = self.serial;
                 let inputs = self.inputs.clone();
-                let started = Call::start(
-                    polite,
-                    &self.ice_servers,
-                    self.local.as_ref(),
-                    move |event| {
-                        let _ = inputs.unbounded_send(Input::Call {
-                            peer,
-                            serial,
-                            event,
-                        });
+                let local = self.local.as_ref();
+                let Some(stream) = local.cloned().or_else(|| MediaStream::new().ok()) else {
+                    return;
+                };
+                let outgoing = Sending {
+                    stream: &stream,
+                    audio: media::track(local, "audio"),
+                    video: match &self.screen {
+                        Some((screen, _)) => Some(screen.clone()),
+                        None => media::track(local, "video"),
                     },
-                );
+                };
+                let started = Call::start(polite, &self.ice_servers, &outgoing, move |event| {
+                    inputs.send(Input::Call {
+                        peer,
+                        serial,
+                        event,
+                    });
+                });
                 match started {
                     Ok(call) => {
                         self.ui.log(&format!(
@@ -755,6 +1118,9 @@ impl App {
                             serial,
                             origin: Origin::Current,
                             call,
+                            seen: Quality::default(),
+                            looks: 0,
+                            good: None,
                         });
                         self.call_timer(peer, serial);
                     }

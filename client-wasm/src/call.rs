@@ -13,8 +13,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
-    RtcDataChannelInit, RtcDataChannelState, RtcIceCandidateInit, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
+    RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit,
+    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
     RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
@@ -43,6 +43,35 @@ pub enum CallEvent {
     ChannelOpen,
     /// A chat line arrived over the data channel.
     ChannelMessage(String),
+    /// A [`Signal`] arrived over the data channel (a binary message).
+    ChannelSignal(Signal),
+    /// How the call is doing, as [`Call::measure`] asked.
+    Quality(Quality),
+}
+
+/// What a call sends: a track of each kind, or none (its transceiver is there all the same,
+/// sending nothing, so that a track can take its place later without renegotiating), both
+/// in `stream` for the other side.
+pub struct Sending<'a> {
+    /// The stream the tracks belong to.
+    pub stream: &'a MediaStream,
+    /// The microphone.
+    pub audio: Option<MediaStreamTrack>,
+    /// The camera or the shared screen.
+    pub video: Option<MediaStreamTrack>,
+}
+
+/// How a call is doing, from its `getStats()`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Quality {
+    /// The round-trip time of the candidate pair in use, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Packets received, over every inbound stream, since the call began.
+    pub received: f64,
+    /// Packets lost, likewise.
+    pub lost: f64,
+    /// The video received: width, height and frames per second.
+    pub video: Option<(f64, f64, f64)>,
 }
 
 /// A call with one peer.
@@ -50,17 +79,18 @@ pub struct Call {
     pc: RtcPeerConnection,
     channel: RtcDataChannel,
     negotiation: Negotiation,
+    post: Rc<dyn Fn(CallEvent)>,
     // Kept alive as long as the connection may call them.
     _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
 }
 
 impl Call {
-    /// Sets up a connection, sending `local`'s tracks (or receiving only); what the browser
-    /// reports about it goes to `post`.
+    /// Sets up a connection, sending `outgoing`; what the browser reports about it goes to
+    /// `post`.
     pub fn start(
         polite: bool,
         ice_servers: &[IceServer],
-        local: Option<&MediaStream>,
+        outgoing: &Sending,
         post: impl Fn(CallEvent) + 'static,
     ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
@@ -116,20 +146,14 @@ impl Call {
             Some(CallEvent::Track(stream))
         }))));
 
-        match local {
-            Some(stream) => {
-                for track in stream.get_tracks().iter() {
-                    if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
-                        pc.add_track_0(&track, stream);
-                    }
-                }
-            }
-            None => {
-                let receive_only = RtcRtpTransceiverInit::new();
-                receive_only.set_direction(RtcRtpTransceiverDirection::Recvonly);
-                for kind in ["audio", "video"] {
-                    pc.add_transceiver_with_str_and_init(kind, &receive_only);
-                }
+        // A track by addTrack, whose transceiver the other side's offer can take up; for a
+        // track the page lacks, a transceiver sending and receiving (the default) nothing.
+        let init = RtcRtpTransceiverInit::new();
+        init.set_streams(&js_sys::Array::of1(outgoing.stream));
+        for (kind, track) in [("audio", &outgoing.audio), ("video", &outgoing.video)] {
+            match track {
+                Some(track) => drop(pc.add_track_0(track, outgoing.stream)),
+                None => drop(pc.add_transceiver_with_str_and_init(kind, &init)),
             }
         }
 
@@ -139,15 +163,22 @@ impl Call {
         init.set_id(CHAT_ID);
         let channel = pc.create_data_channel_with_data_channel_dict(CHAT_LABEL, &init);
         channel.set_onopen(Some(&on(Box::new(|_| Some(CallEvent::ChannelOpen)))));
+        channel.set_binary_type(RtcDataChannelType::Arraybuffer);
         channel.set_onmessage(Some(&on(Box::new(|event| {
-            let text = event.dyn_into::<MessageEvent>().ok()?.data().as_string()?;
-            Some(CallEvent::ChannelMessage(text))
+            let data = event.dyn_into::<MessageEvent>().ok()?.data();
+            if let Some(text) = data.as_string() {
+                return Some(CallEvent::ChannelMessage(text));
+            }
+            let bytes = js_sys::Uint8Array::new(&data).to_vec();
+            let signal = crate::codec::decode_signal(std::str::from_utf8(&bytes).ok()?)?;
+            Some(CallEvent::ChannelSignal(signal))
         }))));
 
         Ok(Self {
             pc,
             channel,
             negotiation: Negotiation::new(polite),
+            post,
             _callbacks: callbacks,
         })
     }
@@ -262,6 +293,36 @@ impl Call {
             && self.channel.send_with_str(text).is_ok()
     }
 
+    /// Sends `signal` over the data channel, as a binary message; false if it is not open.
+    pub fn send_signal(&self, signal: &Signal) -> bool {
+        self.channel.ready_state() == RtcDataChannelState::Open
+            && self
+                .channel
+                .send_with_u8_array(crate::codec::encode(signal).as_bytes())
+                .is_ok()
+    }
+
+    /// Sends `track` (or nothing) in place of what the call sends of `kind` (`"audio"` or
+    /// `"video"`), without renegotiating.
+    pub fn replace(&self, kind: &str, track: Option<&MediaStreamTrack>) {
+        for transceiver in self.pc.get_transceivers().iter() {
+            let transceiver: RtcRtpTransceiver = transceiver.unchecked_into();
+            if transceiver.receiver().track().kind() == kind {
+                let _ = transceiver.sender().replace_track(track);
+            }
+        }
+    }
+
+    /// Asks how the call is doing; the answer comes as [`CallEvent::Quality`].
+    pub fn measure(&self) {
+        let (pc, post) = (self.pc.clone(), self.post.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(quality) = quality(&pc).await {
+                post(CallEvent::Quality(quality));
+            }
+        });
+    }
+
     /// Ends the call: stops delivery to the page and closes the connection.
     pub fn close(self) {
         self.pc.set_onnegotiationneeded(None);
@@ -273,6 +334,42 @@ impl Call {
         self.channel.close();
         self.pc.close();
     }
+}
+
+/// The figures of `pc`'s `getStats()` that say how its call is doing.
+async fn quality(pc: &RtcPeerConnection) -> Option<Quality> {
+    let report = JsFuture::from(pc.get_stats()).await.ok()?;
+    let mut quality = Quality::default();
+    // The transport names the candidate pair in use (more than one may be nominated).
+    let (mut selected, mut pairs) = (String::new(), Vec::new());
+    report
+        .unchecked_into::<js_sys::Map>()
+        .for_each(&mut |stat, _| {
+            let get = |name: &str| js_sys::Reflect::get(&stat, &name.into()).ok();
+            let number = |name| get(name).and_then(|v| v.as_f64());
+            let text = |name| get(name).and_then(|v| v.as_string()).unwrap_or_default();
+            match text("type").as_str() {
+                "transport" => selected = text("selectedCandidatePairId"),
+                "candidate-pair" => pairs.push((text("id"), number("currentRoundTripTime"))),
+                "inbound-rtp" => {
+                    quality.received += number("packetsReceived").unwrap_or_default();
+                    quality.lost += number("packetsLost").unwrap_or_default();
+                    if text("kind") == "video" {
+                        if let (Some(w), Some(h)) = (number("frameWidth"), number("frameHeight")) {
+                            let fps = number("framesPerSecond").unwrap_or_default();
+                            quality.video = Some((w, h, fps));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        });
+    quality.rtt_ms = pairs
+        .into_iter()
+        .find(|(id, _)| *id == selected)
+        .and_then(|(_, rtt)| rtt)
+        .map(|seconds| seconds * 1000.0);
+    Some(quality)
 }
 
 fn rtc_sdp_type(sdp_type: SdpType) -> RtcSdpType {

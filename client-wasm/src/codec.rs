@@ -217,6 +217,7 @@ fn as_ice_servers(value: JsValue) -> Option<Vec<IceServer>> {
 }
 
 /// The [`Signal`] in a message's data, if that is what it holds.
+#[inline(never)] // called twice: one copy (the page's size)
 fn as_signal(value: JsValue) -> Option<Signal> {
     let data = Fields::of(value)?;
     let text = |name| data.field(name, as_string).ok();
@@ -239,8 +240,17 @@ fn as_signal(value: JsValue) -> Option<Signal> {
                 .ok()?,
         },
         "bye" => Signal::Bye,
+        "media" => Signal::Media {
+            audio: data.field("audio", |v| v.as_bool()).ok()?,
+            video: data.field("video", |v| v.as_bool()).ok()?,
+        },
         _ => return None,
     })
+}
+
+/// The [`Signal`] in `text` (a data channel's binary message), if it holds one.
+pub fn decode_signal(text: &str) -> Option<Signal> {
+    as_signal(js_sys::JSON::parse(text).ok()?)
 }
 
 /// Serializes any frame to the exact text a native serializer (`serde_json`) writes.
@@ -583,6 +593,9 @@ mod tests {
         r#"{"type":"message","from":4,"data":{"kind":"candidate","candidate":"c","sdp_m_line_index":0.5}}"#,
         r#"{"type":"message","from":4,"data":{"kind":"candidate","candidate":"c","sdp_mid":0}}"#,
         r#"{"type":"message","from":4,"data":{"kind":"candidate"}}"#,
+        r#"{"type":"message","from":4,"data":{"kind":"media","audio":false,"video":true}}"#,
+        r#"{"type":"message","from":4,"data":{"kind":"media","audio":true}}"#,
+        r#"{"type":"message","from":4,"data":{"kind":"media","audio":1,"video":true}}"#,
         r#"{"type":"error","code":"not_in_room","message":"m"}"#,
         r#"{"type":"error","code":"forbidden","message":"no"}"#,
         r#"{"type":"error","code":"from_the_future","message":"x","id":1}"#,
@@ -604,6 +617,20 @@ mod tests {
         for text in golden::EVENTS.lines().chain(ODD_FRAMES.iter().copied()) {
             assert_eq!(decode(text).ok(), through_serde(text), "{text}");
         }
+    }
+
+    #[wasm_bindgen_test]
+    fn a_channels_binary_message_holds_a_signal() {
+        let media = decode_signal(r#"{"kind":"media","audio":true,"video":false,"x":1}"#);
+        assert_eq!(
+            media,
+            Some(Signal::Media {
+                audio: true,
+                video: false
+            })
+        );
+        assert_eq!(decode_signal("hello"), None);
+        assert_eq!(decode_signal(r#"{"kind":"dance"}"#), None);
     }
 
     #[wasm_bindgen_test]

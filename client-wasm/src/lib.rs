@@ -4,7 +4,8 @@
 //! Code map: [`config`] reads the page address; [`relay`] is the WebSocket transport;
 //! [`codec`] turns frames into text and back; [`room`] is the room logic; [`call`] the
 //! WebRTC session, following [`signalroom_protocol::call`]'s rules, and [`media`] the
-//! camera; [`ui`] the page's elements; [`app`] the event loop that ties them together.
+//! camera, the devices and the screen; [`ui`] the page's elements; [`app`] the event loop
+//! that ties them together, and [`inbox`] its queue.
 //!
 //! [`room`] and [`codec`]'s encoding are plain Rust, and their tests also
 //! run natively (`cargo test`); the modules that use the browser's APIs through web-sys and
@@ -17,6 +18,8 @@ pub mod call;
 pub mod codec;
 #[cfg(target_arch = "wasm32")]
 pub mod config;
+#[cfg(target_arch = "wasm32")]
+pub mod inbox;
 #[cfg(target_arch = "wasm32")]
 pub mod media;
 #[cfg(target_arch = "wasm32")]

@@ -4,14 +4,14 @@
 //! each one back to [`Relay::receive`], which drops stragglers from an earlier connection
 //! and says what the event means ([`Update`]).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
-use gloo_net::websocket::futures::WebSocket;
-use gloo_net::websocket::Message;
 use gloo_timers::future::TimeoutFuture;
 use signalroom_protocol::session::Backoff;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 /// Something that happened on a relay connection, for [`Relay::receive`]. Opaque: it is
 /// tagged with the connection it came from.
@@ -23,6 +23,7 @@ pub struct RelayEvent {
 
 #[derive(Debug)]
 enum Happened {
+    Open,
     Text(String),
     Closed { reason: String, heard: bool },
     RetryDue,
@@ -56,9 +57,30 @@ pub enum Reconnect {
     Never,
 }
 
+/// A browser WebSocket and what the transport keeps with it.
+struct Socket {
+    socket: WebSocket,
+    /// Frames sent while it was still connecting, in order: they go out once it is open,
+    /// before any later one.
+    waiting: Vec<String>,
+    /// Its open, message and close handlers, alive as long as the socket may call them.
+    handlers: [Closure<dyn FnMut(JsValue)>; 3],
+}
+
+impl Socket {
+    fn flush(&mut self) -> Result<(), String> {
+        for text in self.waiting.drain(..) {
+            self.socket
+                .send_with_str(&text)
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
+    }
+}
+
 enum Link {
-    /// A connection is open or opening: its sending half.
-    Up(SplitSink<WebSocket, Message>),
+    /// A connection is open or opening.
+    Up(Socket),
     /// Down; a retry is scheduled.
     Retrying,
     /// Down, and staying down until [`Relay::open`].
@@ -109,40 +131,62 @@ impl Relay {
     /// sent meanwhile wait until it is open. `Err` is [`Update::Lost`] when the browser
     /// refused at once (a retry is then scheduled as for any lost connection).
     pub fn open(&mut self) -> Result<(), Update> {
+        self.close();
         self.generation += 1;
         let generation = self.generation;
-        let socket = match WebSocket::open(&self.url) {
+        let socket = match WebSocket::new(&self.url) {
             Ok(socket) => socket,
-            Err(error) => return Err(self.lost(error.to_string(), false)),
+            Err(error) => return Err(self.lost(format!("{error:?}"), false)),
         };
-        let (sink, mut stream) = socket.split();
-        let post = self.post.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let mut reason = String::from("connection closed");
-            let mut heard = false;
-            while let Some(frame) = stream.next().await {
-                match frame {
-                    Ok(Message::Text(text)) => {
-                        heard = true;
-                        post(RelayEvent {
-                            generation,
-                            what: Happened::Text(text),
-                        });
-                    }
-                    Ok(Message::Bytes(_)) => heard = true,
-                    Err(error) => {
-                        reason = error.to_string();
-                        break;
-                    }
+        let heard = Rc::new(Cell::new(false));
+        let handler = |what: fn(JsValue, &Cell<bool>) -> Option<Happened>| {
+            let (post, heard) = (self.post.clone(), heard.clone());
+            Closure::<dyn FnMut(JsValue)>::new(move |event| {
+                if let Some(what) = what(event, &heard) {
+                    post(RelayEvent { generation, what });
                 }
-            }
-            post(RelayEvent {
-                generation,
-                what: Happened::Closed { reason, heard },
-            });
+            })
+        };
+        let handlers = [
+            handler(|_, _| Some(Happened::Open)),
+            handler(|event, heard| {
+                heard.set(true);
+                let text = event.dyn_into::<MessageEvent>().ok()?.data().as_string()?;
+                Some(Happened::Text(text))
+            }),
+            handler(|event, heard| {
+                let event = event.dyn_into::<CloseEvent>().ok()?;
+                let mut reason = format!("closed, code {}", event.code());
+                if !event.reason().is_empty() {
+                    reason = format!("{reason}: {}", event.reason());
+                }
+                Some(Happened::Closed {
+                    reason,
+                    heard: heard.get(),
+                })
+            }),
+        ];
+        let [open, message, close] = &handlers;
+        socket.set_onopen(Some(open.as_ref().unchecked_ref()));
+        socket.set_onmessage(Some(message.as_ref().unchecked_ref()));
+        socket.set_onclose(Some(close.as_ref().unchecked_ref()));
+        self.link = Link::Up(Socket {
+            socket,
+            waiting: Vec::new(),
+            handlers,
         });
-        self.link = Link::Up(sink);
         Ok(())
+    }
+
+    /// Silences and closes the current socket, if any (the link is then down).
+    fn close(&mut self) {
+        if let Link::Up(up) = std::mem::replace(&mut self.link, Link::Down) {
+            up.socket.set_onopen(None);
+            up.socket.set_onmessage(None);
+            up.socket.set_onclose(None);
+            let _ = up.socket.close();
+            drop(up.handlers);
+        }
     }
 
     /// What `event` means, or `None` for a straggler from an earlier connection.
@@ -151,6 +195,12 @@ impl Relay {
             return None;
         }
         Some(match event.what {
+            Happened::Open => {
+                if let Link::Up(up) = &mut self.link {
+                    let _ = up.flush();
+                }
+                return None;
+            }
             Happened::Text(text) => {
                 self.backoff.connected();
                 Update::Frame(text)
@@ -166,6 +216,7 @@ impl Relay {
     /// The connection is gone: schedules the next attempt unless told not to.
     fn lost(&mut self, reason: String, heard: bool) -> Update {
         // Whatever the dead connection still delivers is void.
+        self.close();
         self.generation += 1;
         let retry_ms = match self.reconnect {
             Reconnect::Never => {
@@ -193,13 +244,17 @@ impl Relay {
         }
     }
 
-    /// Sends one frame's text; waits while the connection is still opening.
-    pub async fn send(&mut self, text: String) -> Result<(), String> {
-        let Link::Up(sink) = &mut self.link else {
+    /// Sends one frame's text; one sent while the connection is still opening goes out once
+    /// it is open.
+    pub fn send(&mut self, text: String) -> Result<(), String> {
+        let Link::Up(up) = &mut self.link else {
             return Err("not connected to the relay".into());
         };
-        sink.send(Message::Text(text))
-            .await
-            .map_err(|e| e.to_string())
+        if up.socket.ready_state() == WebSocket::CONNECTING {
+            up.waiting.push(text);
+            return Ok(());
+        }
+        up.flush()?;
+        up.socket.send_with_str(&text).map_err(|e| format!("{e:?}"))
     }
 }

@@ -140,6 +140,7 @@ impl Ui {
                 return;
             };
             set_ids(&copy, Place::Later);
+            clear_marks(&copy);
             let local = self.element::<Element>("local-tile");
             let _ = grid.insert_before(&copy, local.as_ref().map(|l| l.as_ref()));
             copy
@@ -183,6 +184,7 @@ impl Ui {
                 set_ids(&next, Place::First);
             }
             (true, None) => {
+                clear_marks(&tile);
                 let _ = tile.remove_attribute("data-peer");
                 let _ = tile.set_attribute("data-call", "idle");
                 self.set_text("remote-label", note);
@@ -325,6 +327,138 @@ impl Ui {
         handler.forget();
     }
 
+    /// Shows whether the toggle button `id` is on (`aria-pressed`).
+    pub fn pressed(&self, id: &str, on: bool) {
+        if let Some(button) = self.element::<Element>(id) {
+            let _ = button.set_attribute("aria-pressed", if on { "true" } else { "false" });
+        }
+    }
+
+    /// Marks `peer`'s tile (or, with `None`, the local one) as sending no sound (`data-audio`)
+    /// or no video (`data-video`).
+    pub fn media_marks(&self, peer: Option<PeerId>, audio: bool, video: bool) {
+        let tile = match peer {
+            Some(peer) => self.tile(peer),
+            None => self.element::<Element>("local-tile"),
+        };
+        if let Some(tile) = tile {
+            for (name, on) in [("data-audio", audio), ("data-video", video)] {
+                let _ = if on {
+                    tile.remove_attribute(name)
+                } else {
+                    tile.set_attribute(name, "off")
+                };
+            }
+        }
+    }
+
+    /// Shows how the call with `peer` is doing: `good` or not, its figures as attributes
+    /// (`data-rtt`, `data-loss`, `data-res`, `data-fps`) and as `text`.
+    pub fn quality(&self, peer: PeerId, good: bool, figures: &[(&str, String)], text: &str) {
+        let Some(tile) = self.tile(peer) else { return };
+        let _ = tile.set_attribute("data-quality", if good { "good" } else { "poor" });
+        for (name, value) in figures {
+            let _ = tile.set_attribute(name, value);
+        }
+        if let Ok(Some(stats)) = tile.query_selector(".stats") {
+            stats.set_text_content(Some(text));
+        }
+    }
+
+    /// Lists the `devices` (`MediaDeviceInfo`s) of `kind` in the select `id`, the one
+    /// labelled `current` selected.
+    pub fn devices(&self, id: &str, kind: &str, devices: &js_sys::Array, current: Option<&str>) {
+        let Some(select) = self.element::<web_sys::HtmlSelectElement>(id) else {
+            return;
+        };
+        select.set_text_content(None);
+        let mut count = 0;
+        for device in devices.iter() {
+            let text = |name: &str| {
+                js_sys::Reflect::get(&device, &name.into())
+                    .ok()
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_default()
+            };
+            let (Ok(option), true) = (self.document.create_element("option"), text("kind") == kind)
+            else {
+                continue;
+            };
+            count += 1;
+            let label = text("label");
+            let _ = option.set_attribute("value", &text("deviceId"));
+            option.set_text_content(Some(&label));
+            if Some(label.as_str()) == current {
+                let _ = option.set_attribute("selected", "");
+            }
+            let _ = select.append_child(&option);
+        }
+        select.set_disabled(count < 2);
+    }
+
+    /// Calls `on_change` with the select `id`'s value when the user changes it.
+    pub fn on_change(&self, id: &str, mut on_change: impl FnMut(String) + 'static) {
+        let Some(select) = self.element::<web_sys::HtmlSelectElement>(id) else {
+            return;
+        };
+        let handler = Closure::<dyn FnMut()>::new({
+            let select = select.clone();
+            move || on_change(select.value())
+        });
+        select.set_onchange(Some(handler.as_ref().unchecked_ref()));
+        handler.forget();
+    }
+
+    /// Calls `on_key` with each key pressed outside the chat box and the selects, without
+    /// a modifier.
+    pub fn on_key(&self, mut on_key: impl FnMut(String) + 'static) {
+        let handler = Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(
+            move |event: web_sys::KeyboardEvent| {
+                let typing = event
+                    .target()
+                    .and_then(|t| t.dyn_into::<Element>().ok())
+                    .is_some_and(|t| matches!(t.tag_name().as_str(), "INPUT" | "SELECT"));
+                if !typing && !event.ctrl_key() && !event.meta_key() && !event.alt_key() {
+                    on_key(event.key());
+                }
+            },
+        );
+        let _ = self
+            .document
+            .add_event_listener_with_callback("keydown", handler.as_ref().unchecked_ref());
+        handler.forget();
+    }
+
+    /// Shows `tile` (the first remote one when `None`) full screen, or leaves full screen.
+    pub fn full_screen(&self, tile: Option<Element>) {
+        if self.document.fullscreen_element().is_some() {
+            self.document.exit_fullscreen();
+            return;
+        }
+        if let Some(tile) = tile.or_else(|| self.element("remote-tile")) {
+            let _ = tile.request_fullscreen();
+        }
+    }
+
+    /// Shows a tile full screen when its full-screen button is clicked.
+    pub fn on_full_screen(&self) {
+        let Some(grid) = self.element::<Element>("remote-grid") else {
+            return;
+        };
+        let ui = self.clone();
+        let handler = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            let button = event
+                .target()
+                .and_then(|t| t.dyn_into::<Element>().ok())
+                .filter(|t| t.class_name() == "full");
+            if let Some(button) = button {
+                ui.full_screen(button.closest("figure").ok().flatten());
+            }
+        });
+        let _ = grid.add_event_listener_with_callback("click", handler.as_ref().unchecked_ref());
+        handler.forget();
+    }
+
     /// Calls `on_click` when the button with `id` is clicked.
     pub fn on_click(&self, id: &str, on_click: impl FnMut() + 'static) {
         let Some(button) = self.element::<HtmlElement>(id) else {
@@ -343,6 +477,24 @@ enum Place {
     First,
     /// After the first: no ids.
     Later,
+}
+
+/// Takes the media marks and the call's figures off `tile` (another peer's, or nobody's).
+fn clear_marks(tile: &Element) {
+    for name in [
+        "data-audio",
+        "data-video",
+        "data-quality",
+        "data-rtt",
+        "data-loss",
+        "data-res",
+        "data-fps",
+    ] {
+        let _ = tile.remove_attribute(name);
+    }
+    if let Ok(Some(stats)) = tile.query_selector(".stats") {
+        stats.set_text_content(None);
+    }
 }
 
 /// Gives `tile`, its video and its caption the ids its place calls for.

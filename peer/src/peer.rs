@@ -500,6 +500,8 @@ impl Peer {
                     pair.on_candidate(&candidate);
                 }
             }
+            // A page's microphone and camera marks: the peer shows no tiles.
+            Signal::Media { .. } => {}
             Signal::Bye => {
                 if self.hang_up(from) {
                     self.report(Report::CallEnded {

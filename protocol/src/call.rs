@@ -13,7 +13,8 @@
 //!   time, restarts ICE.
 //! - **The chat channel** ([`CHAT_LABEL`], [`CHAT_ID`]): one ordered, reliable data
 //!   channel that both sides create pre-negotiated (`negotiated: true`, the same id), so
-//!   neither waits for the other's; lines go as text messages.
+//!   neither waits for the other's; chat lines go as text messages, and binary messages
+//!   hold a [`Signal`](crate::Signal) as JSON (the page's `media` marks).
 //! - **Signaling**: the [`Signal`](crate::Signal) kinds in a `message`'s `data`; the
 //!   description and the candidates go `to` the one peer they are for.
 

@@ -32,6 +32,16 @@ pub enum Signal {
     },
     /// The sender hangs up the call but stays in the room.
     Bye,
+    /// What the sender sends now: whether its microphone and its video (camera or shared
+    /// screen) are on. Sent when either changes, and when a call's chat channel opens; the
+    /// other side marks the sender's tile. A track turned off stays in the call, sending
+    /// silence or black frames.
+    Media {
+        /// Sound goes out.
+        audio: bool,
+        /// Video goes out.
+        video: bool,
+    },
 }
 
 /// The type of a session description, as `RTCSdpType` spells it.

@@ -53,6 +53,13 @@ fn expected_requests() -> Vec<Request<Signal>> {
             data: Signal::Bye,
             to: None,
         },
+        Request::Message {
+            data: Signal::Media {
+                audio: false,
+                video: true,
+            },
+            to: Some(peer(2)),
+        },
         Request::Leave,
         Request::Resume {
             peer: peer(2),
@@ -254,7 +261,8 @@ fn every_variant_has_a_golden_example() {
         Text,
         Description,
         Candidate,
-        Bye
+        Bye,
+        Media
     });
 
     let golden_requests: Vec<Request<Signal>> = golden::REQUESTS
