@@ -542,34 +542,25 @@ impl App {
     async fn on_control(&mut self, control: Control) {
         let local = self.local.clone();
         match control {
-            Control::Mute => {
-                self.audio_on = !self.audio_on;
-                for track in local.iter().flat_map(|l| media::tracks(l, "audio")) {
-                    track.set_enabled(self.audio_on);
-                }
-                self.ui.pressed("mute", !self.audio_on);
-                self.ui.log(if self.audio_on {
-                    "microphone on"
-                } else {
-                    "microphone off"
-                });
-            }
-            Control::Video => {
-                self.video_on = !self.video_on;
-                let screen = self.screen.as_ref().map(|(track, _)| track.clone());
+            Control::Mute | Control::Video => {
+                let (kind, button, what, on) = match control {
+                    Control::Mute => ("audio", "mute", "microphone", &mut self.audio_on),
+                    _ => ("video", "video-off", "camera", &mut self.video_on),
+                };
+                *on = !*on;
+                let on = *on;
+                // The camera's track, and the screen's while it is shared instead.
+                let screen = self.screen.as_ref().filter(|_| kind == "video");
                 for track in local
                     .iter()
-                    .flat_map(|l| media::tracks(l, "video"))
-                    .chain(screen)
+                    .flat_map(|l| media::tracks(l, kind))
+                    .chain(screen.map(|(track, _)| track.clone()))
                 {
-                    track.set_enabled(self.video_on);
+                    track.set_enabled(on);
                 }
-                self.ui.pressed("video-off", !self.video_on);
-                self.ui.log(if self.video_on {
-                    "camera on"
-                } else {
-                    "camera off"
-                });
+                self.ui.pressed(button, !on);
+                self.ui
+                    .log(&format!("{what} {}", if on { "on" } else { "off" }));
             }
             Control::Share if self.screen.is_some() => {
                 if let Some((screen, _)) = self.screen.take() {

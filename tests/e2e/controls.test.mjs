@@ -270,49 +270,40 @@ test('each tile shows how the call is doing, refreshed every second', async () =
   await sameCall();
 });
 
-test('mute: the other side hears silence and marks the tile; unmute brings the sound back', async () => {
+/**
+ * Page a mutes by `press` (a click or a key): the button is pressed, the log says so, page b
+ * marks a's tile and hears silence; the same press unmutes, and b hears a again.
+ */
+async function muteAndUnmute(press, screenshots = false) {
   const { a, b, ia } = shared;
   assert.equal(await a.getAttribute('#mute', 'aria-pressed'), 'false');
   await b.evaluate((peer) => window.__probe.listen(peer), ia);
   await waitForSound(b, ia, true);
-
-  let had = await logText(a);
-  await a.click('#mute');
-  await a.waitForSelector('#mute[aria-pressed="true"]');
-  await logged(a, /microphone off/, had);
-  await b.waitForSelector(`${tile(ia)}[data-audio="off"]`, { timeout: 10000 });
-  await waitForSound(b, ia, false);
-  assert.equal(await b.getAttribute(tile(ia), 'data-video'), null, 'the camera is still on');
-  await a.screenshot({ path: `${artifacts}control-mute.png` });
-  await b.screenshot({ path: `${artifacts}control-mute-remote.png` });
-
-  had = await logText(a);
-  await a.click('#mute');
-  await a.waitForSelector('#mute[aria-pressed="false"]');
-  await logged(a, /microphone on/, had);
-  await b.waitForSelector(`${tile(ia)}:not([data-audio])`, { timeout: 10000 });
-  await waitForSound(b, ia, true);
+  for (const muted of [true, false]) {
+    const had = await logText(a);
+    await press();
+    await a.waitForSelector(`#mute[aria-pressed="${muted}"]`);
+    await logged(a, muted ? /microphone off/ : /microphone on/, had);
+    await b.waitForSelector(muted ? `${tile(ia)}[data-audio="off"]` : `${tile(ia)}:not([data-audio])`, { timeout: 10000 });
+    await waitForSound(b, ia, !muted);
+    if (muted) {
+      assert.equal(await b.getAttribute(tile(ia), 'data-video'), null, 'the camera is still on');
+      if (screenshots) {
+        await a.screenshot({ path: `${artifacts}control-mute.png` });
+        await b.screenshot({ path: `${artifacts}control-mute-remote.png` });
+      }
+    }
+  }
   await sameCall();
+}
+
+test('mute: the other side hears silence and marks the tile; unmute brings the sound back', async () => {
+  await muteAndUnmute(() => shared.a.click('#mute'), true);
 });
 
 test('the m key mutes and unmutes too', async () => {
-  const { a, b, ia } = shared;
-  await b.evaluate((peer) => window.__probe.listen(peer), ia);
-  await unfocus(a);
-  let had = await logText(a);
-  await a.keyboard.press('m');
-  await a.waitForSelector('#mute[aria-pressed="true"]');
-  await logged(a, /microphone off/, had);
-  await b.waitForSelector(`${tile(ia)}[data-audio="off"]`, { timeout: 10000 });
-  await waitForSound(b, ia, false);
-
-  had = await logText(a);
-  await a.keyboard.press('m');
-  await a.waitForSelector('#mute[aria-pressed="false"]');
-  await logged(a, /microphone on/, had);
-  await b.waitForSelector(`${tile(ia)}:not([data-audio])`, { timeout: 10000 });
-  await waitForSound(b, ia, true);
-  await sameCall();
+  await unfocus(shared.a);
+  await muteAndUnmute(() => shared.a.keyboard.press('m'));
 });
 
 test('camera off: the other side sees black and marks the tile; on again, the picture is back', async () => {
@@ -466,4 +457,51 @@ test('a tile goes full screen from its button, and the first one with the f key'
   assert.equal(await b.evaluate(() => document.fullscreenElement.dataset.peer), String(ia));
   await leave();
   await sameCall();
+});
+
+test('a page without a camera shares its screen all the same', async () => {
+  // Its camera and microphone refused: the page calls receive-and-send with no track, and
+  // the screen takes the video's place without a new call.
+  const refuse = () => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('refused', 'NotAllowedError'));
+  };
+  const url = `${shared.relay.url}/?room=no-camera-share`;
+  const c = await openPage(shared.browser, url, 'unused', undefined, { initScript: refuse });
+  await statusIs(c, 'waiting');
+  const d = await openPage(shared.browser, url, 'unused', undefined, { initScript: probe });
+  try {
+    const ic = await peerIdOf(c, 'no-camera-share');
+    await d.waitForSelector(`${tile(ic)}[data-call="connected"]`, { timeout: 20000 });
+    await c.waitForSelector('#local-label:text("you (no camera)")');
+    await c.click('#share');
+    await c.waitForSelector('#share[aria-pressed="true"]');
+    await sizeAt(d, ic, 16 / 9, 'the screen');
+    await d.waitForSelector(`${tile(ic)}:not([data-video])`, { timeout: 10000 });
+    assert.equal((await logText(c)).match(/calling peer \d+/g)?.length, 1, 'no second call was made');
+    await c.click('#share');
+    await c.waitForSelector('#share[aria-pressed="false"]');
+    // Nothing goes out again: the other side marks the video off.
+    await d.waitForSelector(`${tile(ic)}[data-video="off"]`, { timeout: 10000 });
+  } finally {
+    await c.close();
+    await d.close();
+  }
+});
+
+test('on a phone-sized screen the controls fit, nothing scrolls sideways', async () => {
+  const { b } = shared;
+  const size = b.viewportSize();
+  await b.setViewportSize({ width: 390, height: 844 });
+  try {
+    const overflow = await b.evaluate(() => ({
+      page: document.documentElement.scrollWidth - window.innerWidth,
+      controls: [...document.querySelectorAll('.controls button:not([hidden]), .controls select')]
+        .map((el) => el.getBoundingClientRect())
+        .filter((box) => box.left < 0 || box.right > window.innerWidth).length,
+    }));
+    assert.deepEqual(overflow, { page: 0, controls: 0 });
+    await b.screenshot({ path: `${artifacts}control-phone.png`, fullPage: true });
+  } finally {
+    await b.setViewportSize(size);
+  }
 });
