@@ -11,7 +11,9 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use signalroom_protocol::{ErrorCode, Event, PeerId, Request};
 use signalroom_server::Config;
-use support::{client_at_path, CutProxy, RedisServer, Relay, RelayProcess, Resumed, Session};
+use support::{
+    client_at_path, CutProxy, RedisServer, Relay, RelayProcess, Resumed, Session, TempDir,
+};
 
 /// A relay on `redis` whose sessions wait `window_secs`, and whose limits the tests'
 /// bursts stay under.
@@ -521,5 +523,47 @@ async fn a_session_whose_relay_died_resumes_incomplete_elsewhere() -> Result<()>
     ensure!(matches!(b.recv().await?, Event::Join { .. }));
     a.say(json!({ "n": 3 }), Some(b.peer)).await?;
     take_numbers(&mut b, &mut [(a.peer, 3)], 3).await?;
+    Ok(())
+}
+
+/// A draining relay refuses new WebSockets with 503 from the moment it hears SIGTERM, and
+/// says so in its log as an answer, not an error: an operator's alerts on ERROR lines stay
+/// quiet through a deploy.
+#[tokio::test]
+async fn a_draining_relay_refuses_websockets_without_logging_errors() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let dir = TempDir::new("drain-log")?;
+    let log = dir.0.join("relay.log");
+    let args: Vec<String> = ["--redis-url", &redis.url, "--drain-timeout", "2"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mut relay = RelayProcess::start_with(&args, &[("RUST_LOG", "info")], Some(&log)).await?;
+    // A session to hand over keeps the relay draining for a while.
+    let (_a, _) = Session::join(relay.addr, "draining").await?;
+    relay.signal("TERM")?;
+    // Right after the signal: the first upgrade refused is the one to look at.
+    let url = format!("ws://{}/ws?resume", relay.addr);
+    let refused = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                break response.status().as_u16()
+            }
+            Err(error) => bail!("the draining relay did not answer with 503: {error}"),
+        }
+    };
+    ensure!(refused == 503, "a draining relay answered {refused}");
+    relay.exited(Duration::from_secs(10)).await?;
+    let logged = std::fs::read_to_string(&log)?;
+    ensure!(
+        logged.contains("websocket refused"),
+        "the refusal is not in the log:\n{logged}"
+    );
+    let errors: Vec<&str> = logged.lines().filter(|l| l.contains("ERROR")).collect();
+    ensure!(
+        errors.is_empty(),
+        "errors logged while draining: {errors:#?}"
+    );
     Ok(())
 }

@@ -168,9 +168,23 @@ pub fn routes<R: Rooms>(
                 response
             },
         );
-    // Probes are not traced: warp logs a 503 as an error, and a /readyz that says 503 (a
-    // relay draining, full, or cut off from Redis) is an answer, not a failure.
-    readyz.or(ws.or(stats).or(healthz).or(page).with(trace()))
+    // Neither probes nor WebSocket upgrades go through warp's trace, which logs every 503
+    // as an error: a /readyz that says 503 (a relay draining, full, or cut off from Redis)
+    // and a WebSocket refused with 503 (draining, or at the connection limit, which warns
+    // of itself) are answers, not failures.
+    readyz
+        .or(ws.with(warp::log::custom(upgrade_answered)))
+        .or(stats.or(healthz).or(page).with(trace()))
+}
+
+/// Logs the answer to a WebSocket upgrade: at debug level, a refusal at info.
+fn upgrade_answered(info: warp::log::Info<'_>) {
+    let status = info.status().as_u16();
+    if status == 101 {
+        tracing::debug!(status, elapsed = ?info.elapsed(), "websocket accepted");
+    } else {
+        tracing::info!(status, path = %info.path(), "websocket refused");
+    }
 }
 
 /// The metrics listener's one route: `GET /metrics`, in the OpenMetrics text format.
