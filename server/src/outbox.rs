@@ -115,7 +115,15 @@ struct Queue {
     state: State,
     /// A resumable connection's counted frames, kept until the client acknowledges them.
     retention: Option<Box<Retention>>,
+    /// How many of the last frames in `frames` a resumable connection queued since its
+    /// retention last took its copies ([`Queue::settle`]); their counted ones are marked
+    /// [`COUNTED`].
+    unsettled: usize,
 }
+
+/// Marks, in a queue's `frames`, a counted frame whose text the retention has not yet
+/// copied.
+const COUNTED: usize = 1 << (usize::BITS - 1);
 
 /// Bytes a session's retention holds in a buffer of its own size before it takes one from
 /// the thread's stock.
@@ -123,7 +131,13 @@ const RETAINED_SMALL: usize = 1024;
 
 /// What a resumable session keeps of the counted frames it was sent (every text frame but
 /// `ack` and `resumed`), from the first its client has not acknowledged: they go out again
-/// after a resume. Bounded in bytes and frames; empty once the client's `ack` covers what
+/// after a resume.
+///
+/// A frame is counted, and its room reserved, when it is pushed ([`Retention::reserve`]);
+/// its text is copied in when its queue settles ([`Queue::settle`]): before the queue
+/// writes any of it, drops it (a failed write, an overflow, the socket's end), or hands the
+/// retention over. So the copy is made outside the rooms lock (by the flush), the frames go
+/// in in the queue's order, and a frame the client may have received is always in. Bounded in bytes and frames; empty once the client's `ack` covers what
 /// it was sent, and its buffer back in the thread's stock at the next heartbeat after that
 /// ([`Retention::rest`]): a busy session keeps it from one `ack` to the next.
 ///
@@ -135,6 +149,9 @@ const RETAINED_SMALL: usize = 1024;
 pub struct Retention {
     /// Counted frames pushed in the session so far.
     sent: u64,
+    /// Of those, the last ones reserved but not copied in yet, and their bytes.
+    pending: u32,
+    pending_bytes: usize,
     /// The text of the counted frames after the client's acknowledged count, oldest
     /// first: one ring buffer, so keeping a frame is a copy, not an allocation (but for the
     /// first few bytes after the session was last empty), and forgetting one moves nothing.
@@ -151,6 +168,8 @@ impl Retention {
     pub fn new(max_bytes: usize, max_frames: usize) -> Box<Self> {
         Box::new(Self {
             sent: 0,
+            pending: 0,
+            pending_bytes: 0,
             text: VecDeque::new(),
             sizes: VecDeque::new(),
             max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
@@ -179,14 +198,34 @@ impl Retention {
 
     /// Counts and keeps `text`; false, keeping nothing, when it does not fit.
     fn keep(&mut self, text: &[u8]) -> bool {
-        let Ok(size) = u32::try_from(text.len()) else {
-            return false;
-        };
-        if self.sizes.len() >= self.max_frames as usize
-            || self.bytes() + text.len() > self.max_bytes as usize
+        self.reserve(text.len()) && {
+            self.settle(text);
+            true
+        }
+    }
+
+    /// Counts a frame of `len` bytes and reserves its room, for [`Retention::settle`] to
+    /// copy it in; false, counting nothing, when it does not fit.
+    fn reserve(&mut self, len: usize) -> bool {
+        if u32::try_from(len).is_err()
+            || self.sizes.len() + self.pending as usize >= self.max_frames as usize
+            || self.bytes() + len > self.max_bytes as usize
         {
             return false;
         }
+        self.sent += 1;
+        self.pending += 1;
+        self.pending_bytes += len;
+        true
+    }
+
+    /// Copies in the text of the oldest frame reserved and not copied yet.
+    fn settle(&mut self, text: &[u8]) {
+        debug_assert!(self.pending > 0, "a frame settled without a reservation");
+        self.pending = self.pending.saturating_sub(1);
+        self.pending_bytes = self.pending_bytes.saturating_sub(text.len());
+        // Fits in a u32: `reserve` checked.
+        let size = text.len() as u32;
         let want = self.text.len() + text.len();
         if want > self.text.capacity()
             && want > RETAINED_SMALL
@@ -201,15 +240,18 @@ impl Retention {
             bigger.extend_from_slice(second);
             self.text = VecDeque::from(bigger);
         }
-        self.sent += 1;
         self.text.extend(text);
         self.sizes.push_back(size);
-        true
     }
 
     /// Counts a frame that grants the session a new key, and forgets every frame kept:
-    /// a client that resumes has them all (see [`Retention`]).
+    /// a client that resumes has them all (see [`Retention`]). Nothing may be pending (the
+    /// queue settles first).
     fn granted(&mut self) {
+        debug_assert_eq!(
+            self.pending, 0,
+            "a grant before the frames ahead were settled"
+        );
         self.sent += 1;
         self.forget_all();
     }
@@ -220,14 +262,18 @@ impl Retention {
         if received > self.sent {
             return false;
         }
-        if received == self.sent {
+        // A client cannot have received a frame not copied in yet: none of its bytes were
+        // written. Defensively, such a count forgets only what is in.
+        let settled = self.sent - u64::from(self.pending);
+        let received = received.min(settled);
+        if received == settled {
             // All of it (the usual case): the buffers stay, for the frames to come, until
             // the session rests ([`Retention::rest`]).
             self.text.clear();
             self.sizes.clear();
             return true;
         }
-        let first_kept = self.sent - self.sizes.len() as u64;
+        let first_kept = settled - self.sizes.len() as u64;
         let mut acknowledged = 0;
         for _ in first_kept..received {
             if let Some(size) = self.sizes.pop_front() {
@@ -257,9 +303,11 @@ impl Retention {
         self.sizes = VecDeque::new();
     }
 
-    /// The kept frames, oldest first: each the text of one frame. (Lines the ring up in its
-    /// buffer first: for a resume or a handover, not per frame.)
+    /// The kept frames, oldest first: each the text of one frame, all of them once the
+    /// retention is out of its queue ([`Outbox::take_retention`] settles it). (Lines the
+    /// ring up in its buffer first: for a resume or a handover, not per frame.)
     pub fn frames(&mut self) -> impl Iterator<Item = &[u8]> {
+        debug_assert_eq!(self.pending, 0, "frames read before the queue settled");
         let text = &*self.text.make_contiguous();
         let mut at = 0;
         self.sizes.iter().map(move |&size| {
@@ -269,9 +317,9 @@ impl Retention {
         })
     }
 
-    /// Bytes of text kept.
+    /// Bytes of text kept, or reserved to be.
     pub fn bytes(&self) -> usize {
-        self.text.len()
+        self.text.len() + self.pending_bytes
     }
 }
 
@@ -399,6 +447,7 @@ impl Outbox {
                 head_written: 0,
                 state: State::Open(Writer::Nobody),
                 retention: None,
+                unsettled: 0,
             }),
             max_frames,
             max_bytes,
@@ -426,6 +475,7 @@ impl Outbox {
                     head_written: 0,
                     state: State::Closed,
                     retention: Some(retention),
+                    unsettled: 0,
                 }),
                 max_frames: 0,
                 max_bytes: 0,
@@ -449,7 +499,9 @@ impl Outbox {
     /// Takes the session's kept frames away (a resume, or the end of the session): the
     /// outbox keeps nothing more.
     pub fn take_retention(&self) -> Option<Box<Retention>> {
-        self.shared.lock().retention.take()
+        let mut queue = self.shared.lock();
+        queue.settle();
+        queue.retention.take()
     }
 
     /// The client has received `received` counted frames: forgets those. False for a
@@ -492,6 +544,8 @@ impl Outbox {
         let pushed = self.push(OpCode::Text, resumed.as_bytes(), batch);
         if pushed == Push::Queued {
             let mut queue = self.shared.lock();
+            // What waits before them (`resumed`) is settled; they are in the retention.
+            queue.settle();
             for text in retention.frames() {
                 queue.enqueue(OpCode::Text, text);
             }
@@ -557,11 +611,18 @@ impl Outbox {
     fn push_counted(&self, text: &str, kept: Kept, batch: &mut Batch) -> Push {
         let mut queue = self.shared.lock();
         let state = queue.state;
+        if kept == Kept::Granting {
+            // The frames ahead go in before the grant forgets them.
+            queue.settle();
+        }
+        let writes = !matches!(state, State::Broken(_) | State::Closed);
         if let Some(retention) = queue.retention.as_mut() {
             if matches!(state, State::Closing(_) | State::Ended(_)) {
                 return Push::Ignored;
             }
             let fits = match kept {
+                // Copied in when the queue settles, outside the rooms lock.
+                Kept::Kept if writes => retention.reserve(text.len()),
                 Kept::Kept => retention.keep(text.as_bytes()),
                 Kept::Granting => {
                     retention.granted();
@@ -576,23 +637,37 @@ impl Outbox {
                     .set(&mut queue, State::Broken(WriteError::Overflowed));
                 return Push::Overflowed;
             }
-            if matches!(state, State::Broken(_) | State::Closed) {
+            if !writes {
                 return Push::Queued;
             }
+            let counted = kept == Kept::Kept;
+            let pushed =
+                self.push_locked(&mut queue, OpCode::Text, text.as_bytes(), counted, batch);
+            if pushed != Push::Queued && counted {
+                // Not queued (the queue overflowed), yet reserved: in, after the frames
+                // ahead, which dropping the queue settled.
+                if let Some(retention) = queue.retention.as_mut() {
+                    retention.settle(text.as_bytes());
+                }
+            }
+            return pushed;
         }
-        self.push_locked(&mut queue, OpCode::Text, text.as_bytes(), batch)
+        self.push_locked(&mut queue, OpCode::Text, text.as_bytes(), false, batch)
     }
 
     fn push(&self, kind: OpCode, payload: &[u8], batch: &mut Batch) -> Push {
         let mut queue = self.shared.lock();
-        self.push_locked(&mut queue, kind, payload, batch)
+        self.push_locked(&mut queue, kind, payload, false, batch)
     }
 
+    /// Queues a frame; `counted` says the retention reserved it, to copy it in when the
+    /// queue settles.
     fn push_locked(
         &self,
         queue: &mut MutexGuard<'_, Queue>,
         kind: OpCode,
         payload: &[u8],
+        counted: bool,
         batch: &mut Batch,
     ) -> Push {
         let size = wsframe::frame_len(payload.len());
@@ -609,6 +684,14 @@ impl Outbox {
             return Push::Overflowed;
         }
         queue.enqueue(kind, payload);
+        if queue.retention.is_some() {
+            queue.unsettled += 1;
+            if counted {
+                if let Some(size) = queue.frames.back_mut() {
+                    *size |= COUNTED;
+                }
+            }
+        }
         let writer = match writer {
             Writer::Nobody => {
                 batch.due.push(self.clone());
@@ -659,6 +742,8 @@ impl Shared {
             // A detached outbox never has a writer: nothing to write to.
             return queue.release();
         };
+        // Before any byte of a frame can reach the client, its retention has it.
+        queue.settle();
         while !queue.bytes.is_empty() {
             match stream.try_write(&queue.bytes) {
                 Ok(written) if written > 0 => {
@@ -692,9 +777,11 @@ impl Queue {
         self.frames.push_back(wsframe::frame_len(payload.len()));
     }
 
-    /// Drops what waits and gives the buffers back. The few frame sizes a busy connection
-    /// tracks keep their room.
+    /// Drops what waits (its counted frames settled first: the retention keeps them) and
+    /// gives the buffers back. The few frame sizes a busy connection tracks keep their
+    /// room.
     fn release(&mut self) {
+        self.settle();
         spare::give(std::mem::take(&mut self.bytes));
         if self.frames.capacity() > FRAME_SIZES_KEPT {
             self.frames = VecDeque::new();
@@ -702,6 +789,36 @@ impl Queue {
             self.frames.clear();
         }
         self.head_written = 0;
+    }
+
+    /// Copies the text of the counted frames queued since the last time into the
+    /// retention, in order ([`Retention`]). Every byte of them still waits: a queue settles
+    /// before it writes or drops any.
+    fn settle(&mut self) {
+        if self.unsettled == 0 {
+            return;
+        }
+        let first = self.frames.len() - self.unsettled.min(self.frames.len());
+        self.unsettled = 0;
+        let Self {
+            bytes,
+            frames,
+            retention,
+            ..
+        } = self;
+        let Some(retention) = retention.as_mut() else {
+            return;
+        };
+        let tail: usize = frames.range(first..).map(|&size| size & !COUNTED).sum();
+        let mut at = bytes.len() - tail;
+        for size in frames.range_mut(first..) {
+            let counted = *size & COUNTED != 0;
+            *size &= !COUNTED;
+            if counted {
+                retention.settle(&bytes[at + header_size(*size)..at + *size]);
+            }
+            at += *size;
+        }
     }
 
     /// Drops the first `n` bytes, which the socket took.
@@ -715,6 +832,7 @@ impl Queue {
         self.bytes.drain(..n);
         let mut done = self.head_written + n;
         while let Some(&size) = self.frames.front() {
+            // Settled before any was written: no mark left.
             if done < size {
                 break;
             }
@@ -814,6 +932,18 @@ impl Drop for Socket {
         let mut queue = self.shared.lock();
         queue.release();
         queue.state = State::Closed;
+    }
+}
+
+/// The header's bytes in a server frame of `size` bytes in all (see
+/// [`wsframe::frame_len`]).
+fn header_size(size: usize) -> usize {
+    if size <= 127 {
+        2
+    } else if size <= 65_539 {
+        4
+    } else {
+        10
     }
 }
 
@@ -1112,6 +1242,14 @@ mod tests {
         assert_eq!(kept(&mut retention), ["after"]);
         assert!(retention.ack(11));
         assert!(kept(&mut retention).is_empty());
+    }
+
+    #[test]
+    fn a_frames_header_size_follows_from_its_size() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 100_000] {
+            let size = wsframe::frame_len(len);
+            assert_eq!(header_size(size) + len, size, "payload of {len} bytes");
+        }
     }
 
     #[test]
