@@ -137,8 +137,10 @@ const RETAINED_SMALL: usize = 1024;
 /// its text is copied in when its queue settles ([`Queue::settle`]): before the queue
 /// writes any of it, drops it (a failed write, an overflow, the socket's end), or hands the
 /// retention over. So the copy is made outside the rooms lock (by the flush), the frames go
-/// in in the queue's order, and a frame the client may have received is always in. Bounded in bytes and frames; empty once the client's `ack` covers what
-/// it was sent, and its buffer back in the thread's stock at the next heartbeat after that
+/// in in the queue's order, and a frame the client may have received is always in.
+///
+/// Bounded in bytes and frames; empty once the client's `ack` covers what it was sent, and
+/// its buffer back in the thread's stock at the next heartbeat after that
 /// ([`Retention::rest`]): a busy session keeps it from one `ack` to the next.
 ///
 /// A frame that grants the session a new key (`created`, `joined`) is counted but not
@@ -493,7 +495,10 @@ impl Outbox {
     /// Makes the connection resumable: from now on its counted frames are kept in
     /// `retention` until acknowledged.
     pub fn retain(&self, retention: Box<Retention>) {
-        self.shared.lock().retention = Some(retention);
+        let mut queue = self.shared.lock();
+        // Frames queued before count for the retention they were queued under.
+        queue.settle();
+        queue.retention = Some(retention);
     }
 
     /// Takes the session's kept frames away (a resume, or the end of the session): the

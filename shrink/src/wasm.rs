@@ -70,21 +70,17 @@ fn imports<'m>(
     body: &'m [u8],
     new_name: &mut dyn FnMut(Name<'m>) -> Option<String>,
 ) -> Result<Vec<u8>> {
-    let mut reader = Reader { bytes: body, at: 0 };
-    let mut out = Vec::with_capacity(body.len());
-    let count = reader.u32()?;
-    write_u32(&mut out, count);
-    for _ in 0..count {
+    entries(body, "import", |reader, out| {
         let module = reader.name()?;
         write_name(
-            &mut out,
+            out,
             new_name(Name::ImportModule(module))
                 .as_deref()
                 .unwrap_or(module),
         );
         let field = reader.name()?;
         write_name(
-            &mut out,
+            out,
             new_name(Name::ImportField(field))
                 .as_deref()
                 .unwrap_or(field),
@@ -106,31 +102,41 @@ fn imports<'m>(
             kind => bail!("an import of unknown kind {kind:#x}"),
         }
         out.extend_from_slice(&body[start..reader.at]);
-    }
-    ensure!(reader.done(), "bytes after the last import");
-    Ok(out)
+        Ok(())
+    })
 }
 
 fn exports<'m>(
     body: &'m [u8],
     new_name: &mut dyn FnMut(Name<'m>) -> Option<String>,
 ) -> Result<Vec<u8>> {
+    entries(body, "export", |reader, out| {
+        let name = reader.name()?;
+        write_name(out, new_name(Name::Export(name)).as_deref().unwrap_or(name));
+        // Its kind and index, copied as they are.
+        let start = reader.at;
+        reader.byte()?;
+        reader.u32()?;
+        out.extend_from_slice(&body[start..reader.at]);
+        Ok(())
+    })
+}
+
+/// A section that is a vector of entries (`what`s): its count, then each entry as
+/// `entry` reads it from the reader and writes it out; nothing may follow the last.
+fn entries<'m>(
+    body: &'m [u8],
+    what: &str,
+    mut entry: impl FnMut(&mut Reader<'m>, &mut Vec<u8>) -> Result<()>,
+) -> Result<Vec<u8>> {
     let mut reader = Reader { bytes: body, at: 0 };
     let mut out = Vec::with_capacity(body.len());
     let count = reader.u32()?;
     write_u32(&mut out, count);
     for _ in 0..count {
-        let name = reader.name()?;
-        write_name(
-            &mut out,
-            new_name(Name::Export(name)).as_deref().unwrap_or(name),
-        );
-        let start = reader.at;
-        reader.byte()?;
-        reader.u32()?;
-        out.extend_from_slice(&body[start..reader.at]);
+        entry(&mut reader, &mut out)?;
     }
-    ensure!(reader.done(), "bytes after the last export");
+    ensure!(reader.done(), "bytes after the last {what}");
     Ok(out)
 }
 
