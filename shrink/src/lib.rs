@@ -161,8 +161,8 @@ pub fn page(dir: &Path) -> Result<Shrunk> {
     let html = String::from_utf8(read("index.html")?).context("index.html is not UTF-8")?;
 
     let new = glue(&old_js, &old_wasm)?;
-    let new_stem = match stem.rsplit_once('-') {
-        Some((base, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+    let new_stem = match trunk_hashed(stem) {
+        Some(base) => {
             let digest = Sha384::new()
                 .chain_update(&new.js)
                 .chain_update(&new.wasm)
@@ -195,6 +195,15 @@ pub fn page(dir: &Path) -> Result<Shrunk> {
 }
 
 /// A subresource-integrity value, as trunk writes them.
+/// The base of a name trunk hashed (`NAME-<hash>`), or `None`. Trunk writes its 64-bit hash
+/// in hex without leading zeros: up to 16 digits, fewer one time in sixteen. The name
+/// given in its place always has 16, as the relay expects of a name it may cache for good.
+fn trunk_hashed(stem: &str) -> Option<&str> {
+    let (base, hash) = stem.rsplit_once('-')?;
+    let hex = (1..=16).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then_some(base)
+}
+
 fn integrity(bytes: &[u8]) -> String {
     let digest = Sha384::digest(bytes);
     format!(
@@ -205,6 +214,21 @@ fn integrity(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trunk_hashes_of_any_width_are_recognized() {
+        assert_eq!(
+            super::trunk_hashed("signalroom-client-wasm-80cb42e2e572e0da"),
+            Some("signalroom-client-wasm")
+        );
+        assert_eq!(
+            super::trunk_hashed("signalroom-client-wasm-649c688381543fc"),
+            Some("signalroom-client-wasm"),
+            "a hash with a leading zero left out"
+        );
+        assert_eq!(super::trunk_hashed("signalroom-client-wasm"), None);
+        assert_eq!(super::trunk_hashed("app-0123456789abcdef0"), None);
+    }
+
     use super::*;
 
     #[test]
