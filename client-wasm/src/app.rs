@@ -397,13 +397,7 @@ impl App {
     async fn counted(&mut self) -> bool {
         match self.session.received() {
             AckDue::Now => self.acknowledge().await,
-            AckDue::Later => {
-                let inputs = self.inputs.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    TimeoutFuture::new(ACK_AFTER_MS).await;
-                    inputs.send(Input::AckDue);
-                });
-            }
+            AckDue::Later => self.after(ACK_AFTER_MS, Input::AckDue),
             AckDue::No => {}
         }
         true
@@ -578,6 +572,14 @@ impl App {
         self.tell_media().await;
     }
 
+    /// Hands the loop `input` in `ms` milliseconds.
+    fn after(&self, ms: u32, input: Input) {
+        self.later(async move {
+            TimeoutFuture::new(ms).await;
+            input
+        });
+    }
+
     /// Runs `task` beside the event loop, and hands the loop its answer.
     fn later(&self, task: impl std::future::Future<Output = Input> + 'static) {
         self.run_later(Box::pin(task));
@@ -665,39 +667,37 @@ impl App {
         let Some(pair) = self.pairs.iter_mut().find(|pair| pair.serial == serial) else {
             return;
         };
-        {
-            let (lost, received) = (now.lost - pair.seen.lost, now.received - pair.seen.received);
-            let loss = if lost > 0.0 {
-                100.0 * lost / (lost + received.max(0.0))
-            } else {
-                0.0
-            };
-            pair.seen = now;
-            // Whole numbers (and loss in tenths): formatting floats would cost the page
-            // some 14 kB of WASM.
-            let rtt = now.rtt_ms.unwrap_or_default() as u32;
-            let tenths = (loss * 10.0).round() as u32;
-            let loss = format!("{}.{}", tenths / 10, tenths % 10);
-            let good = f64::from(rtt) < GOOD_RTT_MS && f64::from(tenths) < GOOD_LOSS_PERCENT * 10.0;
-            let mut figures = vec![("data-rtt", rtt.to_string()), ("data-loss", loss.clone())];
-            let mut text = format!(
-                "{} · {rtt} ms · {loss}% lost",
-                if good { "good" } else { "poor" }
-            );
-            if let Some((width, height, fps)) = now.video {
-                let (width, height, fps) = (width as u32, height as u32, fps.round() as u32);
-                figures.push(("data-res", format!("{width}x{height}")));
-                figures.push(("data-fps", fps.to_string()));
-                text.push_str(&format!(" · {width}x{height} · {fps} fps"));
-            }
-            self.ui.quality(pair.peer, good, &figures, &text);
-            if pair.good != Some(good) || pair.looks % LOG_STATS_EVERY == 0 {
-                self.ui
-                    .log(&format!("call with peer {}: {text}", pair.peer));
-            }
-            pair.good = Some(good);
-            pair.looks += 1;
+        let (lost, received) = (now.lost - pair.seen.lost, now.received - pair.seen.received);
+        let loss = if lost > 0.0 {
+            100.0 * lost / (lost + received.max(0.0))
+        } else {
+            0.0
+        };
+        pair.seen = now;
+        // Whole numbers (and loss in tenths): formatting floats would cost the page
+        // some 14 kB of WASM.
+        let rtt = now.rtt_ms.unwrap_or_default() as u32;
+        let tenths = (loss * 10.0).round() as u32;
+        let loss = format!("{}.{}", tenths / 10, tenths % 10);
+        let good = f64::from(rtt) < GOOD_RTT_MS && f64::from(tenths) < GOOD_LOSS_PERCENT * 10.0;
+        let mut figures = vec![("data-rtt", rtt.to_string()), ("data-loss", loss.clone())];
+        let mut text = format!(
+            "{} · {rtt} ms · {loss}% lost",
+            if good { "good" } else { "poor" }
+        );
+        if let Some((width, height, fps)) = now.video {
+            let (width, height, fps) = (width as u32, height as u32, fps.round() as u32);
+            figures.push(("data-res", format!("{width}x{height}")));
+            figures.push(("data-fps", fps.to_string()));
+            text.push_str(&format!(" · {width}x{height} · {fps} fps"));
         }
+        self.ui.quality(pair.peer, good, &figures, &text);
+        if pair.good != Some(good) || pair.looks % LOG_STATS_EVERY == 0 {
+            self.ui
+                .log(&format!("call with peer {}: {text}", pair.peer));
+        }
+        pair.good = Some(good);
+        pair.looks += 1;
     }
 
     /// Asks each current call how it is doing.
@@ -747,7 +747,8 @@ impl App {
     }
 
     async fn on_call_event(&mut self, peer: PeerId, serial: u32, event: CallEvent) {
-        let media = self.media();
+        // What the page sends, for a newly open channel (the pair borrows `self` below).
+        let media = matches!(event, CallEvent::ChannelOpen).then(|| self.media());
         let Some(pair) = self.pair_number(serial) else {
             return;
         };
@@ -799,7 +800,9 @@ impl App {
             CallEvent::Track(stream) => self.ui.show_remote(peer, &stream),
             CallEvent::ChannelOpen => {
                 // What the page sends, for the peer's marks on its tile.
-                call.send_signal(&media);
+                if let Some(media) = &media {
+                    call.send_signal(media);
+                }
                 self.ui.log(&format!("chat channel with peer {peer} open"));
             }
             CallEvent::ChannelSignal(Signal::Media { audio, video }) => {
@@ -917,11 +920,7 @@ impl App {
 
     /// Checks on call number `serial` once it has had time to connect.
     fn call_timer(&self, peer: PeerId, serial: u32) {
-        let inputs = self.inputs.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            TimeoutFuture::new(CALL_PATIENCE_MS).await;
-            inputs.send(Input::Overdue { peer, serial });
-        });
+        self.after(CALL_PATIENCE_MS, Input::Overdue { peer, serial });
     }
 
     /// The relay connection is gone; `heard` says whether the relay answered on it at all,
@@ -1060,11 +1059,7 @@ impl App {
             Action::Log(line) => self.ui.log(&line),
             Action::AskAgain => {
                 self.asks += 1;
-                let (ask, inputs) = (self.asks, self.inputs.clone());
-                wasm_bindgen_futures::spawn_local(async move {
-                    TimeoutFuture::new(ASK_AGAIN_MS).await;
-                    inputs.send(Input::AskAgain { ask });
-                });
+                self.after(ASK_AGAIN_MS, Input::AskAgain { ask: self.asks });
             }
             Action::Chat { from, text } => {
                 self.ui.chat(&format!("peer {from}"), &text, false, "relay")
