@@ -38,8 +38,9 @@ if [[ "${1:-}" == "--test" ]]; then
     # Debian packages the tests use, each found by a command it provides: Chromium and its
     # driver, and the servers the tests start on free ports of their own (redis-server,
     # redis-sentinel, coturn's turnserver), openssl (the TLS browser test's certificate), promtool
-    # (package prometheus; it checks the metrics exposition), and ffmpeg (a VP8 clip for the
-    # native peer to send, and ffprobe to check what it records).
+    # (package prometheus; it checks the metrics exposition), ffmpeg (a VP8 clip for the
+    # native peer to send, and ffprobe to check what it records), and nginx (the benchmark
+    # compares the relay's TLS with nginx terminating it in front of the plain relay).
     missing=()
     need() { command -v "$1" >/dev/null || missing+=("$2"); }
     need chromium chromium
@@ -52,13 +53,14 @@ if [[ "${1:-}" == "--test" ]]; then
     need promtool prometheus
     need ffmpeg ffmpeg
     need ffprobe ffmpeg
+    need nginx nginx-light
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
         # Where a service manager runs, the packages start system services: the tests
         # never use them.
-        for service in coturn prometheus; do
+        for service in coturn prometheus nginx; do
             if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
                 systemctl stop "$service"
             fi

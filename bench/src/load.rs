@@ -57,6 +57,11 @@ pub enum Kind {
     RelayMetrics,
     /// Another build of the relay (`--baseline-bin`).
     Baseline,
+    /// `RelayTls` with the other build (`--baseline-bin`).
+    BaselineTls,
+    /// The relay in the clear behind nginx, which terminates TLS (a configuration the
+    /// benchmark writes): what an operator would run instead of the relay's own TLS.
+    NginxTls,
     /// A plain tokio-tungstenite forwarder (`floor.rs`).
     Floor,
     /// The least any forwarder can do (`bare.rs`).
@@ -79,6 +84,8 @@ impl Kind {
             Kind::RelayResume => "relay-resume",
             Kind::RelayMetrics => "relay-metrics",
             Kind::Baseline => "baseline",
+            Kind::BaselineTls => "baseline-tls",
+            Kind::NginxTls => "nginx-tls",
             Kind::Floor => "floor",
             Kind::Bare => "bare",
             Kind::RedisLocal => "redis-local",
@@ -92,8 +99,16 @@ impl Kind {
     pub fn baseline(self) -> bool {
         matches!(
             self,
-            Kind::Baseline | Kind::BaselineRedisLocal | Kind::BaselineRedisSplit
+            Kind::Baseline
+                | Kind::BaselineTls
+                | Kind::BaselineRedisLocal
+                | Kind::BaselineRedisSplit
         )
+    }
+
+    /// Whether its clients speak TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Kind::RelayTls | Kind::BaselineTls | Kind::NginxTls)
     }
 
     /// Whether its clients are resumable.

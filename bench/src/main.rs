@@ -9,6 +9,7 @@ mod bare;
 mod calls;
 mod floor;
 mod load;
+mod nginx;
 mod proc;
 mod rolling;
 mod wire;
@@ -105,9 +106,13 @@ enum Cmd {
         /// Connections to hold.
         #[arg(long, default_value_t = 18_000)]
         connections: usize,
-        /// Over TLS (`wss://`): each connection also holds its TLS session and pump.
+        /// Over TLS (`wss://`): each connection also holds its TLS session.
         #[arg(long)]
         tls: bool,
+        /// With --tls: nginx terminates TLS in front of the plain relay (their memory and
+        /// descriptors summed).
+        #[arg(long, requires = "tls")]
+        nginx: bool,
         /// Resumable connections (`/ws?resume`): each also holds its session.
         #[arg(long)]
         resume: bool,
@@ -190,9 +195,10 @@ fn main() -> Result<()> {
             Cmd::Idle {
                 connections,
                 tls,
+                nginx,
                 resume,
                 relay_bin,
-            } => idle(connections, tls, resume, relay_bin.as_ref()).await,
+            } => idle(connections, tls, nginx, resume, relay_bin.as_ref()).await,
             Cmd::Rolling {
                 rooms,
                 relays,
@@ -209,8 +215,9 @@ fn main() -> Result<()> {
             Cmd::Smoke => {
                 let work = Work { in_flight: 2, payload: 200, warmup: Duration::from_millis(200), window: Duration::from_secs(1), runs: 1, bare: true, redis: false, tls: true, resume: true, metrics: true, idle_timeout: Duration::from_secs(300), stall: Duration::from_secs(1), writes: Writes::PerFrame, relay_bin: None, baseline_bin: None };
                 ensure!(compare(20, &work).await? == 0, "a run stalled");
-                idle(200, false, false, None).await?;
-                idle(200, false, true, None).await?;
+                idle(200, false, false, false, None).await?;
+                idle(200, false, false, true, None).await?;
+                idle(200, true, false, false, None).await?;
                 rolling::run(20, 2, Duration::from_millis(50), sibling("signalroom")?).await?;
                 calls::run(&[2], None).await
             }
@@ -264,14 +271,28 @@ impl Server {
         self.children.iter().map(Child::id).collect()
     }
 
+    /// Its processes and their children (nginx's workers).
+    fn processes(&self) -> Result<Vec<u32>> {
+        let mut pids = self.pids();
+        for pid in self.pids() {
+            pids.extend(proc::children(pid)?);
+        }
+        Ok(pids)
+    }
+
     /// The CPU seconds of all its processes.
     fn cpu_seconds(&self) -> Result<f64> {
-        self.pids().into_iter().map(proc::cpu_seconds).sum()
+        self.processes()?.into_iter().map(proc::cpu_seconds).sum()
     }
 
     /// The resident memory of all its processes.
     fn rss_kib(&self) -> Result<u64> {
-        self.pids().into_iter().map(proc::rss_kib).sum()
+        self.processes()?.into_iter().map(proc::rss_kib).sum()
+    }
+
+    /// The file descriptors all its processes hold.
+    fn descriptors(&self) -> Result<usize> {
+        self.processes()?.into_iter().map(proc::descriptors).sum()
     }
 
     /// Starts `command` as one more process and waits for it to listen on `addr`.
@@ -334,9 +355,13 @@ async fn start(
             server.addrs.push(addr);
             return Ok(server);
         }
-        Kind::Relay | Kind::RelayTls | Kind::RelayResume | Kind::RelayMetrics | Kind::Baseline => {
-            (1, false)
-        }
+        Kind::Relay
+        | Kind::RelayTls
+        | Kind::RelayResume
+        | Kind::RelayMetrics
+        | Kind::Baseline
+        | Kind::BaselineTls
+        | Kind::NginxTls => (1, false),
         Kind::RedisLocal | Kind::BaselineRedisLocal => (1, true),
         Kind::RedisSplit | Kind::BaselineRedisSplit => (2, true),
     };
@@ -377,13 +402,31 @@ async fn start(
             c.args(["--metrics-addr", &metrics.to_string()]);
             server.metrics = Some(metrics);
         }
-        if kind == Kind::RelayTls {
+        if kind.tls() {
             let (connector, dir) = tls_files()?;
-            c.arg("--tls-cert").arg(dir.join("cert.pem"));
-            c.arg("--tls-key").arg(dir.join("key.pem"));
+            if kind != Kind::NginxTls {
+                c.arg("--tls-cert").arg(dir.join("cert.pem"));
+                c.arg("--tls-key").arg(dir.join("key.pem"));
+            }
             server.tls = Some((connector, dir));
         }
         c.env("RUST_LOG", "warn");
+        server.spawn(c, addr).await?;
+        server.addrs.push(addr);
+    }
+    if kind == Kind::NginxTls {
+        let relay = server.addrs.pop().context("no relay")?;
+        let dir = server
+            .tls
+            .as_ref()
+            .map(|(_, dir)| dir.clone())
+            .context("no certificate")?;
+        let addr = free_addr()?;
+        let mut c = Command::new("nginx");
+        c.arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(nginx::config(&dir, addr, relay)?);
         server.spawn(c, addr).await?;
         server.addrs.push(addr);
     }
@@ -421,7 +464,20 @@ fn tls_files() -> Result<(tokio_rustls::TlsConnector, PathBuf)> {
     std::fs::write(dir.join("key.pem"), key_pair.serialize_pem())?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The cipher suites in a browser's order (Chromium's, on a machine with AES
+    // instructions): AES-128-GCM first. rustls's own order starts with AES-256-GCM, which
+    // browsers do not pick, and which costs the server under test more per record.
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -638,7 +694,7 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
         kinds.extend([Kind::RedisLocal, Kind::RedisSplit]);
     }
     if work.tls {
-        kinds.push(Kind::RelayTls);
+        kinds.extend([Kind::RelayTls, Kind::NginxTls]);
     }
     if work.resume {
         kinds.push(Kind::RelayResume);
@@ -648,6 +704,9 @@ async fn compare(rooms: usize, work: &Work) -> Result<usize> {
     }
     if work.baseline_bin.is_some() {
         kinds.push(Kind::Baseline);
+        if work.tls {
+            kinds.push(Kind::BaselineTls);
+        }
         if work.redis {
             kinds.extend([Kind::BaselineRedisLocal, Kind::BaselineRedisSplit]);
         }
@@ -758,18 +817,21 @@ fn row(name: &str, cells: Vec<String>, ratios: Vec<String>) {
 async fn idle(
     connections: usize,
     tls: bool,
+    nginx: bool,
     resume: bool,
     relay_bin: Option<&PathBuf>,
 ) -> Result<()> {
     let rooms = connections / 2;
-    let kind = match (tls, resume) {
-        (true, _) => Kind::RelayTls,
-        (false, true) => Kind::RelayResume,
-        (false, false) => Kind::Relay,
+    let kind = match (tls, nginx, resume) {
+        (true, true, _) => Kind::NginxTls,
+        (true, false, _) => Kind::RelayTls,
+        (false, _, true) => Kind::RelayResume,
+        (false, _, false) => Kind::Relay,
     };
     let server = start(kind, connections + 100, IDLE_TIMEOUT, relay_bin).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss_kib()?;
+    let descriptors_before = server.descriptors()?;
     let mut pairs = connect_all(&server, kind, rooms).await?;
     join_all(&mut pairs).await?;
     if resume {
@@ -786,6 +848,7 @@ async fn idle(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.rss_kib()?;
+    let descriptors = server.descriptors()?;
     let held = 2 * pairs.len();
     println!();
     println!(
@@ -795,6 +858,10 @@ async fn idle(
     println!(
         "relay resident memory {before} KiB before, {after} KiB after: {:.2} KiB per connection",
         (after.saturating_sub(before)) as f64 / held as f64
+    );
+    println!(
+        "descriptors {descriptors_before} before, {descriptors} after: {:.2} per connection",
+        descriptors.saturating_sub(descriptors_before) as f64 / held as f64
     );
     drop(pairs);
     Ok(())

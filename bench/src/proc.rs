@@ -68,3 +68,28 @@ fn counter(path: &str, table: &str, name: &str) -> Result<u64> {
     }
     bail!("no {name} in {path}")
 }
+
+/// The processes whose parent is `pid` (nginx's workers under its master).
+pub fn children(pid: u32) -> Result<Vec<u32>> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(child) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A process may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+        let parent: Option<u32> = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if parent == Some(pid) {
+            children.push(child);
+        }
+    }
+    Ok(children)
+}
+
+/// The file descriptors `pid` holds.
+pub fn descriptors(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}

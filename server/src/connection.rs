@@ -290,6 +290,7 @@ pub async fn serve<R: Rooms>(
                     Err(_) => break End::Lost(Loss::Failed),
                 }
                 client.last_heard = Instant::now();
+                socket.write_stream_output();
                 ended = client.handle_read(&mut reader).await;
                 reader.trim();
             }

@@ -24,9 +24,8 @@ async fn main() -> anyhow::Result<()> {
             "no index.html to serve at /; build the page with `trunk build --release --config Trunkfile.toml` or set --static-dir"
         );
     }
-    // A TLS WebSocket holds its TCP socket and a socket pair to its pump (see tls.rs).
-    let descriptors_each = if config.tls_cert.is_some() { 3 } else { 1 };
-    raise_descriptor_limit(config.max_connections, descriptors_each);
+    // A connection holds one descriptor, its TCP socket, with TLS too (see tls.rs).
+    raise_descriptor_limit(config.max_connections);
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -54,11 +53,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard one: each connection is a descriptor.
-fn raise_descriptor_limit(max_connections: usize, descriptors_each: u64) {
+fn raise_descriptor_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep some for the listener, logs and the page's files.
-            let connections = limit.saturating_sub(64) / descriptors_each;
+            let connections = limit.saturating_sub(64);
             tracing::info!(
                 descriptors = limit,
                 "room for about {connections} connections"

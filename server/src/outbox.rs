@@ -767,7 +767,14 @@ impl Shared {
         }
         // Written out: an idle connection keeps no buffers.
         queue.release();
-        let state = queue.state.written_by(Writer::Nobody);
+        // Over TLS the last records may still wait in the session: they are bytes that
+        // wait like any other, and this queue's writer is the one to come for them.
+        let writer = match stream.try_flush() {
+            Ok(()) => Writer::Nobody,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Writer::Task,
+            Err(_) => return self.set(queue, State::Broken(WriteError::Failed)),
+        };
+        let state = queue.state.written_by(writer);
         self.set(queue, state);
     }
 }
@@ -880,6 +887,19 @@ impl Socket {
         .await;
     }
 
+    /// Writes what the stream itself has to send after a read (over TLS, an alert or a key
+    /// update's answer the socket did not take at once), unless a writer is coming anyway:
+    /// every write sends the stream's waiting bytes before its own.
+    pub fn write_stream_output(&self) {
+        if !self.stream().output_waiting() {
+            return;
+        }
+        let mut queue = self.shared.lock();
+        if queue.state.writer() == Some(Writer::Nobody) {
+            self.shared.write(&mut queue);
+        }
+    }
+
     /// Whether the relay ended the connection from elsewhere ([`Outbox::push_end`]).
     pub fn ended(&self) -> bool {
         matches!(self.shared.lock().state, State::Ended(_))
@@ -976,9 +996,35 @@ mod tests {
     use super::*;
     use signalroom_wsframe::Header;
 
+    /// The client's end of a test connection.
+    enum Client {
+        Tcp(std::net::TcpStream),
+        Tls(Box<crate::tls::testing::TlsClient>),
+    }
+
+    impl Client {
+        /// Appends what has arrived (decrypted, over TLS), without waiting.
+        fn receive(&mut self, bytes: &mut Vec<u8>) {
+            match self {
+                Self::Tcp(tcp) => {
+                    let mut chunk = [0; 65536];
+                    while let Ok(read @ 1..) = tcp.read(&mut chunk) {
+                        bytes.extend_from_slice(&chunk[..read]);
+                    }
+                }
+                Self::Tls(tls) => tls.read(bytes),
+            }
+        }
+    }
+
     /// The relay's end of a loopback connection, with small kernel buffers so that writes
     /// can be cut short, and the client's end, read without waiting.
-    async fn socket_pair() -> io::Result<(Stream, std::net::TcpStream)> {
+    async fn socket_pair() -> io::Result<(Stream, Client)> {
+        socket_pair_over(false).await
+    }
+
+    /// [`socket_pair`], in the clear or over TLS.
+    async fn socket_pair_over(tls: bool) -> io::Result<(Stream, Client)> {
         let listener = TcpSocket::new_v4()?;
         listener.set_send_buffer_size(4096)?;
         listener.bind("127.0.0.1:0".parse().expect("an address"))?;
@@ -986,18 +1032,19 @@ mod tests {
         let client = TcpSocket::new_v4()?;
         client.set_recv_buffer_size(4096)?;
         let client = client.connect(listener.local_addr()?).await?;
+        if tls {
+            let (relay, client) = crate::tls::testing::pair(listener, client).await?;
+            return Ok((Stream::Tls(Box::new(relay)), Client::Tls(Box::new(client))));
+        }
         let (relay, _) = listener.accept().await?;
         let client = client.into_std()?;
         client.set_nonblocking(true)?;
-        Ok((relay.into(), client))
+        Ok((relay.into(), Client::Tcp(client)))
     }
 
     /// What the client has received so far, as frames: opcode and payload.
-    fn frames(client: &mut std::net::TcpStream, bytes: &mut Vec<u8>) -> Vec<(OpCode, Vec<u8>)> {
-        let mut chunk = [0; 65536];
-        while let Ok(read @ 1..) = client.read(&mut chunk) {
-            bytes.extend_from_slice(&chunk[..read]);
-        }
+    fn frames(client: &mut Client, bytes: &mut Vec<u8>) -> Vec<(OpCode, Vec<u8>)> {
+        client.receive(bytes);
         let mut frames = Vec::new();
         while let Ok(Some((header, size))) = Header::parse(bytes) {
             let end = size + header.len as usize;
@@ -1017,7 +1064,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_writes_nothing_until_flushed_then_everything_in_order() -> io::Result<()> {
-        let (relay, mut client) = socket_pair().await?;
+        for tls in [false, true] {
+            a_batch_writes_in_order(tls).await?;
+        }
+        Ok(())
+    }
+
+    async fn a_batch_writes_in_order(tls: bool) -> io::Result<()> {
+        let (relay, mut client) = socket_pair_over(tls).await?;
         let (outbox, _socket) = Outbox::new(relay, 8, 1 << 20);
         let mut batch = Batch::new();
         for text in ["one", "two", "three"] {
@@ -1043,7 +1097,16 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_socket_will_not_take_the_task_writes_when_it_can() -> io::Result<()> {
-        let (relay, mut client) = socket_pair().await?;
+        for tls in [false, true] {
+            the_task_writes_what_waits(tls).await?;
+        }
+        Ok(())
+    }
+
+    /// Over TLS, what waits after the queue is written out is ciphertext in the session:
+    /// the task writes it too.
+    async fn the_task_writes_what_waits(tls: bool) -> io::Result<()> {
+        let (relay, mut client) = socket_pair_over(tls).await?;
         let (outbox, socket) = Outbox::new(relay, 64, 1 << 20);
         let big: Vec<String> = (0..16)
             .map(|i| format!("{i:x}").repeat(16 * 1024))
@@ -1072,6 +1135,43 @@ mod tests {
         let texts: Vec<_> = received.into_iter().map(|(_, p)| p).collect();
         let sent: Vec<_> = big.iter().map(|t| t.as_bytes().to_vec()).collect();
         assert_eq!(texts, sent, "every frame whole and in order");
+        let _socket = writer.await.expect("the task ran").expect("written");
+        assert_eq!(state(&outbox), State::Open(Writer::Nobody));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn over_tls_records_the_socket_did_not_take_are_the_tasks_to_write() -> io::Result<()> {
+        let (relay, mut client) = socket_pair_over(true).await?;
+        let (outbox, socket) = Outbox::new(relay, 8, 1 << 20);
+        // Fits in one write's worth of records, not in the kernel's buffers: the session
+        // takes all of it and the queue empties, while ciphertext still waits.
+        let text = "x".repeat(12 * 1024);
+        let mut batch = Batch::new();
+        assert_eq!(outbox.push_text(&text, &mut batch), Push::Queued);
+        batch.flush();
+        assert_eq!(
+            outbox.shared.lock().bytes.len(),
+            0,
+            "the queue is written out"
+        );
+        assert_eq!(
+            state(&outbox),
+            State::Open(Writer::Task),
+            "and the records that wait are the task's"
+        );
+        socket.needs_attention().await;
+        let writer = tokio::spawn(async move {
+            socket.write_waiting(Duration::from_secs(5)).await?;
+            Ok::<_, WriteError>(socket)
+        });
+        let mut bytes = Vec::new();
+        let mut received = Vec::new();
+        while received.is_empty() {
+            received.extend(frames(&mut client, &mut bytes));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(received, [(OpCode::Text, text.into_bytes())]);
         let _socket = writer.await.expect("the task ran").expect("written");
         assert_eq!(state(&outbox), State::Open(Writer::Nobody));
         Ok(())
@@ -1167,7 +1267,10 @@ mod tests {
         );
         assert!(bytes.is_empty());
         let mut rest = [0; 16];
-        assert_eq!(client.read(&mut rest)?, 0, "and then the socket closes");
+        let Client::Tcp(tcp) = &mut client else {
+            unreachable!("a TCP client")
+        };
+        assert_eq!(tcp.read(&mut rest)?, 0, "and then the socket closes");
         Ok(())
     }
 

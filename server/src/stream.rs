@@ -1,36 +1,38 @@
-//! The byte stream a WebSocket is framed on: the client's TCP connection itself, or, for a
-//! connection that came in over TLS, the relay's end of a local socket pair whose other end
-//! a [`crate::tls`] pump task encrypts to the client.
+//! The byte stream a WebSocket is framed on: the client's TCP connection, in the clear or
+//! through its TLS session ([`TlsSocket`]).
 //!
-//! Both are kernel sockets with the same readiness model, so [`crate::ws`] and
-//! [`crate::outbox`] read, write and wait on either the same way, and what they argue about
-//! wakeups holds for both: this type only forwards each call to the socket it holds.
+//! Both are read, written and waited on the same way, through the TCP socket's readiness,
+//! so [`crate::ws`] and [`crate::outbox`] treat them alike and what they argue about
+//! wakeups holds for both. What TLS adds: ciphertext can wait in the session after its
+//! plaintext was taken ([`Stream::try_flush`]), and reading can make the session want to
+//! write ([`Stream::output_waiting`]).
 
 use std::io;
 use std::task::{Context, Poll};
 
 use tokio::io::Interest;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use crate::tls::TlsSocket;
 
 /// A connected socket the relay frames a WebSocket on.
 #[derive(Debug)]
 pub enum Stream {
     /// The client's own TCP connection.
     Tcp(TcpStream),
-    /// The relay's end of a socket pair to a TLS pump.
-    Pipe(UnixStream),
-}
-
-macro_rules! each {
-    ($stream:expr, $s:ident => $call:expr) => {
-        match $stream {
-            Stream::Tcp($s) => $call,
-            Stream::Pipe($s) => $call,
-        }
-    };
+    /// The client's TCP connection through its TLS session (boxed: the session is a
+    /// kilobyte a plain connection need not carry).
+    Tls(Box<TlsSocket>),
 }
 
 impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(tcp) => tcp,
+            Self::Tls(tls) => tls.tcp(),
+        }
+    }
+
     /// Runs `f`, a non-blocking call on the socket, clearing the readiness event it saw
     /// if it returns `WouldBlock` (tokio's `try_io`).
     pub fn try_io<R>(
@@ -38,32 +40,59 @@ impl Stream {
         interest: Interest,
         f: impl FnOnce() -> io::Result<R>,
     ) -> io::Result<R> {
-        each!(self, s => s.try_io(interest, f))
+        self.tcp().try_io(interest, f)
     }
 
-    /// Reads what the socket has into the spare capacity of `buf`, without waiting.
+    /// Reads what the socket has into the spare capacity of `buf`, without waiting. Fewer
+    /// bytes than there was room for means the socket had no more.
     pub fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        each!(self, s => s.try_read_buf(buf))
+        match self {
+            Self::Tcp(tcp) => tcp.try_read_buf(buf),
+            Self::Tls(tls) => tls.try_read_buf(buf),
+        }
     }
 
     /// Writes what the socket takes of `buf`, without waiting.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        each!(self, s => s.try_write(buf))
+        match self {
+            Self::Tcp(tcp) => tcp.try_write(buf),
+            Self::Tls(tls) => tls.try_write(buf),
+        }
+    }
+
+    /// Writes what the stream itself still holds of bytes already taken (TLS records);
+    /// `WouldBlock` while some wait for the socket.
+    pub fn try_flush(&self) -> io::Result<()> {
+        match self {
+            Self::Tcp(_) => Ok(()),
+            Self::Tls(tls) => tls.try_flush(),
+        }
+    }
+
+    /// Whether reading left bytes of the stream's own to write (a TLS alert or key update).
+    pub fn output_waiting(&self) -> bool {
+        match self {
+            Self::Tcp(_) => false,
+            Self::Tls(tls) => tls.output_waiting(),
+        }
     }
 
     /// Polls for read readiness, in the socket's one reader slot.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => s.poll_read_ready(cx))
+        self.tcp().poll_read_ready(cx)
     }
 
     /// Completes when the socket may take a write.
     pub async fn writable(&self) -> io::Result<()> {
-        each!(self, s => s.writable().await)
+        self.tcp().writable().await
     }
 
-    /// Closes the writing half (a FIN, or end of stream to the pump); reading goes on.
+    /// Closes the writing half (a FIN; over TLS, `close_notify` first); reading goes on.
     pub fn shut_writes(&self) -> io::Result<()> {
-        each!(self, s => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write))
+        match self {
+            Self::Tcp(tcp) => socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write),
+            Self::Tls(tls) => tls.shut_writes(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use warp::http::{header, HeaderMap, Response, StatusCode};
 use warp::{Filter, Rejection};
 
 use crate::stream::Stream;
-use crate::tls;
+use crate::tls::TlsSocket;
 
 /// A WebSocket upgrade request, ready to be accepted.
 pub struct Upgrade {
@@ -118,10 +118,14 @@ impl Upgrade {
             let (stream, early) = match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf.to_vec()),
                 Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-                    Ok(parts) => match tls::pipe(parts.io.into_inner()) {
-                        Ok(pipe) => (Stream::Pipe(pipe), parts.read_buf.to_vec()),
+                    Ok(parts) => match TlsSocket::new(parts.io.into_inner()) {
+                        Ok((tls, decrypted)) => {
+                            let mut early = parts.read_buf.to_vec();
+                            early.extend_from_slice(&decrypted);
+                            (Stream::Tls(Box::new(tls)), early)
+                        }
                         Err(error) => {
-                            return tracing::warn!(%error, "no socket pair for a TLS WebSocket")
+                            return tracing::debug!(%error, "a TLS WebSocket failed at its upgrade")
                         }
                     },
                     Err(_) => return tracing::error!("an upgraded connection of an unknown kind"),

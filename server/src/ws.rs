@@ -399,20 +399,44 @@ mod tests {
     }
 
     /// The lost wakeup of a short read: bytes that arrive after a read returned, once the
-    /// reactor has recorded their readiness, must still wake the reader.
+    /// reactor has recorded their readiness, must still wake the reader. In the clear and
+    /// over TLS, whose reads decrypt what the socket had.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bytes_arriving_just_after_a_read_wake_the_reader() -> io::Result<()> {
+        for tls in [false, true] {
+            bytes_after_a_read_wake_the_reader(tls).await?;
+        }
+        Ok(())
+    }
+
+    /// How a test's client sends bytes.
+    type Sender = Box<dyn FnMut(&[u8]) + Send>;
+
+    async fn bytes_after_a_read_wake_the_reader(tls: bool) -> io::Result<()> {
         use std::io::Write;
         use std::time::Duration;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
-        let socket = crate::stream::Stream::from(listener.accept().await?.0);
+        let connecting = tokio::net::TcpStream::connect(listener.local_addr()?);
+        let (socket, mut send): (_, Sender) = if tls {
+            let (socket, mut client) =
+                crate::tls::testing::pair(listener, connecting.await?).await?;
+            (
+                Stream::Tls(Box::new(socket)),
+                Box::new(move |bytes| client.write(bytes)),
+            )
+        } else {
+            let mut client = connecting.await?.into_std()?;
+            client.set_nonblocking(false)?;
+            let socket = Stream::from(listener.accept().await?.0);
+            let send = move |bytes: &[u8]| client.write_all(bytes).expect("the client writes");
+            (socket, Box::new(send))
+        };
         let readable = || std::future::poll_fn(|cx| socket.poll_read_ready(cx));
-        client.write_all(b"first")?;
+        send(b"first");
         readable().await?;
         let mut reader = Reader::new(1024, Vec::new());
         let read = reader.read_from_then(&socket, || {
-            client.write_all(b"second").expect("the client writes");
+            send(b"second");
             // Time for the other worker, parked in the reactor, to record the readiness.
             std::thread::sleep(Duration::from_millis(100));
         })?;
