@@ -174,8 +174,8 @@ async fn the_limits_hold_over_tls() -> Result<()> {
         "too big over TLS: 1009"
     );
 
-    // A peer that stops reading is dropped and its room told, though its TLS pump and the
-    // socket pair buffer more than a plain socket does.
+    // A peer that stops reading is dropped and its room told, though its TLS session holds
+    // a write's worth of records beyond what its queue holds.
     let mut sender = tls_client_at(relay.addr, &cert).await?;
     let mut sleeper = tls_client_at(relay.addr, &cert).await?;
     let (_, sleeper_id) = support::meet(&mut sender, &mut sleeper, "flood").await?;
