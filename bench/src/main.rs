@@ -315,6 +315,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         for child in &mut self.children {
+            // nginx's workers outlive a killed master: they go first.
+            let workers = proc::children(child.id()).unwrap_or_default();
+            for worker in workers {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &worker.to_string()])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
