@@ -1121,6 +1121,21 @@ mod tests {
             State::Open(Writer::Task),
             "the write was cut short"
         );
+        let (received, _socket) = the_task_writes(socket, &mut client, big.len()).await;
+        let texts: Vec<_> = received.into_iter().map(|(_, p)| p).collect();
+        let sent: Vec<_> = big.iter().map(|t| t.as_bytes().to_vec()).collect();
+        assert_eq!(texts, sent, "every frame whole and in order");
+        assert_eq!(state(&outbox), State::Open(Writer::Nobody));
+        Ok(())
+    }
+
+    /// Lets the connection's task write what waits, as the client reads, until the client
+    /// has `count` frames; gives the socket back, still open.
+    async fn the_task_writes(
+        socket: Socket,
+        client: &mut Client,
+        count: usize,
+    ) -> (Vec<(OpCode, Vec<u8>)>, Socket) {
         socket.needs_attention().await;
         let writer = tokio::spawn(async move {
             socket.write_waiting(Duration::from_secs(5)).await?;
@@ -1128,16 +1143,12 @@ mod tests {
         });
         let mut bytes = Vec::new();
         let mut received = Vec::new();
-        while received.len() < big.len() {
-            received.extend(frames(&mut client, &mut bytes));
+        while received.len() < count {
+            received.extend(frames(client, &mut bytes));
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let texts: Vec<_> = received.into_iter().map(|(_, p)| p).collect();
-        let sent: Vec<_> = big.iter().map(|t| t.as_bytes().to_vec()).collect();
-        assert_eq!(texts, sent, "every frame whole and in order");
-        let _socket = writer.await.expect("the task ran").expect("written");
-        assert_eq!(state(&outbox), State::Open(Writer::Nobody));
-        Ok(())
+        let socket = writer.await.expect("the task ran").expect("written");
+        (received, socket)
     }
 
     #[tokio::test]
@@ -1160,19 +1171,8 @@ mod tests {
             State::Open(Writer::Task),
             "and the records that wait are the task's"
         );
-        socket.needs_attention().await;
-        let writer = tokio::spawn(async move {
-            socket.write_waiting(Duration::from_secs(5)).await?;
-            Ok::<_, WriteError>(socket)
-        });
-        let mut bytes = Vec::new();
-        let mut received = Vec::new();
-        while received.is_empty() {
-            received.extend(frames(&mut client, &mut bytes));
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let (received, _socket) = the_task_writes(socket, &mut client, 1).await;
         assert_eq!(received, [(OpCode::Text, text.into_bytes())]);
-        let _socket = writer.await.expect("the task ran").expect("written");
         assert_eq!(state(&outbox), State::Open(Writer::Nobody));
         Ok(())
     }
