@@ -386,7 +386,12 @@ fn compressed(content: &[u8]) -> Vec<(Coding, Vec<u8>)> {
     encoded
 }
 
-/// Whether trunk hashed the file's name: `NAME-<16 hex digits>.EXT`, or `..._bg.wasm`.
+/// Whether trunk hashed the file's name: `NAME-<hex digits>.EXT`, or `..._bg.wasm`.
+///
+/// Trunk writes its 64-bit hash in hex without leading zeros, so one name in 16 has 15
+/// digits, one in 256 has 14, and so on. Names with 12 to 16 take all but one build in
+/// 65,536; a shorter one is served as not hashed (revalidated, never stale), which keeps a
+/// hand-named file such as `logo-2.png` from being cached for good.
 fn is_hashed(name: &str) -> bool {
     let file = name.rsplit('/').next().unwrap_or(name);
     let Some((stem, _ext)) = file.rsplit_once('.') else {
@@ -394,7 +399,9 @@ fn is_hashed(name: &str) -> bool {
     };
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
     stem.rsplit_once('-').is_some_and(|(before, hash)| {
-        !before.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        !before.is_empty()
+            && (12..=16).contains(&hash.len())
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
     })
 }
 
@@ -600,7 +607,12 @@ mod tests {
         assert!(!is_hashed("index.html"));
         assert!(!is_hashed("style.css"));
         assert!(!is_hashed("-2399d7a7ee6a753f.css"));
-        assert!(!is_hashed("style-2399d7a7ee6a753.css"));
+        // Trunk's hash without its leading zeros.
+        assert!(is_hashed("style-399d7a7ee6a753f.css"));
+        assert!(is_hashed("style-d7a7ee6a753f.css"));
+        assert!(!is_hashed("logo-2.png"));
+        assert!(!is_hashed("style-7ee6a753f.css"));
+        assert!(!is_hashed("style-2399d7a7ee6a753ff.css"));
         assert!(!is_hashed("style-2399d7a7ee6a753g.css"));
     }
 
