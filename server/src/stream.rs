@@ -89,10 +89,10 @@ impl Stream {
 
     /// Closes the writing half (a FIN; over TLS, `close_notify` first); reading goes on.
     pub fn shut_writes(&self) -> io::Result<()> {
-        match self {
-            Self::Tcp(tcp) => socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write),
-            Self::Tls(tls) => tls.shut_writes(),
+        if let Self::Tls(tls) = self {
+            tls.send_close_notify();
         }
+        socket2::SockRef::from(self.tcp()).shutdown(std::net::Shutdown::Write)
     }
 }
 

@@ -336,12 +336,12 @@ impl TlsSocket {
         self.output_waiting.load(Ordering::Acquire)
     }
 
-    /// Sends `close_notify`, if the socket takes it now, and closes the writing half.
-    pub fn shut_writes(&self) -> io::Result<()> {
+    /// Sends `close_notify`, if the socket takes it now: the last bytes before the writing
+    /// half closes ([`crate::stream::Stream::shut_writes`]).
+    pub fn send_close_notify(&self) {
         let mut session = self.lock();
         session.send_close_notify();
         let _ = self.flush(&mut session);
-        socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write)
     }
 
     fn flush(&self, session: &mut ServerConnection) -> io::Result<()> {
